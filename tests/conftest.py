@@ -1,0 +1,30 @@
+"""Shared fixtures: one local Ray cluster per test session, and the real-data location."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("INVLEARN_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+ML100K = SHARED_DATA / "ml-100k"
+
+
+@pytest.fixture(scope="session")
+def ml100k_dir() -> Path:
+    """The MovieLens-100K folder beside the checkout; tests that need it skip without it."""
+    if not (ML100K / "ml-100k.inter").is_file():
+        pytest.skip(f"real data not found at {ML100K} (set INVLEARN_SHARED_DATA to its parent)")
+    return ML100K
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """Start local Ray once for the whole session: each start costs seconds on 2 CPUs."""
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
