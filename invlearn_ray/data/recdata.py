@@ -27,7 +27,7 @@ def _check_same_length(name: str, **columns: torch.Tensor) -> int:
 
 @dataclass(frozen=True)
 class Interactions:
-    """Labeled ``(user, item, label)`` rows; labels are float 0/1 so losses can use them directly."""
+    """Labeled ``(user, item, label)`` rows; float 0/1 labels so losses can use them directly."""
 
     users: torch.Tensor
     items: torch.Tensor
