@@ -1,0 +1,808 @@
+"""Exact, vectorized evaluation metrics: AUC, GAUC, NDCG@K, MRR and full-catalogue Recall/NDCG@K.
+
+Two protocols (method.md §6):
+
+* **Row metrics** score the labeled test rows (positives *and* negatives) of each user:
+  :func:`auc`, :func:`gauc`, :func:`ndcg_at_k`, :func:`mrr`, bundled by :func:`evaluate_rows`.
+  They share one global sort of the rows by ``(user, score)``; every per-user quantity is then a
+  segment sum (``index_add_``) over that order, so there is no Python loop over users and the
+  same code runs on CPU and CUDA tensors with a handful of host synchronisations per call.
+* **Full-catalogue ranking** (BSL protocol) ranks every item a user did not see in training:
+  :func:`full_ranking_metrics`, looping over *batches* of users only to bound memory.
+
+Ties are handled exactly, as scikit-learn does, and every metric is the expectation over a
+uniformly random order of tied scores: AUC uses average ranks (= ``roc_auc_score``), NDCG gives
+each tie group the average gain of its members (= ``ndcg_score`` with ``ignore_ties=False``),
+MRR and Recall@K are expectations under random tie-breaking. A constant scorer therefore scores
+exactly the random level (AUC 0.5, the NDCG / MRR floors), never perfectly — a pitfall of
+top-k based implementations that break ties by index.
+
+Every returned dict is keyed by MLflow-safe names (``ndcg_at_10``); :func:`display_name` turns
+them back into the names tables show (``NDCG@10``), and :func:`metric_key` goes the other way.
+
+Arithmetic runs in float64: rank sums of half-integers are then exact for any realistic size,
+so results do not depend on row order, user order or evaluation batch size (method.md §6).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from invlearn_ray.data.recdata import UserItemIndex
+
+__all__ = [
+    "GAUC_WEIGHTINGS",
+    "GroupedMetric",
+    "auc",
+    "display_name",
+    "evaluate_rows",
+    "full_ranking_metrics",
+    "gauc",
+    "metric_key",
+    "mrr",
+    "ndcg_at_k",
+    "random_mrr_floor",
+    "random_ndcg_floor",
+]
+
+_FLOAT = torch.float64
+
+
+@dataclass(frozen=True)
+class GroupedMetric:
+    """A mean over users (groups) and how many users it covers.
+
+    Attributes:
+        value: the metric averaged over the users it is defined for.
+        n_groups: users that entered the mean.
+        n_skipped: users present in the rows for whom the metric is undefined (e.g. GAUC for a
+            user whose rows are all positive) and who were therefore left out — reported so
+            that nothing is silently lost.
+    """
+
+    value: float
+    n_groups: int
+    n_skipped: int
+
+
+# ---------------------------------------------------------------------------------------------
+# Display names <-> MLflow-safe keys
+# ---------------------------------------------------------------------------------------------
+
+_DISPLAY_WORDS = {"auc": "AUC", "gauc": "GAUC", "ndcg": "NDCG", "mrr": "MRR", "recall": "Recall"}
+_SAFE_KEY = re.compile(r"[a-z0-9_./-]+")
+
+
+def metric_key(name: str) -> str:
+    """The MLflow-safe key of a metric's display name: ``"NDCG@10" -> "ndcg_at_10"``.
+
+    MLflow rejects ``@`` in keys, so every dict this module returns is keyed by these names and
+    callers never re-map. Idempotent on keys; ``/`` (Tune's nesting, ``valid/auc``) is kept.
+
+    Raises:
+        ValueError: if the name holds characters MLflow cannot store.
+    """
+    key = re.sub(r"\s+", "_", name.strip().lower()).replace("@", "_at_")
+    if not _SAFE_KEY.fullmatch(key):
+        raise ValueError(
+            f"metric_key: {name!r} becomes {key!r}, which holds characters MLflow keys cannot "
+            "contain; use letters, digits, spaces, '@', '_', '.', '/' or '-'"
+        )
+    return key
+
+
+def display_name(key: str) -> str:
+    """The name a table shows for a metric key: ``"ndcg_at_10" -> "NDCG@10"``.
+
+    The inverse of :func:`metric_key` on the names this module produces (``"gauc_users" ->
+    "GAUC users"``, ``"valid/full_recall_at_20" -> "valid/full Recall@20"``).
+    """
+    return "/".join(_display_segment(segment) for segment in key.split("/"))
+
+
+def _display_segment(segment: str) -> str:
+    tokens = segment.split("_")
+    words: list[str] = []
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        if token == "at" and words and index + 1 < len(tokens) and tokens[index + 1].isdigit():
+            words[-1] += "@" + tokens[index + 1]
+            index += 2
+            continue
+        words.append(_DISPLAY_WORDS.get(token, token))
+        index += 1
+    return " ".join(words)
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks
+# ---------------------------------------------------------------------------------------------
+
+
+def _first_index(mask: Tensor) -> int:
+    return int(mask.nonzero()[0, 0])
+
+
+def _check_rows(
+    caller: str, scores: Tensor, labels: Tensor, users: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Validate row-metric inputs; return the scores and the labels as float64 0/1."""
+    columns = {"scores": scores, "labels": labels}
+    if users is not None:
+        columns["users"] = users
+    for name, column in columns.items():
+        if column.dim() != 1:
+            raise ValueError(
+                f"{caller}: {name} must be 1-D (one entry per test row), got shape "
+                f"{tuple(column.shape)}; flatten model outputs with .reshape(-1)"
+            )
+    lengths = {name: len(column) for name, column in columns.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"{caller}: columns differ in length: {lengths}")
+    devices = {name: str(column.device) for name, column in columns.items()}
+    if len(set(devices.values())) > 1:
+        raise ValueError(f"{caller}: columns are on different devices: {devices}")
+    if not len(scores):
+        raise ValueError(f"{caller}: no rows to evaluate")
+    if not scores.is_floating_point():
+        raise TypeError(f"{caller}: scores must be a floating tensor, got {scores.dtype}")
+    if users is not None and (users.is_floating_point() or users.dtype == torch.bool):
+        raise TypeError(f"{caller}: users must be an integer tensor of ids, got {users.dtype}")
+    nan = torch.isnan(scores)
+    not_binary = (labels != 0) & (labels != 1)
+    if bool((nan.any() | not_binary.any()).item()):
+        if bool(nan.any()):
+            row = _first_index(nan)
+            raise ValueError(
+                f"{caller}: scores[{row}] is NaN; the model produced non-finite logits — "
+                "check training for divergence before evaluating"
+            )
+        row = _first_index(not_binary)
+        raise ValueError(
+            f"{caller}: labels[{row}] = {labels[row].item()!r}; labels must be 0/1 — apply the "
+            "dataset's label rule (invlearn_ray.data) before evaluating"
+        )
+    return scores, labels.to(_FLOAT)
+
+
+def _check_k(caller: str, k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"{caller}: k must be a positive integer, got {k!r}")
+    return k
+
+
+# ---------------------------------------------------------------------------------------------
+# The shared ranking of rows within users
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _UserRanking:
+    """Rows sorted by (user, score descending), with their tie groups.
+
+    A tie group is a maximal run of one user's rows with equal scores. Positions are 0-based
+    within the user's ranking; all per-row tensors are in sorted order.
+    """
+
+    user: Tensor  # segment index 0..n_users-1 of each row (users in ascending id order)
+    label: Tensor  # float64 0/1
+    position: Tensor  # int64, 0-based rank of the row within its user, best score first
+    group: Tensor  # int64 tie-group index, increasing along the sorted rows
+    group_start: Tensor  # int64 position of the group's first row
+    group_size: Tensor  # int64 rows in the row's tie group
+    group_positives: Tensor  # float64 positives in the row's tie group
+    rows_per_user: Tensor  # int64 [n_users]
+    positives_per_user: Tensor  # float64 [n_users]
+    n_users: int
+    n_groups: int
+
+
+def _segment_sum(values: Tensor, segments: Tensor, n_segments: int) -> Tensor:
+    return values.new_zeros(n_segments).index_add_(0, segments, values)
+
+
+def _rank_within_users(scores: Tensor, labels: Tensor, users: Tensor) -> _UserRanking:
+    """One global sort by (user, score) and the tie groups it induces.
+
+    Two stable sorts make the two-key sort: by score first, then by user, which keeps the score
+    order inside each user.
+    """
+    n_rows = len(scores)
+    by_score = torch.sort(scores, descending=True, stable=True).indices
+    order = by_score[torch.sort(users[by_score], stable=True).indices]
+    sorted_scores, sorted_users, label = scores[order], users[order], labels[order]
+
+    starts_user = torch.ones(n_rows, dtype=torch.bool, device=scores.device)
+    starts_user[1:] = sorted_users[1:] != sorted_users[:-1]
+    starts_group = starts_user.clone()
+    starts_group[1:] |= sorted_scores[1:] != sorted_scores[:-1]
+    user = torch.cumsum(starts_user, 0) - 1
+    group = torch.cumsum(starts_group, 0) - 1
+    n_users, n_groups = (int(value) for value in torch.stack([user[-1], group[-1]]).tolist())
+    n_users, n_groups = n_users + 1, n_groups + 1
+
+    row = torch.arange(n_rows, device=scores.device)
+    user_first_row = row[starts_user]
+    group_first_row = row[starts_group]
+    ones = torch.ones(n_rows, dtype=torch.int64, device=scores.device)
+    group_size = _segment_sum(ones, group, n_groups)
+    group_positives = _segment_sum(label, group, n_groups)
+    return _UserRanking(
+        user=user,
+        label=label,
+        position=row - user_first_row[user],
+        group=group,
+        group_start=(group_first_row - user_first_row[user[group_first_row]])[group],
+        group_size=group_size[group],
+        group_positives=group_positives[group],
+        rows_per_user=_segment_sum(ones, user, n_users),
+        positives_per_user=_segment_sum(label, user, n_users),
+        n_users=n_users,
+        n_groups=n_groups,
+    )
+
+
+def _grouped(
+    caller: str, per_user: Tensor, valid: Tensor, weights: Tensor | None = None
+) -> GroupedMetric:
+    """Mean of ``per_user`` over ``valid`` users (optionally weighted) as a GroupedMetric."""
+    if weights is None:
+        weights = torch.ones_like(per_user)
+    weights = torch.where(valid, weights, 0.0)
+    total, weight, n_groups = torch.stack(
+        [
+            (torch.where(valid, per_user, 0.0) * weights).sum(),
+            weights.sum(),
+            valid.sum().to(_FLOAT),
+        ]
+    ).tolist()
+    n_groups = int(n_groups)
+    if n_groups == 0:
+        raise ValueError(
+            f"{caller}: no user qualifies (all {len(valid)} were skipped); evaluate on rows "
+            "where users have the labels this metric needs"
+        )
+    return GroupedMetric(total / weight, n_groups, len(valid) - n_groups)
+
+
+# ---------------------------------------------------------------------------------------------
+# AUC and GAUC
+# ---------------------------------------------------------------------------------------------
+
+
+def _per_user_auc(ranking: _UserRanking) -> tuple[Tensor, Tensor]:
+    """Mann–Whitney AUC of every user, with average ranks for ties, and who has both classes.
+
+    A tie group occupying descending positions ``s .. s+g-1`` of a user with ``n`` rows holds
+    ascending ranks ``n-s-g+1 .. n-s``, whose average is ``n - s - (g-1)/2``; then
+    ``AUC = (R+ - P(P+1)/2) / (P·N)`` with ``R+`` the positives' rank sum. Rank sums are sums of
+    half-integers, exact in float64.
+    """
+    rows = ranking.rows_per_user.to(_FLOAT)
+    average_rank = (
+        rows[ranking.user]
+        - ranking.group_start.to(_FLOAT)
+        - (ranking.group_size.to(_FLOAT) - 1.0) / 2.0
+    )
+    positive_rank_sum = _segment_sum(ranking.label * average_rank, ranking.user, ranking.n_users)
+    positives = ranking.positives_per_user
+    negatives = rows - positives
+    valid = (positives > 0) & (negatives > 0)
+    pairs = torch.where(valid, positives * negatives, 1.0)
+    return (positive_rank_sum - positives * (positives + 1.0) / 2.0) / pairs, valid
+
+
+def auc(scores: Tensor, labels: Tensor) -> float:
+    """Area under the ROC curve over all rows, equal to scikit-learn's ``roc_auc_score``.
+
+    Computed as the Mann–Whitney statistic with average ranks for tied scores, so a constant
+    scorer gets exactly 0.5.
+
+    Args:
+        scores: ``[n]`` logits (or any monotone transform of them).
+        labels: ``[n]`` 0/1 labels (bool, int or float).
+
+    Raises:
+        ValueError: if only one class is present (AUC is undefined), on NaN scores or labels
+            other than 0/1.
+    """
+    scores, labels = _check_rows("auc", scores, labels)
+    return _global_auc(scores, labels)
+
+
+def _global_auc(scores: Tensor, labels: Tensor) -> float:
+    ranking = _rank_within_users(scores, labels, torch.zeros_like(scores, dtype=torch.int64))
+    per_user, valid = _per_user_auc(ranking)
+    if not bool(valid[0]):
+        n_pos = int(ranking.positives_per_user[0])
+        raise ValueError(
+            f"auc: only one class is present ({n_pos} positives among {len(scores)} rows); AUC "
+            "needs positives and negatives — evaluate on rows that carry both labels"
+        )
+    return float(per_user[0])
+
+
+def _uniform_weights(ranking: _UserRanking) -> Tensor:
+    return torch.ones(ranking.n_users, dtype=_FLOAT, device=ranking.label.device)
+
+
+def _positive_weights(ranking: _UserRanking) -> Tensor:
+    return ranking.positives_per_user
+
+
+GAUC_WEIGHTINGS: dict[str, Callable[[_UserRanking], Tensor]] = {
+    # The paper's code: every qualifying user counts once.
+    "uniform": _uniform_weights,
+    # RecBole's GAUC: each user weighted by its number of positive rows.
+    "positives": _positive_weights,
+}
+"""How :func:`gauc` averages the per-user AUCs, by name."""
+
+
+def _gauc(ranking: _UserRanking, weighting: str) -> GroupedMetric:
+    if weighting not in GAUC_WEIGHTINGS:
+        raise ValueError(f"gauc: unknown weighting {weighting!r}; valid: {sorted(GAUC_WEIGHTINGS)}")
+    per_user, valid = _per_user_auc(ranking)
+    return _grouped("gauc", per_user, valid, GAUC_WEIGHTINGS[weighting](ranking))
+
+
+def gauc(
+    scores: Tensor, labels: Tensor, users: Tensor, weighting: str = "uniform"
+) -> GroupedMetric:
+    """Group AUC: the mean of per-user AUCs over users with both a positive and a negative row.
+
+    Users whose rows are all positive or all negative have no AUC; they are skipped and counted
+    in ``n_skipped``. Each per-user AUC equals ``roc_auc_score`` on that user's rows.
+
+    Args:
+        scores, labels, users: ``[n]`` logits, 0/1 labels and user ids of the test rows.
+        weighting: ``"uniform"`` (default) — the unweighted mean over users, as the paper's
+            code computes it (method.md §6); ``"positives"`` — weighted by each user's number
+            of positive rows, as RecBole computes it.
+
+    Raises:
+        ValueError: on an unknown weighting, when no user has both labels, on bad input.
+    """
+    scores, labels = _check_rows("gauc", scores, labels, users)
+    return _gauc(_rank_within_users(scores, labels, users), weighting)
+
+
+# ---------------------------------------------------------------------------------------------
+# NDCG@K over each user's labeled rows
+# ---------------------------------------------------------------------------------------------
+
+
+def _discount_cumsum(k: int, device: torch.device) -> Tensor:
+    """``C[m] = Σ_{p<m} 1/log2(p+2)`` for ``m = 0..k``: DCG discounts of the first m positions."""
+    discounts = 1.0 / torch.log2(torch.arange(k, dtype=_FLOAT, device=device) + 2.0)
+    return torch.cat([discounts.new_zeros(1), torch.cumsum(discounts, 0)])
+
+
+def _ndcg(ranking: _UserRanking, k: int) -> GroupedMetric:
+    """Tie-averaged NDCG@k per user, mean over users with at least one positive.
+
+    A tie group spanning positions ``[s, e)`` gets its mean gain times the discounts of those
+    positions (cut at k) — McSherry & Najork (2008), as ``sklearn.metrics.ndcg_score``. Spread
+    over the group's rows this is ``gain · (C[min(e,k)] - C[min(s,k)]) / g`` per row.
+    """
+    discount = _discount_cumsum(k, ranking.label.device)
+    group_end = ranking.group_start + ranking.group_size
+    group_discount = discount[group_end.clamp(max=k)] - discount[ranking.group_start.clamp(max=k)]
+    row_dcg = ranking.label * group_discount / ranking.group_size.to(_FLOAT)
+    dcg = _segment_sum(row_dcg, ranking.user, ranking.n_users)
+    positives = ranking.positives_per_user
+    ideal = discount[positives.to(torch.int64).clamp(max=k)]
+    valid = positives > 0
+    return _grouped("ndcg_at_k", dcg / torch.where(valid, ideal, 1.0), valid)
+
+
+def ndcg_at_k(scores: Tensor, labels: Tensor, users: Tensor, k: int) -> GroupedMetric:
+    """NDCG@k of each user's own labeled rows ranked by score, averaged over users.
+
+    ``DCG@k = Σ_{p<k} (2^{y_p} - 1) / log2(p + 2)`` (with 0/1 labels the gain is ``y``),
+    normalised by the ideal DCG of the user's rows. Tied scores share the average gain of their
+    tie group, exactly as ``sklearn.metrics.ndcg_score`` (``ignore_ties=False``).
+
+    Users without a positive row have no ideal DCG (0/0): they are skipped and counted in
+    ``n_skipped``. scikit-learn would count them as 0, which only lowers every model by the same
+    amount. Users whose rows are all positive score 1 whatever the model — with ~83% positives
+    this is why the metric is high even for random scores; see :func:`random_ndcg_floor`.
+
+    Args:
+        scores, labels, users: ``[n]`` logits, 0/1 labels and user ids of the test rows.
+        k: cut-off (the paper's text uses 10, its code 20).
+    """
+    _check_k("ndcg_at_k", k)
+    scores, labels = _check_rows("ndcg_at_k", scores, labels, users)
+    return _ndcg(_rank_within_users(scores, labels, users), k)
+
+
+def _user_counts(labels: Tensor, users: Tensor) -> tuple[Tensor, Tensor]:
+    """Rows and positives per distinct user (users in ascending id order)."""
+    _, user = torch.unique(users, return_inverse=True)
+    n_users = int(user.max()) + 1
+    rows = _segment_sum(torch.ones_like(labels), user, n_users)
+    return rows, _segment_sum(labels, user, n_users)
+
+
+def _ndcg_floor(rows: Tensor, positives: Tensor, k: int) -> GroupedMetric:
+    # Under a uniformly random order every position holds a positive with probability P/n, so
+    # by linearity E[DCG@k] = (P/n)·C[min(n,k)]; the ideal DCG does not depend on the order.
+    discount = _discount_cumsum(k, rows.device)
+    expected_dcg = positives / rows * discount[rows.to(torch.int64).clamp(max=k)]
+    valid = positives > 0
+    ideal = torch.where(valid, discount[positives.to(torch.int64).clamp(max=k)], 1.0)
+    return _grouped("random_ndcg_floor", expected_dcg / ideal, valid)
+
+
+def random_ndcg_floor(labels: Tensor, users: Tensor, k: int) -> GroupedMetric:
+    """Expected NDCG@k of a uniformly random scorer on the same rows — print it beside NDCG@k.
+
+    Exact, not sampled: ``E[NDCG_u@k] = (P_u/n_u) · C(min(n_u,k)) / C(min(P_u,k))`` with ``n_u``
+    rows, ``P_u`` positives and ``C(m) = Σ_{p<m} 1/log2(p+2)``. It equals the tie-averaged
+    NDCG@k of a constant scorer. Users are skipped exactly as in :func:`ndcg_at_k`.
+    """
+    _check_k("random_ndcg_floor", k)
+    scores = torch.zeros_like(labels, dtype=_FLOAT)
+    _, labels = _check_rows("random_ndcg_floor", scores, labels, users)
+    return _ndcg_floor(*_user_counts(labels, users), k)
+
+
+# ---------------------------------------------------------------------------------------------
+# MRR
+# ---------------------------------------------------------------------------------------------
+
+
+def _expected_reciprocal_rank(
+    user: Tensor,
+    offset: Tensor,
+    group_start: Tensor,
+    group_size: Tensor,
+    group_positives: Tensor,
+    in_first_group: Tensor,
+    n_users: int,
+    k: int | None,
+) -> Tensor:
+    """``E[1/rank of the first positive]`` per user under a random order of tied scores.
+
+    The first positive lies in the user's first tie group that holds one (``g`` rows, ``m``
+    positives, starting at 0-based position ``s``). With the group's order uniform, the first
+    positive sits at offset ``j`` with probability ``C(g-1-j, m-1) / C(g, m)``; each row of that
+    group stands for one offset ``j = 0..g-1`` and contributes ``P(j) / (s + 1 + j)`` (zero
+    beyond rank ``k`` for MRR@k). Binomials go through ``lgamma`` to stay finite for large g.
+    """
+    g = group_size.to(_FLOAT)
+    m = group_positives
+    j = offset.to(_FLOAT)
+    rank = group_start.to(_FLOAT) + 1.0 + j
+    feasible = in_first_group & (j <= g - m)
+    if k is not None:
+        feasible &= rank <= k
+    tail = torch.where(feasible, g - j, 1.0)
+    m = torch.where(feasible, m, 1.0)
+    g = torch.where(feasible, g, 1.0)
+    log_probability = (
+        torch.lgamma(tail)
+        - torch.lgamma(m)
+        - torch.lgamma(tail - m + 1.0)
+        - (torch.lgamma(g + 1.0) - torch.lgamma(m + 1.0) - torch.lgamma(g - m + 1.0))
+    )
+    contribution = torch.where(feasible, torch.exp(log_probability) / rank, 0.0)
+    return _segment_sum(contribution, user, n_users)
+
+
+def _mrr(ranking: _UserRanking, k: int | None) -> GroupedMetric:
+    no_positive = ranking.n_groups
+    first_positive_group = torch.full(
+        (ranking.n_users,), no_positive, dtype=torch.int64, device=ranking.group.device
+    ).scatter_reduce_(
+        0,
+        ranking.user,
+        torch.where(ranking.label > 0, ranking.group, no_positive),
+        reduce="amin",
+    )
+    per_user = _expected_reciprocal_rank(
+        ranking.user,
+        ranking.position - ranking.group_start,
+        ranking.group_start,
+        ranking.group_size,
+        ranking.group_positives,
+        ranking.group == first_positive_group[ranking.user],
+        ranking.n_users,
+        k,
+    )
+    return _grouped("mrr", per_user, ranking.positives_per_user > 0)
+
+
+def _mrr_floor(ranking: _UserRanking, k: int | None) -> GroupedMetric:
+    # A constant scorer puts each user's rows in one tie group starting at position 0.
+    rows = ranking.rows_per_user[ranking.user]
+    positives = ranking.positives_per_user
+    per_user = _expected_reciprocal_rank(
+        ranking.user,
+        ranking.position,
+        torch.zeros_like(rows),
+        rows,
+        positives[ranking.user],
+        positives[ranking.user] > 0,
+        ranking.n_users,
+        k,
+    )
+    return _grouped("random_mrr_floor", per_user, positives > 0)
+
+
+def _check_optional_k(caller: str, k: int | None) -> None:
+    if k is not None:
+        _check_k(caller, k)
+
+
+def mrr(scores: Tensor, labels: Tensor, users: Tensor, k: int | None = None) -> GroupedMetric:
+    """Mean reciprocal rank of the *first* positive in each user's score-ranked rows.
+
+    Ranked by the model's scores — the released code ranks labels by themselves, which makes
+    MRR a constant of the test set (method.md §6). Ties: the expected reciprocal rank under a
+    uniformly random order of tied rows (so a constant scorer gets :func:`random_mrr_floor`,
+    neither the optimistic nor the pessimistic extreme). Users without a positive row are
+    skipped and counted.
+
+    Args:
+        scores, labels, users: ``[n]`` logits, 0/1 labels and user ids of the test rows.
+        k: MRR@k — a first positive ranked below k contributes 0. ``None``: no cut-off.
+    """
+    _check_optional_k("mrr", k)
+    scores, labels = _check_rows("mrr", scores, labels, users)
+    return _mrr(_rank_within_users(scores, labels, users), k)
+
+
+def random_mrr_floor(labels: Tensor, users: Tensor, k: int | None = None) -> GroupedMetric:
+    """Expected MRR (or MRR@k) of a uniformly random scorer on the same rows; exact."""
+    _check_optional_k("random_mrr_floor", k)
+    scores = torch.zeros_like(labels, dtype=_FLOAT)
+    scores, labels = _check_rows("random_mrr_floor", scores, labels, users)
+    return _mrr_floor(_rank_within_users(scores, labels, users), k)
+
+
+# ---------------------------------------------------------------------------------------------
+# The standard report on labeled rows
+# ---------------------------------------------------------------------------------------------
+
+
+def evaluate_rows(
+    scores: Tensor, labels: Tensor, users: Tensor, ks: Sequence[int] = (10, 20)
+) -> dict[str, float]:
+    """AUC, GAUC, NDCG@k, MRR and their random floors on labeled test rows, in one pass.
+
+    One sort of the rows by (user, score) serves every per-user metric. Keys are MLflow-safe
+    (:func:`metric_key`): ``auc``, ``gauc``, ``gauc_users``, ``gauc_skipped``, ``ndcg_at_{k}``,
+    ``random_ndcg_at_{k}``, ``mrr``, ``random_mrr``, ``ndcg_users``, ``ndcg_skipped`` (NDCG and
+    MRR cover the same users: those with a positive row). GAUC is the uniform (paper) mean.
+    The AUC floor is 0.5 by construction and not repeated.
+
+    Raises:
+        ValueError: if the rows hold a single class (AUC undefined) or no user has both labels.
+    """
+    for k in ks:
+        _check_k("evaluate_rows", k)
+    scores, labels = _check_rows("evaluate_rows", scores, labels, users)
+    report: dict[str, float] = {metric_key("AUC"): _global_auc(scores, labels)}
+    ranking = _rank_within_users(scores, labels, users)
+    grouped = _gauc(ranking, "uniform")
+    report[metric_key("GAUC")] = grouped.value
+    report[metric_key("GAUC users")] = grouped.n_groups
+    report[metric_key("GAUC skipped")] = grouped.n_skipped
+    rows, positives = ranking.rows_per_user.to(_FLOAT), ranking.positives_per_user
+    for k in ks:
+        grouped = _ndcg(ranking, k)
+        report[metric_key(f"NDCG@{k}")] = grouped.value
+        report[metric_key(f"random NDCG@{k}")] = _ndcg_floor(rows, positives, k).value
+    report[metric_key("MRR")] = _mrr(ranking, None).value
+    report[metric_key("random MRR")] = _mrr_floor(ranking, None).value
+    ranked_users = int((positives > 0).sum())
+    report[metric_key("NDCG users")] = ranked_users
+    report[metric_key("NDCG skipped")] = ranking.n_users - ranked_users
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# Full-catalogue ranking (BSL protocol)
+# ---------------------------------------------------------------------------------------------
+
+
+def _dense_rows(index: UserItemIndex, users: Tensor) -> Tensor:
+    """``[len(users), n_items]`` bool mask of each user's items in a CSR index, vectorized."""
+    starts = index.indptr[users]
+    counts = index.indptr[users + 1] - starts
+    total = int(counts.sum())
+    mask = torch.zeros(len(users), index.n_items, dtype=torch.bool, device=users.device)
+    if total:
+        rows = torch.repeat_interleave(
+            torch.arange(len(users), device=users.device), counts, output_size=total
+        )
+        first = torch.repeat_interleave(
+            starts - (torch.cumsum(counts, 0) - counts), counts, output_size=total
+        )
+        entries = first + torch.arange(total, device=users.device)
+        mask[rows, index.items[entries]] = True
+    return mask
+
+
+def _tie_groups(sorted_scores: Tensor) -> tuple[Tensor, Tensor]:
+    """First and one-past-last position of each entry's tie group along rows sorted descending."""
+    width = sorted_scores.shape[1]
+    position = torch.arange(width, device=sorted_scores.device).expand_as(sorted_scores)
+    changes = sorted_scores[:, 1:] != sorted_scores[:, :-1]
+    edge = torch.ones_like(sorted_scores[:, :1], dtype=torch.bool)
+    starts = torch.cat([edge, changes], 1)
+    ends = torch.cat([changes, edge], 1)
+    group_start = torch.where(starts, position, 0).cummax(1).values
+    group_last = torch.where(ends, position, width).flip(1).cummin(1).values.flip(1)
+    return group_start, group_last + 1
+
+
+def _full_ranking_batch(
+    scores: Tensor, relevant: Tensor, excluded: Tensor, ks: Sequence[int], discount: Tensor
+) -> tuple[Tensor, dict[int, tuple[Tensor, Tensor]]]:
+    """Recall@k and NDCG@k of one batch of users; expectations over random tie orders.
+
+    Only the top ``max(ks)`` scores are sorted. For a cut-off k with threshold ``t`` (the k-th
+    best score), every candidate scored above ``t`` is inside the top k, with its tie groups
+    complete there; the tie group at ``t`` straddles the cut and is counted over the whole
+    catalogue: it fills ``q`` of the remaining slots, so each of its ``G`` members is inside
+    with probability ``q/G`` and the group spreads its mean gain over those slots' discounts.
+    """
+    n_relevant = relevant.sum(1)
+    masked = scores.masked_fill(excluded, float("-inf"))
+    top_scores, top_items = masked.topk(len(discount) - 1, dim=1)
+    top_relevant = relevant.gather(1, top_items).to(_FLOAT)
+    group_start, group_end = _tie_groups(top_scores)
+    group_discount = (discount[group_end] - discount[group_start]) / (group_end - group_start)
+    per_k = {}
+    for k in ks:
+        threshold = top_scores[:, k - 1 : k]
+        above = top_scores[:, :k] > threshold
+        n_above = above.sum(1)
+        hits = (top_relevant[:, :k] * above).sum(1)
+        dcg = (top_relevant[:, :k] * group_discount[:, :k] * above).sum(1)
+        tied = (masked == threshold) & ~excluded
+        n_tied = tied.sum(1)
+        tied_share = (tied & relevant).sum(1).to(_FLOAT) / n_tied.clamp(min=1)
+        slots = torch.minimum(n_above + n_tied, torch.full_like(n_above, k)) - n_above
+        hits = hits + tied_share * slots
+        dcg = dcg + tied_share * (discount[n_above + slots] - discount[n_above])
+        ideal = discount[n_relevant.clamp(min=1, max=k)]
+        per_k[k] = (hits / n_relevant.clamp(min=1), dcg / ideal)
+    return n_relevant, per_k
+
+
+def _check_users(users: Tensor, relevant: UserItemIndex, exclude: UserItemIndex) -> Tensor:
+    caller = "full_ranking_metrics"
+    if users.dim() != 1 or users.is_floating_point() or users.dtype == torch.bool:
+        raise ValueError(f"{caller}: users must be a 1-D integer tensor of user ids")
+    if not len(users):
+        raise ValueError(f"{caller}: no users to evaluate")
+    if relevant.n_items != exclude.n_items:
+        raise ValueError(
+            f"{caller}: relevant covers {relevant.n_items} items but exclude {exclude.n_items}; "
+            "build both indexes over the same item id range"
+        )
+    ordered = torch.sort(users.to(torch.int64)).values
+    n_users = min(relevant.n_users, exclude.n_users)
+    if int(ordered[0]) < 0 or int(ordered[-1]) >= n_users:
+        bad = int(ordered[0]) if int(ordered[0]) < 0 else int(ordered[-1])
+        raise ValueError(f"{caller}: user id {bad} is outside the indexes' range 0..{n_users - 1}")
+    repeated = ordered[1:] == ordered[:-1]
+    if bool(repeated.any()):
+        raise ValueError(
+            f"{caller}: user {int(ordered[1:][repeated][0])} is listed more than once; each "
+            "user must count once (deduplicate, e.g. with torch.unique)"
+        )
+    return ordered
+
+
+def full_ranking_metrics(
+    score_users: Callable[[Tensor], Tensor],
+    users: Tensor,
+    relevant: UserItemIndex,
+    exclude: UserItemIndex,
+    ks: Sequence[int] = (20,),
+    user_batch_size: int = 1024,
+) -> dict[str, float]:
+    """Recall@k and NDCG@k over the whole catalogue minus each user's training items.
+
+    The BSL paper's protocol (method.md §6): for each user, every item not in ``exclude`` is a
+    candidate; the user's ``relevant`` items (positive test items) are the targets.
+    ``Recall@k = hits@k / |relevant|`` (RecBole's definition) and ``NDCG@k`` has binary gains.
+    Tied scores are resolved in expectation over random orders, so a constant scorer scores at
+    the random level. Users are evaluated in ascending id order in batches of
+    ``user_batch_size`` (memory ``user_batch_size × n_items``); results do not depend on either.
+
+    Relevant items that are also excluded (seen in training) cannot be recommended: they are
+    dropped from the targets and counted in ``full_relevant_seen``. Users left without targets
+    are skipped and counted in ``full_skipped``.
+
+    Args:
+        score_users: ``users [B] -> logits [B, n_items]``; called under ``torch.no_grad``.
+        users: distinct user ids to evaluate, on the device ``score_users`` returns scores on.
+        relevant: positive test items per user. exclude: training items per user.
+        ks: cut-offs. user_batch_size: users scored per call of ``score_users``.
+
+    Returns:
+        ``full_recall_at_{k}``, ``full_ndcg_at_{k}`` (means over evaluated users),
+        ``full_users``, ``full_skipped``, ``full_relevant_seen``.
+    """
+    caller = "full_ranking_metrics"
+    for k in ks:
+        _check_k(caller, k)
+    if user_batch_size < 1:
+        raise ValueError(f"{caller}: user_batch_size must be >= 1, got {user_batch_size}")
+    ordered = _check_users(users, relevant, exclude)
+    device = users.device
+    relevant, exclude = relevant.to(device), exclude.to(device)
+    n_items = relevant.n_items
+    candidates = ordered[relevant.counts()[ordered] > 0]
+    cutoffs = {k: min(k, n_items) for k in ks}
+    discount = _discount_cumsum(max(cutoffs.values()), device)
+
+    n_relevant_parts: list[Tensor] = []
+    metric_parts: dict[int, tuple[list[Tensor], list[Tensor]]] = {k: ([], []) for k in cutoffs}
+    relevant_seen = torch.zeros((), dtype=torch.int64, device=device)
+    with torch.no_grad():
+        for start in range(0, len(candidates), user_batch_size):
+            batch = candidates[start : start + user_batch_size]
+            scores = score_users(batch)
+            _check_scores(scores, batch, n_items)
+            excluded = _dense_rows(exclude, batch)
+            targets = _dense_rows(relevant, batch)
+            relevant_seen += (targets & excluded).sum()
+            n_relevant, per_k = _full_ranking_batch(
+                scores, targets & ~excluded, excluded, list(cutoffs.values()), discount
+            )
+            n_relevant_parts.append(n_relevant)
+            for k, cutoff in cutoffs.items():
+                metric_parts[k][0].append(per_k[cutoff][0])
+                metric_parts[k][1].append(per_k[cutoff][1])
+
+    if not n_relevant_parts:
+        raise ValueError(
+            f"{caller}: none of the {len(ordered)} users has a relevant item; pass the users "
+            "of the test split and its positive items"
+        )
+    valid = torch.cat(n_relevant_parts) > 0
+    report: dict[str, float] = {}
+    for k, (recalls, ndcgs) in metric_parts.items():
+        report[metric_key(f"full Recall@{k}")] = _grouped(caller, torch.cat(recalls), valid).value
+        report[metric_key(f"full NDCG@{k}")] = _grouped(caller, torch.cat(ndcgs), valid).value
+    evaluated = int(valid.sum())
+    report[metric_key("full users")] = evaluated
+    report[metric_key("full skipped")] = len(ordered) - evaluated
+    report[metric_key("full relevant seen")] = int(relevant_seen)
+    return report
+
+
+def _check_scores(scores: Tensor, batch: Tensor, n_items: int) -> None:
+    caller = "full_ranking_metrics"
+    if tuple(scores.shape) != (len(batch), n_items):
+        raise ValueError(
+            f"{caller}: score_users returned shape {tuple(scores.shape)} for {len(batch)} users; "
+            f"expected ({len(batch)}, {n_items}) — one logit per catalogue item"
+        )
+    if scores.device != batch.device:
+        raise ValueError(
+            f"{caller}: score_users returned scores on {scores.device} but users are on "
+            f"{batch.device}; pass users on the model's device"
+        )
+    nan_rows = torch.isnan(scores).any(1)
+    if bool(nan_rows.any()):
+        user = int(batch[_first_index(nan_rows)])
+        raise ValueError(
+            f"{caller}: score_users returned NaN for user {user}; the model produced "
+            "non-finite logits — check training for divergence before evaluating"
+        )
