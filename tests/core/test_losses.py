@@ -193,12 +193,12 @@ def test_drop_rate_outside_unit_interval_is_rejected(max_drop):
 
 def test_truncated_bce_drops_largest_loss_positives_only():
     logits = torch.tensor(
-        [-5.0, -4.0, 2.0, 3.0, 4.0, 5.0, 0.0, 1.0, -1.0, -2.0], requires_grad=True
+        [-5.0, -4.0, 2.0, 3.0, 4.0, 5.0, 6.0, -6.0, -1.0, -2.0], requires_grad=True
     )
     labels = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0])
     keep = L.truncation_keep_mask(logits, labels, drop_rate=0.2)
-    # 2 of 10 rows go: the positives scored -5 and -4. The negative scored 1 has a larger loss
-    # than every kept positive but is never dropped.
+    # 2 of 10 rows go: the positives scored -5 and -4. The negative scored 6 has the largest loss
+    # of the batch and the one scored -6 the largest loss *as a positive*; neither is dropped.
     assert keep.tolist() == [False, False] + [True] * 8
     per_row = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
     torch.testing.assert_close(L.truncated_bce(logits, labels, 0.2), per_row[2:].mean())
