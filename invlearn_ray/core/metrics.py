@@ -205,23 +205,35 @@ class _UserRanking:
     n_groups: int
 
 
+def _order_by_score(scores: Tensor) -> Tensor:
+    return torch.sort(scores, descending=True, stable=True).indices
+
+
 def _segment_sum(values: Tensor, segments: Tensor, n_segments: int) -> Tensor:
     return values.new_zeros(n_segments).index_add_(0, segments, values)
 
 
-def _rank_within_users(scores: Tensor, labels: Tensor, users: Tensor) -> _UserRanking:
+def _rank_within_users(
+    scores: Tensor, labels: Tensor, users: Tensor | None, by_score: Tensor | None = None
+) -> _UserRanking:
     """One global sort by (user, score) and the tie groups it induces.
 
     Two stable sorts make the two-key sort: by score first, then by user, which keeps the score
-    order inside each user.
+    order inside each user. ``users=None`` ranks all rows as one segment (what AUC needs);
+    ``by_score`` (the descending stable score order) lets several rankings share one sort.
     """
     n_rows = len(scores)
-    by_score = torch.sort(scores, descending=True, stable=True).indices
-    order = by_score[torch.sort(users[by_score], stable=True).indices]
-    sorted_scores, sorted_users, label = scores[order], users[order], labels[order]
-
-    starts_user = torch.ones(n_rows, dtype=torch.bool, device=scores.device)
-    starts_user[1:] = sorted_users[1:] != sorted_users[:-1]
+    if by_score is None:
+        by_score = _order_by_score(scores)
+    starts_user = torch.zeros(n_rows, dtype=torch.bool, device=scores.device)
+    starts_user[0] = True
+    if users is None:
+        order = by_score
+    else:
+        order = by_score[torch.sort(users[by_score], stable=True).indices]
+        sorted_users = users[order]
+        starts_user[1:] = sorted_users[1:] != sorted_users[:-1]
+    sorted_scores, label = scores[order], labels[order]
     starts_group = starts_user.clone()
     starts_group[1:] |= sorted_scores[1:] != sorted_scores[:-1]
     user = torch.cumsum(starts_user, 0) - 1
@@ -318,8 +330,8 @@ def auc(scores: Tensor, labels: Tensor) -> float:
     return _global_auc(scores, labels)
 
 
-def _global_auc(scores: Tensor, labels: Tensor) -> float:
-    ranking = _rank_within_users(scores, labels, torch.zeros_like(scores, dtype=torch.int64))
+def _global_auc(scores: Tensor, labels: Tensor, by_score: Tensor | None = None) -> float:
+    ranking = _rank_within_users(scores, labels, None, by_score)
     per_user, valid = _per_user_auc(ranking)
     if not bool(valid[0]):
         n_pos = int(ranking.positives_per_user[0])
@@ -479,24 +491,21 @@ def _expected_reciprocal_rank(
     group stands for one offset ``j = 0..g-1`` and contributes ``P(j) / (s + 1 + j)`` (zero
     beyond rank ``k`` for MRR@k). Binomials go through ``lgamma`` to stay finite for large g.
     """
-    g = group_size.to(_FLOAT)
-    m = group_positives
     j = offset.to(_FLOAT)
     rank = group_start.to(_FLOAT) + 1.0 + j
-    feasible = in_first_group & (j <= g - m)
+    feasible = in_first_group & (offset <= group_size - group_positives)
     if k is not None:
         feasible &= rank <= k
-    tail = torch.where(feasible, g - j, 1.0)
-    m = torch.where(feasible, m, 1.0)
-    g = torch.where(feasible, g, 1.0)
+    # Only these rows contribute: compact them first, since lgamma is the costly part.
+    rows = feasible.nonzero().squeeze(1)
+    g, m, j, rank = group_size[rows].to(_FLOAT), group_positives[rows], j[rows], rank[rows]
     log_probability = (
-        torch.lgamma(tail)
+        torch.lgamma(g - j)
         - torch.lgamma(m)
-        - torch.lgamma(tail - m + 1.0)
+        - torch.lgamma(g - j - m + 1.0)
         - (torch.lgamma(g + 1.0) - torch.lgamma(m + 1.0) - torch.lgamma(g - m + 1.0))
     )
-    contribution = torch.where(feasible, torch.exp(log_probability) / rank, 0.0)
-    return _segment_sum(contribution, user, n_users)
+    return _segment_sum(torch.exp(log_probability) / rank, user[rows], n_users)
 
 
 def _mrr(ranking: _UserRanking, k: int | None) -> GroupedMetric:
@@ -592,8 +601,9 @@ def evaluate_rows(
     for k in ks:
         _check_k("evaluate_rows", k)
     scores, labels = _check_rows("evaluate_rows", scores, labels, users)
-    report: dict[str, float] = {metric_key("AUC"): _global_auc(scores, labels)}
-    ranking = _rank_within_users(scores, labels, users)
+    by_score = _order_by_score(scores)
+    report: dict[str, float] = {metric_key("AUC"): _global_auc(scores, labels, by_score)}
+    ranking = _rank_within_users(scores, labels, users, by_score)
     grouped = _gauc(ranking, "uniform")
     report[metric_key("GAUC")] = grouped.value
     report[metric_key("GAUC users")] = grouped.n_groups
