@@ -21,7 +21,12 @@ Every returned dict is keyed by MLflow-safe names (``ndcg_at_10``); :func:`displ
 them back into the names tables show (``NDCG@10``), and :func:`metric_key` goes the other way.
 
 Arithmetic runs in float64: rank sums of half-integers are then exact for any realistic size,
-so results do not depend on row order, user order or evaluation batch size (method.md §6).
+and results do not depend on row order, user order or evaluation batch size beyond float
+rounding (~1e-16; method.md §6, tested).
+
+Speed (``benchmarks/metrics_speed.py``: 100k rows, 6k users, 83% positives, tied scores):
+:func:`evaluate_rows` takes 8.4 ms on an H100 and 36–51 ms on 2 CPU cores, against 17–28 s
+for the per-user scikit-learn loop giving the same figures (> 500× on CPU).
 """
 
 from __future__ import annotations
