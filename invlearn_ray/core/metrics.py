@@ -31,6 +31,7 @@ for the per-user scikit-learn loop giving the same figures (> 500× on CPU).
 
 from __future__ import annotations
 
+import numbers
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -179,9 +180,9 @@ def _check_rows(
 
 
 def _check_k(caller: str, k: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
         raise ValueError(f"{caller}: k must be a positive integer, got {k!r}")
-    return k
+    return int(k)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -437,7 +438,7 @@ def ndcg_at_k(scores: Tensor, labels: Tensor, users: Tensor, k: int) -> GroupedM
         scores, labels, users: ``[n]`` logits, 0/1 labels and user ids of the test rows.
         k: cut-off (the paper's text uses 10, its code 20).
     """
-    _check_k("ndcg_at_k", k)
+    k = _check_k("ndcg_at_k", k)
     scores, labels = _check_rows("ndcg_at_k", scores, labels, users)
     return _ndcg(_rank_within_users(scores, labels, users), k)
 
@@ -467,7 +468,7 @@ def random_ndcg_floor(labels: Tensor, users: Tensor, k: int) -> GroupedMetric:
     rows, ``P_u`` positives and ``C(m) = Σ_{p<m} 1/log2(p+2)``. It equals the tie-averaged
     NDCG@k of a constant scorer. Users are skipped exactly as in :func:`ndcg_at_k`.
     """
-    _check_k("random_ndcg_floor", k)
+    k = _check_k("random_ndcg_floor", k)
     scores = torch.zeros_like(labels, dtype=_FLOAT)
     _, labels = _check_rows("random_ndcg_floor", scores, labels, users)
     return _ndcg_floor(*_user_counts(labels, users), k)
@@ -553,9 +554,8 @@ def _mrr_floor(ranking: _UserRanking, k: int | None) -> GroupedMetric:
     return _grouped("random_mrr_floor", per_user, positives > 0)
 
 
-def _check_optional_k(caller: str, k: int | None) -> None:
-    if k is not None:
-        _check_k(caller, k)
+def _check_optional_k(caller: str, k: int | None) -> int | None:
+    return None if k is None else _check_k(caller, k)
 
 
 def mrr(scores: Tensor, labels: Tensor, users: Tensor, k: int | None = None) -> GroupedMetric:
@@ -571,14 +571,14 @@ def mrr(scores: Tensor, labels: Tensor, users: Tensor, k: int | None = None) -> 
         scores, labels, users: ``[n]`` logits, 0/1 labels and user ids of the test rows.
         k: MRR@k — a first positive ranked below k contributes 0. ``None``: no cut-off.
     """
-    _check_optional_k("mrr", k)
+    k = _check_optional_k("mrr", k)
     scores, labels = _check_rows("mrr", scores, labels, users)
     return _mrr(_rank_within_users(scores, labels, users), k)
 
 
 def random_mrr_floor(labels: Tensor, users: Tensor, k: int | None = None) -> GroupedMetric:
     """Expected MRR (or MRR@k) of a uniformly random scorer on the same rows; exact."""
-    _check_optional_k("random_mrr_floor", k)
+    k = _check_optional_k("random_mrr_floor", k)
     scores = torch.zeros_like(labels, dtype=_FLOAT)
     scores, labels = _check_rows("random_mrr_floor", scores, labels, users)
     return _mrr_floor(_rank_within_users(scores, labels, users), k)
@@ -603,8 +603,7 @@ def evaluate_rows(
     Raises:
         ValueError: if the rows hold a single class (AUC undefined) or no user has both labels.
     """
-    for k in ks:
-        _check_k("evaluate_rows", k)
+    ks = [_check_k("evaluate_rows", k) for k in ks]
     scores, labels = _check_rows("evaluate_rows", scores, labels, users)
     by_score = _order_by_score(scores)
     report: dict[str, float] = {metric_key("AUC"): _global_auc(scores, labels, by_score)}
@@ -754,8 +753,7 @@ def full_ranking_metrics(
         ``full_users``, ``full_skipped``, ``full_relevant_seen``.
     """
     caller = "full_ranking_metrics"
-    for k in ks:
-        _check_k(caller, k)
+    ks = [_check_k(caller, k) for k in ks]
     if user_batch_size < 1:
         raise ValueError(f"{caller}: user_batch_size must be >= 1, got {user_batch_size}")
     ordered = _check_users(users, relevant, exclude)

@@ -353,6 +353,12 @@ def test_invalid_cutoff_raises():
         evaluate_rows(scores, labels, users, ks=(10, 2.5))
 
 
+def test_numpy_integer_cutoffs_are_accepted():
+    scores, labels, users = make_rows(0)
+    report = evaluate_rows(scores, labels, users, ks=(np.int64(10),))
+    assert report["ndcg_at_10"] == ndcg_at_k(scores, labels, users, 10).value
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_row_metrics_on_device_match_cpu(device):
     scores, labels, users = make_rows(13)
