@@ -1,0 +1,256 @@
+"""Every step's rows, built from tensors by index: no DataLoader, no per-epoch worker start-up.
+
+A :class:`BatchSource` turns a worker's share of the training data into one epoch's plan:
+supervised batches (with the unlabeled rows, candidates or negatives its method needs) and,
+for IG, meta batches pairing unlabeled rows ``U`` with training-test rows ``T``. Everything
+random comes from generators seeded by (seed, epoch, rank, stream), so an epoch's plan is a pure
+function of those — which is what makes a run reproducible and a failed worker resumable.
+
+The source sees only ``users``/``items`` of observed-unlabeled rows: their hidden labels are
+never handed to it, so they cannot reach a training batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from invlearn_ray.core.config import TrainConfig
+from invlearn_ray.core.objectives import TrainBatch
+from invlearn_ray.data.hashing import stream_seed
+from invlearn_ray.data.recdata import Interactions, UserItemIndex
+from invlearn_ray.data.sampling import SeenItemSampler, epoch_generator
+
+# Independent random streams of one (seed, epoch, rank).
+_SHUFFLE, _UNLABELED, _OBSERVED, _CANDIDATES, _NEGATIVES, _TEST, _POOLS = range(7)
+
+
+@dataclass(frozen=True)
+class MetaBatch:
+    """One IG meta step's rows: unlabeled ``U`` and training-test ``T``."""
+
+    unlabeled_users: Tensor
+    unlabeled_items: Tensor
+    test_users: Tensor
+    test_items: Tensor
+    test_labels: Tensor
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    supervised: list[TrainBatch]
+    meta: list[MetaBatch]
+
+
+@dataclass(frozen=True)
+class TrainingRows:
+    """A worker's share of what training may read.
+
+    Attributes:
+        labeled: the rows supervised steps iterate over (all labeled training rows for the
+            baselines; training-train for IG).
+        train_test: IG's training-test rows (empty for other methods).
+        observed_users, observed_items: observed-unlabeled interactions, without labels.
+        seen: every user's training items (global, not sharded): the sampling exclusion set.
+    """
+
+    labeled: Interactions
+    train_test: Interactions
+    observed_users: Tensor
+    observed_items: Tensor
+    seen: UserItemIndex
+
+
+def _chunks(index: Tensor, n_chunks: int) -> list[Tensor]:
+    """``n_chunks`` consecutive slices of ``index`` of (nearly) equal size; some may be empty."""
+    size = math.ceil(len(index) / n_chunks) if n_chunks else 0
+    return [index[k * size : (k + 1) * size] for k in range(n_chunks)]
+
+
+class BatchSource:
+    """Plans epochs for one worker (``rank`` of ``world_size``) from its :class:`TrainingRows`.
+
+    Args:
+        rows: this worker's rows.
+        config: batch sizes, method, sampling options, seed.
+        rank, world_size: the worker's place in data-parallel training. Each worker's batch is
+            ``batch_size / world_size`` rows, so the *global* batch matches one process.
+        steps_per_epoch: supervised steps each epoch; data-parallel workers must agree on it
+            (the Ray Train loop all-reduces the maximum). Default: enough to cover ``labeled``.
+    """
+
+    def __init__(
+        self,
+        rows: TrainingRows,
+        config: TrainConfig,
+        rank: int = 0,
+        world_size: int = 1,
+        steps_per_epoch: int | None = None,
+    ) -> None:
+        self.rows = rows
+        self.config = config
+        self.rank = rank
+        self.world_size = world_size
+        self.device = rows.labeled.users.device
+        self.local_batch = max(1, config.batch_size // world_size)
+        self.local_test_batch = max(1, config.test_batch_size // world_size)
+        self.steps_per_epoch = steps_per_epoch or max(
+            1, math.ceil(len(rows.labeled) / self.local_batch)
+        )
+        self._pools: Tensor | None = None
+        # Built once (its index costs O(nnz + users·items/8)); every draw of the run reuses it.
+        self.sampler = SeenItemSampler(rows.seen)
+
+    def _generator(self, epoch: int, stream: int) -> torch.Generator:
+        salt = (self.rank + 1) * 64 + stream
+        return epoch_generator(stream_seed(self.config.seed, salt), epoch, device=self.device)
+
+    def candidate_pools(self) -> Tensor:
+        """SRNS's fixed ``[n_rows, M]`` candidates per labeled row, drawn once per run."""
+        if self._pools is None:
+            labeled = self.rows.labeled
+            self._pools = self.sampler.sample(
+                labeled.users, self.config.n_candidates, self._generator(0, _POOLS)
+            )
+        return self._pools
+
+    def plan(self, epoch: int, with_meta: bool = True) -> EpochPlan:
+        """The batches of ``epoch``; IG also gets its meta batches unless ``with_meta`` is off
+        (IG's warm-up epochs)."""
+        config, labeled = self.config, self.rows.labeled
+        order = torch.randperm(
+            len(labeled), generator=self._generator(epoch, _SHUFFLE), device=self.device
+        )
+        batches = _chunks(order, self.steps_per_epoch)
+        extras = self._per_row_draws(epoch)
+        observed = self._observed_chunks(epoch, self.steps_per_epoch)
+        supervised = [
+            self._train_batch(rows, extras, observed[k], epoch, k) for k, rows in enumerate(batches)
+        ]
+        meta = self._meta_batches(epoch) if config.method == "ig" and with_meta else []
+        return EpochPlan(supervised=supervised, meta=meta)
+
+    def _per_row_draws(self, epoch: int) -> dict[str, Tensor]:
+        """Per labeled row, drawn once per epoch: sampled unlabeled items, softmax negatives."""
+        config, labeled = self.config, self.rows.labeled
+        draws: dict[str, Tensor] = {}
+        wants_sampled = config.unlabeled_source in ("sampled", "both")
+        if config.method in ("ns", "tce", "rce", "idl") and wants_sampled:
+            draws["unlabeled"] = self.sampler.sample(
+                labeled.users, config.sampling_rate, self._generator(epoch, _UNLABELED)
+            )
+        if config.method in ("sl", "bsl", "sl_epsce", "sl_complement", "sl_focal"):
+            draws["negatives"] = self.sampler.sample(
+                labeled.users, config.n_negatives, self._generator(epoch, _NEGATIVES)
+            )
+        return draws
+
+    def _observed_chunks(self, epoch: int, n_chunks: int) -> list[Tensor]:
+        """This epoch's observed-unlabeled rows, shuffled and spread over ``n_chunks`` steps."""
+        uses_observed = self.config.unlabeled_source in ("observed", "both")
+        if not uses_observed or not len(self.rows.observed_users):
+            return [self.rows.observed_users[:0]] * n_chunks
+        order = torch.randperm(
+            len(self.rows.observed_users),
+            generator=self._generator(epoch, _OBSERVED),
+            device=self.device,
+        )
+        return _chunks(order, n_chunks)
+
+    def _train_batch(
+        self, rows: Tensor, draws: dict[str, Tensor], observed: Tensor, epoch: int, step: int
+    ) -> TrainBatch:
+        config, labeled = self.config, self.rows.labeled
+        users = labeled.users[rows]
+        batch = {"rows": rows, "users": users, "items": labeled.items[rows]}
+        batch["labels"] = labeled.labels[rows]
+        if config.method in ("ns", "tce", "rce", "idl"):
+            unlabeled_users = [self.rows.observed_users[observed]]
+            unlabeled_items = [self.rows.observed_items[observed]]
+            if "unlabeled" in draws:
+                sampled = draws["unlabeled"][rows]
+                unlabeled_users.insert(0, users.repeat_interleave(sampled.shape[1]))
+                unlabeled_items.insert(0, sampled.reshape(-1))
+            batch["unlabeled_users"] = torch.cat(unlabeled_users)
+            batch["unlabeled_items"] = torch.cat(unlabeled_items)
+        if config.method == "dns":
+            generator = self._generator(epoch * 100_003 + step, _CANDIDATES)
+            batch["candidates"] = self.sampler.sample(users, config.n_candidates, generator)
+        if config.method == "srns":
+            batch["candidates"] = self.candidate_pools()[rows]
+        if "negatives" in draws:
+            batch["negatives"] = draws["negatives"][rows]
+        return TrainBatch(**batch)
+
+    def _meta_batches(self, epoch: int) -> list[MetaBatch]:
+        """IG's (U, T) pairs: U from this epoch's unlabeled pool, T cycling over training-test."""
+        config, test = self.config, self.rows.train_test
+        pool_users, pool_items = self._unlabeled_pool(epoch)
+        if config.meta_steps == "train_train":
+            n_steps = self.steps_per_epoch
+        else:
+            n_steps = max(1, math.ceil(len(test) / self.local_test_batch))
+        unlabeled = _chunks(
+            torch.randperm(
+                len(pool_users), generator=self._generator(epoch, _SHUFFLE + 32), device=self.device
+            ),
+            n_steps,
+        )
+        test_rows = self._cycled(len(test), n_steps * self.local_test_batch, epoch)
+        meta = []
+        for step, rows in enumerate(unlabeled):
+            t_rows = test_rows[step * self.local_test_batch : (step + 1) * self.local_test_batch]
+            meta.append(
+                MetaBatch(
+                    unlabeled_users=pool_users[rows],
+                    unlabeled_items=pool_items[rows],
+                    test_users=test.users[t_rows],
+                    test_items=test.items[t_rows],
+                    test_labels=test.labels[t_rows],
+                )
+            )
+        return meta
+
+    def _unlabeled_pool(self, epoch: int) -> tuple[Tensor, Tensor]:
+        """IG's unlabeled rows this epoch: sampled per training-train row and/or observed."""
+        config, labeled = self.config, self.rows.labeled
+        users, items = [], []
+        if config.unlabeled_source in ("sampled", "both"):
+            sampled = self.sampler.sample(
+                labeled.users, config.sampling_rate, self._generator(epoch, _UNLABELED)
+            )
+            users.append(labeled.users.repeat_interleave(sampled.shape[1]))
+            items.append(sampled.reshape(-1))
+        if config.unlabeled_source in ("observed", "both"):
+            users.append(self.rows.observed_users)
+            items.append(self.rows.observed_items)
+        return torch.cat(users), torch.cat(items)
+
+    def _cycled(self, n_rows: int, length: int, epoch: int) -> Tensor:
+        """``length`` row indices passing over ``n_rows`` rows in fresh shuffles."""
+        if n_rows == 0:
+            return torch.zeros(0, dtype=torch.int64, device=self.device)
+        generator = self._generator(epoch, _TEST)
+        passes = [
+            torch.randperm(n_rows, generator=generator, device=self.device)
+            for _ in range(math.ceil(length / n_rows))
+        ]
+        return torch.cat(passes)[:length]
+
+
+def iterate(plan: EpochPlan, schedule: str) -> Iterator[TrainBatch | MetaBatch]:
+    """An epoch's steps in order: ``sequential`` (Algorithm 1: all supervised steps, then the
+    meta steps) or ``interleaved`` (one supervised step, one meta step, ...)."""
+    if schedule == "sequential":
+        yield from plan.supervised
+        yield from plan.meta
+        return
+    for k in range(max(len(plan.supervised), len(plan.meta))):
+        if k < len(plan.supervised):
+            yield plan.supervised[k]
+        if k < len(plan.meta):
+            yield plan.meta[k]

@@ -1,0 +1,172 @@
+"""Every training option and its default, in one place.
+
+A :class:`TrainConfig` is plain data (JSON-able), so the same object configures a single-process
+run, a Ray Train worker, a Tune trial and an MLflow run's params. Unknown keys are errors, never
+warnings (a misspelt option silently running with its default ruins a study).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from invlearn_ray.core.backbones import BACKBONES
+
+METHODS = (
+    "none",  # BCE on labeled rows only
+    "ns",  # + sampled unlabeled rows as negatives
+    "tce",  # NS with truncated BCE (DenoisingRec T-CE)
+    "rce",  # NS with reweighted BCE (DenoisingRec R-CE)
+    "dns",  # + the highest-scored of M candidates as the negative
+    "srns",  # + a high-variance, high-score candidate as the negative
+    "idl",  # + the inverse dual loss on unlabeled rows
+    "ig",  # Inverse Gradient: IDL steps judged on training-test data (Algorithm 1)
+    "sl",  # sampled softmax loss on positives
+    "bsl",  # bilateral softmax loss on positives
+    "sl_epsce",  # SL + ε-smoothed negative-weight CE on explicit dislikes
+    "sl_complement",  # SL + complement likelihood log(1 − p) on explicit dislikes
+    "sl_focal",  # SL + focal-modulated complement likelihood on explicit dislikes
+)
+UNLABELED_SOURCES = ("sampled", "observed", "both")
+SELECT_METRICS = ("gauc", "auc", "ndcg_at_10", "ndcg_at_20", "mrr")
+STEP_RULES = ("sgd", "sign", "adam")
+META_STEP_COUNTS = ("train_train", "train_test")
+IG_SCHEDULES = ("sequential", "interleaved")
+
+
+@dataclass
+class TrainConfig:
+    """Options of one training run. Paper symbols in brackets.
+
+    Attributes:
+        method: one of :data:`METHODS`.
+        backbone: ``mf`` | ``gmf`` | ``neumf`` | ``lightgcn``.
+        embedding_dim: factor size (the paper: 32).
+        mlp_layers: NeuMF tower depth (He et al.: 3).
+        gcn_layers: LightGCN propagation depth K.
+        lr: [γ] Adam learning rate of every supervised step and of IG's test-loss step.
+        weight_decay: Adam L2 penalty.
+        batch_size: labeled rows per step (the paper: 1024).
+        epochs: maximum epochs; early stopping may end sooner.
+        patience: epochs without a better validation metric before stopping.
+        select_metric: validation metric for model selection and early stopping. A ranking
+            metric, not BCE: selecting by validation BCE picks useless epoch-0 models for the NS
+            family (method.md §5).
+        seed: seeds initialisation, shuffling and sampling.
+        sampling_rate: unlabeled items sampled per labeled training row (the paper: 1).
+        unlabeled_source: where NS/IDL/IG's unlabeled rows come from: ``sampled``
+            non-interacted items (the paper), ``observed`` unclear interactions, or ``both``.
+        max_drop, num_gradual: T-CE drop-rate schedule (DenoisingRec: 0.2 over 30k steps).
+        beta: [β] R-CE exponent.
+        n_candidates: [M] uniform candidates per row for DNS/SRNS.
+        srns_alpha, srns_window, srns_warmup_epochs: SRNS variance weight, score-history length
+            and the epochs over which α is phased in.
+        n_negatives: sampled negatives per positive for the softmax losses.
+        tau: [τ] SL temperature. tau_pos, tau_neg: [τ1, τ2] BSL temperatures.
+        neg_weight: [w < 0] weight of explicit dislikes in the negative-feedback losses.
+        eps: [ε] smoothing of the negative-weight CE.
+        focal_gamma: focal exponent of ``sl_focal``.
+        dual_lr_ratio: [α/γ] IG candidate step size relative to ``lr`` (the paper: 0.1).
+        step_rule: IG's ``step(g)``: ``sgd`` | ``sign`` | ``adam`` (see DualDirection).
+        meta_steps: IG meta steps per epoch: one per training-train batch (``train_train``,
+            Algorithm 1's two loops over t = 1..T) or one per training-test batch
+            (``train_test``, the released code).
+        ig_schedule: ``sequential`` (an epoch's supervised steps, then its meta steps, as
+            Algorithm 1) or ``interleaved`` (alternate them).
+        warmup_epochs: supervised-only epochs before the first meta step.
+        test_batch_size: training-test rows per meta step.
+        idl_temperature: exponent generalisation of the IDL weights (1 = paper eq. 4).
+        eval_user_batch: users per batch in full-catalogue evaluation.
+    """
+
+    method: str = "none"
+    backbone: str = "gmf"
+    embedding_dim: int = 32
+    mlp_layers: int = 3
+    gcn_layers: int = 3
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 1024
+    epochs: int = 30
+    patience: int = 5
+    select_metric: str = "gauc"
+    seed: int = 0
+    sampling_rate: int = 1
+    unlabeled_source: str = "sampled"
+    max_drop: float = 0.2
+    num_gradual: int = 30000
+    beta: float = 0.25
+    n_candidates: int = 10
+    srns_alpha: float = 1.0
+    srns_window: int = 5
+    srns_warmup_epochs: float = 0.0
+    n_negatives: int = 16
+    tau: float = 0.2
+    tau_pos: float = 0.2
+    tau_neg: float = 0.2
+    neg_weight: float = -1.0
+    eps: float = 1e-6
+    focal_gamma: float = 2.0
+    dual_lr_ratio: float = 0.1
+    step_rule: str = "sign"
+    meta_steps: str = "train_train"
+    ig_schedule: str = "sequential"
+    warmup_epochs: int = 0
+    test_batch_size: int = 1024
+    idl_temperature: float = 1.0
+    eval_user_batch: int = 1024
+
+    def __post_init__(self) -> None:
+        choices = {
+            "method": METHODS,
+            "backbone": tuple(BACKBONES),
+            "unlabeled_source": UNLABELED_SOURCES,
+            "select_metric": SELECT_METRICS,
+            "step_rule": STEP_RULES,
+            "meta_steps": META_STEP_COUNTS,
+            "ig_schedule": IG_SCHEDULES,
+        }
+        for name, valid in choices.items():
+            if getattr(self, name) not in valid:
+                raise ValueError(
+                    f"TrainConfig.{name} = {getattr(self, name)!r} is not one of {list(valid)}"
+                )
+        positive = ("embedding_dim", "batch_size", "epochs", "n_candidates", "n_negatives")
+        positive += ("test_batch_size", "lr", "tau", "tau_pos", "tau_neg", "eval_user_batch")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        non_negative = ("patience", "sampling_rate", "warmup_epochs", "dual_lr_ratio", "eps")
+        for name in non_negative:
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.needs_unlabeled and self.sampling_rate == 0 and self.unlabeled_source == "sampled":
+            raise ValueError(
+                f"method {self.method!r} learns from unlabeled rows: sampling_rate must be >= 1 "
+                "(or set unlabeled_source='observed')"
+            )
+
+    @property
+    def dual_lr(self) -> float:
+        """[α] the IG candidate step size."""
+        return self.dual_lr_ratio * self.lr
+
+    @property
+    def needs_unlabeled(self) -> bool:
+        return self.method in ("ns", "tce", "rce", "idl", "ig")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from a mapping; unknown keys raise with the list of valid ones."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig option(s) {unknown}; valid: {sorted(known)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return self.from_dict({**self.to_dict(), **changes})

@@ -1,0 +1,261 @@
+"""What each training method minimises on one batch (every method except IG's meta step).
+
+An objective maps a model and a :class:`TrainBatch` to a :class:`BatchLoss` — a *sum* of loss
+terms and how many terms it holds — so that a data-parallel step can all-reduce both and divide
+once (exact whatever the shard sizes). The losses themselves live in
+:mod:`invlearn_ray.core.losses`; this module only decides which rows each method feeds them.
+
+Conventions shared by all methods:
+
+* the NS family (NS, T-CE, R-CE, IDL) trains on one batch of labeled rows plus their unlabeled
+  rows, pooled into a single mean — as the released code concatenates them;
+* DNS/SRNS pair each labeled row with one hard negative chosen from its M candidates;
+* the softmax family trains on positive rows against ``n_negatives`` sampled items; labeled
+  negatives (explicit dislikes) are used only by the ``sl_*`` explicit-negative methods, which
+  score each dislike against the same kind of candidate set (the dislike + sampled items).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from invlearn_ray.core import losses
+from invlearn_ray.core.backbones import Backbone
+from invlearn_ray.core.config import TrainConfig
+from invlearn_ray.core.hard_negatives import (
+    ScoreHistory,
+    dns_select,
+    select_candidates,
+    srns_alpha_schedule,
+    srns_likelihood,
+    srns_select,
+)
+
+
+@dataclass(frozen=True)
+class TrainBatch:
+    """One step's rows. Optional fields are filled only for the methods that need them.
+
+    Attributes:
+        rows: positions of the labeled rows in the method's training set (SRNS history slots).
+        users, items, labels: the labeled rows.
+        unlabeled_users, unlabeled_items: unlabeled rows (NS family, IDL).
+        candidates: ``[B, M]`` candidate items per labeled row (DNS, SRNS).
+        negatives: ``[B, N]`` sampled items per labeled row (softmax family).
+    """
+
+    rows: Tensor
+    users: Tensor
+    items: Tensor
+    labels: Tensor
+    unlabeled_users: Tensor | None = None
+    unlabeled_items: Tensor | None = None
+    candidates: Tensor | None = None
+    negatives: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class BatchLoss:
+    """A loss as (sum of terms, number of terms): the mean is ``total / count``."""
+
+    total: Tensor
+    count: Tensor
+
+
+Objective = Callable[[Backbone, TrainBatch, int, int], BatchLoss]
+"""``(model, batch, global_step, epoch) -> BatchLoss``."""
+
+
+def _count(value: int | Tensor, like: Tensor) -> Tensor:
+    return torch.as_tensor(value, dtype=like.dtype, device=like.device)
+
+
+def _ns_rows(model: Backbone, batch: TrainBatch) -> tuple[Tensor, Tensor, int]:
+    """Logits and labels of the labeled rows followed by the unlabeled rows (as 0)."""
+    users = torch.cat([batch.users, batch.unlabeled_users])
+    items = torch.cat([batch.items, batch.unlabeled_items])
+    labels = torch.cat(
+        [batch.labels, torch.zeros_like(batch.unlabeled_users, dtype=batch.labels.dtype)]
+    )
+    return model(users, items), labels, len(batch.users)
+
+
+def none_objective(model: Backbone, batch: TrainBatch, step: int, epoch: int) -> BatchLoss:
+    """*None*: BCE on labeled rows only."""
+    logits = model(batch.users, batch.items)
+    total = losses.bce_with_logits(logits, batch.labels, reduction="sum")
+    return BatchLoss(total, _count(len(logits), total))
+
+
+def ns_objective(model: Backbone, batch: TrainBatch, step: int, epoch: int) -> BatchLoss:
+    """*NS*: BCE on labeled rows and on sampled unlabeled rows labeled 0."""
+    logits, labels, _ = _ns_rows(model, batch)
+    total = losses.bce_with_logits(logits, labels, reduction="sum")
+    return BatchLoss(total, _count(len(logits), total))
+
+
+def make_tce_objective(config: TrainConfig) -> Objective:
+    """*T-CE* on the NS rows: the largest-loss positives are dropped, at a growing rate."""
+
+    def objective(model: Backbone, batch: TrainBatch, step: int, epoch: int) -> BatchLoss:
+        logits, labels, _ = _ns_rows(model, batch)
+        rate = losses.drop_rate_schedule(step, config.max_drop, config.num_gradual)
+        keep = losses.truncation_keep_mask(logits, labels, rate)
+        total = losses.bce_with_logits(
+            logits, labels, weights=keep.to(logits.dtype), reduction="sum"
+        )
+        return BatchLoss(total, keep.sum().to(total.dtype))
+
+    return objective
+
+
+def make_rce_objective(config: TrainConfig) -> Objective:
+    """*R-CE* on the NS rows: each row's BCE weighted by its (stop-grad) confidence^β."""
+
+    def objective(model: Backbone, batch: TrainBatch, step: int, epoch: int) -> BatchLoss:
+        logits, labels, _ = _ns_rows(model, batch)
+        total = losses.reweighted_bce(logits, labels, config.beta, reduction="sum")
+        return BatchLoss(total, _count(len(logits), total))
+
+    return objective
+
+
+def make_idl_objective(config: TrainConfig) -> Objective:
+    """*IDL*: BCE on labeled rows plus the inverse dual loss on unlabeled rows, one mean."""
+
+    def objective(model: Backbone, batch: TrainBatch, step: int, epoch: int) -> BatchLoss:
+        logits, labels, n_labeled = _ns_rows(model, batch)
+        labeled = losses.bce_with_logits(logits[:n_labeled], labels[:n_labeled], reduction="sum")
+        dual = losses.inverse_dual_loss(
+            logits[n_labeled:], temperature=config.idl_temperature, reduction="sum"
+        ).loss
+        return BatchLoss(labeled + dual, _count(len(logits), labeled))
+
+    return objective
+
+
+def _candidate_logits(model: Backbone, users: Tensor, candidates: Tensor) -> Tensor:
+    n_rows, n_candidates = candidates.shape
+    flat = model(users.repeat_interleave(n_candidates), candidates.reshape(-1))
+    return flat.view(n_rows, n_candidates)
+
+
+def _hard_negative_loss(
+    model: Backbone, batch: TrainBatch, logits: Tensor, choice: Tensor
+) -> BatchLoss:
+    negatives = select_candidates(batch.candidates, choice)
+    negative_logits = model(batch.users, negatives)
+    total = losses.bce_with_logits(logits, batch.labels, reduction="sum")
+    total = total + losses.bce_with_logits(
+        negative_logits, torch.zeros_like(negative_logits), reduction="sum"
+    )
+    return BatchLoss(total, _count(2 * len(logits), total))
+
+
+def dns_objective(model: Backbone, batch: TrainBatch, step: int, epoch: int) -> BatchLoss:
+    """*DNS*: labeled BCE + the highest-scored of each row's M candidates as a negative."""
+    logits = model(batch.users, batch.items)
+    with torch.no_grad():
+        choice = dns_select(_candidate_logits(model, batch.users, batch.candidates))
+    return _hard_negative_loss(model, batch, logits, choice)
+
+
+def make_srns_objective(config: TrainConfig, n_rows: int, device: torch.device) -> Objective:
+    """*SRNS*: like DNS, preferring candidates whose score varied over recent epochs.
+
+    Each labeled training row keeps a fixed candidate pool (the batch source draws it once), so
+    a candidate's score history is meaningful; scores are recorded once per epoch, when the row
+    is trained. The likelihood is pointwise ``σ(f(u, j))`` because training is pointwise BCE.
+    """
+    history = ScoreHistory(n_rows, config.n_candidates, config.srns_window, device=device)
+
+    def objective(model: Backbone, batch: TrainBatch, step: int, epoch: int) -> BatchLoss:
+        logits = model(batch.users, batch.items)
+        with torch.no_grad():
+            candidate_logits = _candidate_logits(model, batch.users, batch.candidates)
+            alpha = srns_alpha_schedule(epoch, config.srns_alpha, config.srns_warmup_epochs)
+            choice = srns_select(candidate_logits, history.std(batch.rows), alpha)
+            history.update(batch.rows, srns_likelihood(candidate_logits))
+        return _hard_negative_loss(model, batch, logits, choice)
+
+    return objective
+
+
+def _softmax_candidates(model: Backbone, batch: TrainBatch, mask: Tensor) -> Tensor:
+    """``[P, 1 + N]`` logits: each selected row's own item first, then its sampled items."""
+    users = batch.users[mask]
+    items = torch.cat([batch.items[mask].unsqueeze(1), batch.negatives[mask]], dim=1)
+    return _candidate_logits(model, users, items)
+
+
+def make_softmax_objective(config: TrainConfig) -> Objective:
+    """*SL*, *BSL* and the explicit-negative ``sl_*`` methods.
+
+    Positives: SL (τ) or BSL (τ1, τ2; focal softmax for ``sl_focal``) against the sampled items.
+    Dislikes (``sl_*`` only): the disliked item among the same kind of candidate set, with the
+    ε-smoothed negative-weight CE (``sl_epsce``) or the complement likelihood
+    ``−log(1 − p)`` weighted by ``|neg_weight|`` (``sl_complement``, ``sl_focal``).
+    """
+    method = config.method
+
+    def objective(model: Backbone, batch: TrainBatch, step: int, epoch: int) -> BatchLoss:
+        positive = batch.labels > 0.5
+        pos = _softmax_candidates(model, batch, positive)
+        if method == "bsl":
+            total = losses.bilateral_softmax_loss(
+                pos[:, 0],
+                pos[:, 1:],
+                batch.users[positive],
+                config.tau_pos,
+                config.tau_neg,
+                reduction="sum",
+            )
+            count = torch.unique(batch.users[positive]).numel()
+        elif method == "sl_focal":
+            target = torch.zeros(len(pos), dtype=torch.int64, device=pos.device)
+            total = losses.focal_softmax_loss(
+                pos / config.tau, target, config.focal_gamma, reduction="sum"
+            )
+            count = len(pos)
+        else:
+            total = losses.softmax_loss(pos[:, 0], pos[:, 1:], config.tau, reduction="sum")
+            count = len(pos)
+        if method.startswith("sl_"):
+            disliked = ~positive
+            neg = _softmax_candidates(model, batch, disliked) / config.tau
+            target = torch.zeros(len(neg), dtype=torch.int64, device=neg.device)
+            if len(neg) and method == "sl_epsce":
+                total = total + losses.eps_negative_ce(
+                    neg, target, weight=config.neg_weight, eps=config.eps, reduction="sum"
+                )
+            elif len(neg):
+                total = total + abs(config.neg_weight) * losses.complement_nll(
+                    neg, target, reduction="sum"
+                )
+            count += len(neg)
+        return BatchLoss(total, _count(count, total))
+
+    return objective
+
+
+def build_objective(config: TrainConfig, n_rows: int, device: torch.device) -> Objective:
+    """The objective of ``config.method`` (IG's supervised steps use *None*'s)."""
+    if config.method in ("none", "ig"):
+        return none_objective
+    if config.method == "ns":
+        return ns_objective
+    if config.method == "dns":
+        return dns_objective
+    factories: dict[str, Callable[[], Objective]] = {
+        "tce": lambda: make_tce_objective(config),
+        "rce": lambda: make_rce_objective(config),
+        "idl": lambda: make_idl_objective(config),
+        "srns": lambda: make_srns_objective(config, n_rows, device),
+    }
+    if config.method in factories:
+        return factories[config.method]()
+    return make_softmax_objective(config)

@@ -1,0 +1,420 @@
+"""The single-process trainer: the reference point every distributed run must reproduce.
+
+One :class:`Trainer` runs any method on any backbone: it plans each epoch's batches
+(:mod:`~invlearn_ray.core.batches`), takes supervised steps with the method's objective and,
+for IG, meta steps (:func:`~invlearn_ray.core.inverse_gradient.inverse_gradient_step`), then
+scores the validation split and keeps the best model by a *ranking* metric (method.md §5).
+
+The same class runs inside a Ray Train worker: give it a
+:class:`~invlearn_ray.core.collective.TorchDistributedCollective` and the worker's
+:class:`~invlearn_ray.core.batches.TrainingRows`, and drive it with :meth:`Trainer.run_epoch`
+/ :meth:`Trainer.state_dict` so the loop can report and checkpoint between epochs. All
+randomness comes from generators keyed by (seed, epoch, rank), so resuming at epoch ``e``
+replays exactly what an uninterrupted run would have done.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from invlearn_ray.core.backbones import Backbone, build_backbone
+from invlearn_ray.core.batches import BatchSource, MetaBatch, TrainingRows, iterate
+from invlearn_ray.core.collective import Collective, LocalCollective
+from invlearn_ray.core.config import TrainConfig
+from invlearn_ray.core.evaluation import (
+    annotation_quality,
+    evaluate_full_ranking,
+    evaluate_split,
+    score_pairs,
+)
+from invlearn_ray.core.inverse_gradient import (
+    CANDIDATES,
+    DualDirection,
+    inverse_gradient_step,
+)
+from invlearn_ray.core.losses import idl_weights
+from invlearn_ray.core.objectives import BatchLoss, TrainBatch, build_objective
+from invlearn_ray.data.hashing import stream_seed
+from invlearn_ray.data.recdata import Interactions, RecData
+from invlearn_ray.data.sampling import epoch_generator, sample_unlabeled
+
+WEIGHT_BINS = 20
+_DIAGNOSTIC_ROWS = 50_000
+_DIAGNOSTIC_STREAM = 991
+
+
+class TrainingDiverged(RuntimeError):
+    """A step produced a non-finite loss: stop rather than train on garbage."""
+
+
+def build_model(config: TrainConfig, data: RecData) -> Backbone:
+    """The configured backbone, initialised from ``config.seed`` without touching global RNG."""
+    extra: dict[str, Any] = {}
+    if config.backbone == "neumf":
+        extra["mlp_layers"] = config.mlp_layers
+    if config.backbone == "lightgcn":
+        positives = data.training_positives()
+        extra = {
+            "num_layers": config.gcn_layers,
+            "graph_users": positives.users.cpu(),
+            "graph_items": positives.items.cpu(),
+        }
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return build_backbone(
+            config.backbone,
+            data.n_users,
+            data.n_items,
+            embedding_dim=config.embedding_dim,
+            **extra,
+        )
+
+
+def training_rows(config: TrainConfig, data: RecData) -> TrainingRows:
+    """What training may read. IG fits training-train and judges on training-test; every
+    other method fits all labeled training rows (IG gets no more labeled data than they do)."""
+    labeled = data.train_train if config.method == "ig" else data.labeled_training()
+    empty = Interactions.empty().to(labeled.users.device)
+    return TrainingRows(
+        labeled=labeled,
+        train_test=data.train_test if config.method == "ig" else empty,
+        observed_users=data.observed_unlabeled.users,
+        observed_items=data.observed_unlabeled.items,
+        seen=data.seen_in_training,
+    )
+
+
+@dataclass
+class EpochRecord:
+    """What one epoch did and how the model scored on validation after it."""
+
+    epoch: int
+    train_loss: float
+    valid: dict[str, float]
+    train_seconds: float
+    eval_seconds: float
+    choices: dict[str, int] = field(default_factory=dict)
+    annotation: dict[str, float] = field(default_factory=dict)
+
+    def flat(self) -> dict[str, float]:
+        """One level of ``{name: number}`` for metric loggers (``valid/gauc``, ...)."""
+        flat: dict[str, float] = {"epoch": self.epoch, "train_loss": self.train_loss}
+        flat.update({f"valid/{key}": value for key, value in self.valid.items()})
+        flat.update({f"ig/{key}": value for key, value in self.choices.items()})
+        flat.update({f"annotation/{key}": value for key, value in self.annotation.items()})
+        flat["train_seconds"] = self.train_seconds
+        return flat
+
+
+@dataclass
+class TrainResult:
+    """The outcome of a run: the selected model and everything needed to report on it."""
+
+    config: dict[str, Any]
+    model: Backbone
+    best_epoch: int
+    epochs_run: int
+    history: list[EpochRecord]
+    valid: dict[str, float]
+    test: dict[str, float]
+    direction_log: dict[str, Tensor]
+    weight_histograms: dict[int, Tensor]
+    train_seconds: float
+
+
+class Trainer:
+    """Trains one configuration on one dataset; see the module docstring.
+
+    Args:
+        config: what to train.
+        data: the dataset (already on ``device``).
+        collective: data-parallel reductions (default: one process).
+        rows: this worker's training rows (default: all of ``data``'s, for one process).
+        steps_per_epoch: supervised steps per epoch, when data-parallel workers must agree.
+        batch_source: override the batch planning (e.g. to replay recorded batches).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        data: RecData,
+        collective: Collective | None = None,
+        rows: TrainingRows | None = None,
+        steps_per_epoch: int | None = None,
+        batch_source: BatchSource | None = None,
+    ) -> None:
+        self.config = config
+        self.data = data
+        self.collective = collective or LocalCollective()
+        self.device = data.valid.users.device
+        self.model = build_model(config, data).to(self.device)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        rows = rows or training_rows(config, data)
+        self.batches = batch_source or BatchSource(
+            rows,
+            config,
+            rank=self.collective.rank,
+            world_size=self.collective.world_size,
+            steps_per_epoch=steps_per_epoch,
+        )
+        self.objective = build_objective(config, len(rows.labeled), self.device)
+        self.direction = DualDirection(config.step_rule)
+        self.global_step = 0
+        self.next_epoch = 0
+        self.best_score = -math.inf
+        self.best_epoch = -1
+        self.best_state: dict[str, Tensor] | None = None
+        self.epochs_without_gain = 0
+        self.history: list[EpochRecord] = []
+        self.direction_log: dict[str, list[Tensor]] = {"epoch": [], "choice": [], "losses": []}
+        self.weight_histograms: dict[int, Tensor] = {}
+        self._diagnostic_rows = self._diagnostic_sample()
+
+    # ----------------------------------------------------------------------------- steps
+
+    def _apply_gradients(self, loss_total: Tensor, count: Tensor) -> None:
+        params = list(self.model.parameters())
+        grads = list(torch.autograd.grad(loss_total, params, materialize_grads=True))
+        denominator = count.detach().reshape(1).to(grads[0].dtype)
+        self.collective.all_reduce_sum_([*grads, denominator])
+        torch._foreach_div_(grads, denominator.clamp(min=1.0)[0])
+        for param, grad in zip(params, grads, strict=True):
+            param.grad = grad
+        self.optimizer.step()
+
+    def supervised_step(self, batch: TrainBatch, epoch: int) -> BatchLoss:
+        loss = self.objective(self.model, batch, self.global_step, epoch)
+        self._apply_gradients(loss.total, loss.count)
+        self.global_step += 1
+        return BatchLoss(loss.total.detach(), loss.count.detach())
+
+    def meta_step(self, batch: MetaBatch, epoch: int) -> None:
+        result = inverse_gradient_step(
+            self.model,
+            self.optimizer,
+            self.direction,
+            batch.unlabeled_users,
+            batch.unlabeled_items,
+            batch.test_users,
+            batch.test_items,
+            batch.test_labels,
+            dual_lr=self.config.dual_lr,
+            dual_weights=lambda logits: idl_weights(logits, self.config.idl_temperature),
+            collective=self.collective,
+        )
+        self.direction_log["choice"].append(result.choice.reshape(1))
+        self.direction_log["losses"].append(result.test_losses.reshape(1, 3))
+        self.direction_log["epoch"].append(torch.tensor([epoch]))
+
+    # ----------------------------------------------------------------------------- epochs
+
+    def run_epoch(self, epoch: int) -> EpochRecord:
+        """Train one epoch, then score validation and update the model selection."""
+        self.model.train()
+        started = time.perf_counter()
+        plan = self.batches.plan(epoch, with_meta=epoch >= self.config.warmup_epochs)
+        loss_sum = torch.zeros((), device=self.device)
+        loss_count = torch.zeros((), device=self.device)
+        n_logged = len(self.direction_log["choice"])
+        for batch in iterate(plan, self.config.ig_schedule):
+            if isinstance(batch, MetaBatch):
+                self.meta_step(batch, epoch)
+            else:
+                loss = self.supervised_step(batch, epoch)
+                loss_sum += loss.total
+                loss_count += loss.count
+        meta_choices = self.direction_log["choice"][n_logged:]
+        train_loss = (loss_sum / loss_count.clamp(min=1.0)).item()
+        if not math.isfinite(train_loss):
+            raise TrainingDiverged(
+                f"epoch {epoch}: the training loss is {train_loss} ({self.config.method} on "
+                f"{self.config.backbone}, lr={self.config.lr}); lower the learning rate"
+            )
+        train_seconds = time.perf_counter() - started
+
+        started = time.perf_counter()
+        valid = evaluate_split(self.model, self.data.valid)
+        record = EpochRecord(
+            epoch=epoch,
+            train_loss=train_loss,
+            valid=valid,
+            train_seconds=train_seconds,
+            eval_seconds=0.0,
+            choices=_count_choices(meta_choices),
+            annotation=self._annotation(),
+        )
+        self._record_weights(epoch)
+        record.eval_seconds = time.perf_counter() - started
+        self._select(record)
+        self.history.append(record)
+        self.next_epoch = epoch + 1
+        return record
+
+    def _select(self, record: EpochRecord) -> None:
+        score = record.valid[self.config.select_metric]
+        if score > self.best_score:
+            self.best_score, self.best_epoch = score, record.epoch
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.epochs_without_gain = 0
+        else:
+            self.epochs_without_gain += 1
+
+    @property
+    def should_stop(self) -> bool:
+        return (
+            self.next_epoch >= self.config.epochs or self.epochs_without_gain > self.config.patience
+        )
+
+    def fit(self, on_epoch_end: Callable[[EpochRecord], None] | None = None) -> TrainResult:
+        """Train until early stopping or ``config.epochs``, then score the selected model."""
+        while not self.should_stop:
+            record = self.run_epoch(self.next_epoch)
+            if on_epoch_end is not None:
+                on_epoch_end(record)
+        return self.result()
+
+    def selected_model(self) -> Backbone:
+        """A copy of the model at the best validation epoch."""
+        model = copy.deepcopy(self.model)
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+        model.eval()
+        return model
+
+    def result(self) -> TrainResult:
+        """Score the selected model on the test split — once, after selection."""
+        model = self.selected_model()
+        test = evaluate_split(model, self.data.test)
+        test.update(evaluate_full_ranking(model, self.data.test, self.data.seen_in_training))
+        test.update(self._annotation(model))
+        log = {
+            key: torch.cat(values).cpu() if values else torch.zeros(0)
+            for key, values in self.direction_log.items()
+        }
+        best = next((r for r in self.history if r.epoch == self.best_epoch), None)
+        return TrainResult(
+            config=self.config.to_dict(),
+            model=model,
+            best_epoch=self.best_epoch,
+            epochs_run=len(self.history),
+            history=list(self.history),
+            valid=dict(best.valid) if best else {},
+            test=test,
+            direction_log=log,
+            weight_histograms=dict(self.weight_histograms),
+            train_seconds=sum(r.train_seconds for r in self.history),
+        )
+
+    # ----------------------------------------------------------------------------- diagnostics
+
+    def _diagnostic_sample(self) -> dict[str, Tensor]:
+        """A fixed set of unlabeled rows to annotate and histogram every epoch.
+
+        Sampled non-interacted items (with planted truth on synthetic data) and observed-
+        unlabeled rows (with hidden labels where the dataset kept them). Drawn once, seeded.
+        """
+        data, rows = self.data, {}
+        labeled = data.labeled_training()
+        take = labeled.users[:_DIAGNOSTIC_ROWS]
+        generator = epoch_generator(
+            stream_seed(self.config.seed, _DIAGNOSTIC_STREAM), 0, device=self.device
+        )
+        sampled_items = sample_unlabeled(take, data.seen_in_training, 1, generator).reshape(-1)
+        rows["sampled_users"], rows["sampled_items"] = take, sampled_items
+        if data.truth is not None:
+            rows["sampled_truth"] = data.truth(take.cpu(), sampled_items.cpu()).to(self.device)
+        observed = data.observed_unlabeled
+        rows["observed_users"] = observed.users[:_DIAGNOSTIC_ROWS]
+        rows["observed_items"] = observed.items[:_DIAGNOSTIC_ROWS]
+        rows["observed_truth"] = observed.hidden_labels[:_DIAGNOSTIC_ROWS]
+        return rows
+
+    def _annotation(self, model: Backbone | None = None) -> dict[str, float]:
+        model = model or self.model
+        rows, report = self._diagnostic_rows, {}
+        if "sampled_truth" in rows:
+            report.update(
+                annotation_quality(
+                    model,
+                    rows["sampled_users"],
+                    rows["sampled_items"],
+                    rows["sampled_truth"],
+                    "sampled",
+                )
+            )
+        if len(rows["observed_users"]):
+            report.update(
+                annotation_quality(
+                    model,
+                    rows["observed_users"],
+                    rows["observed_items"],
+                    rows["observed_truth"],
+                    "observed",
+                )
+            )
+        return report
+
+    @torch.no_grad()
+    def _record_weights(self, epoch: int) -> None:
+        """Histogram of the IDL positive weight w¹ over the diagnostic rows (paper Fig. 4–5)."""
+        if self.config.method not in ("idl", "ig"):
+            return
+        rows = self._diagnostic_rows
+        users = torch.cat([rows["sampled_users"], rows["observed_users"]])
+        items = torch.cat([rows["sampled_items"], rows["observed_items"]])
+        pos_weight, _ = idl_weights(
+            score_pairs(self.model, users, items), self.config.idl_temperature
+        )
+        self.weight_histograms[epoch] = torch.histc(
+            pos_weight.float(), bins=WEIGHT_BINS, min=0.0, max=1.0
+        ).cpu()
+
+    # ----------------------------------------------------------------------------- checkpoints
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume after ``next_epoch - 1``; tensors only in nested dicts."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "direction": self.direction.state_dict(),
+            "global_step": self.global_step,
+            "next_epoch": self.next_epoch,
+            "best_score": self.best_score,
+            "best_epoch": self.best_epoch,
+            "best_state": self.best_state,
+            "epochs_without_gain": self.epochs_without_gain,
+            "history": [vars(record) for record in self.history],
+            "direction_log": self.direction_log,
+            "weight_histograms": self.weight_histograms,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.direction.load_state_dict(state["direction"])
+        self.global_step = state["global_step"]
+        self.next_epoch = state["next_epoch"]
+        self.best_score = state["best_score"]
+        self.best_epoch = state["best_epoch"]
+        self.best_state = state["best_state"]
+        self.epochs_without_gain = state["epochs_without_gain"]
+        self.history = [EpochRecord(**record) for record in state["history"]]
+        self.direction_log = state["direction_log"]
+        self.weight_histograms = state["weight_histograms"]
+
+
+def _count_choices(choices: list[Tensor]) -> dict[str, int]:
+    if not choices:
+        return {}
+    counts = torch.bincount(torch.cat(choices), minlength=len(CANDIDATES)).tolist()
+    return {f"{name}_steps": count for name, count in zip(CANDIDATES, counts, strict=True)}
