@@ -35,6 +35,10 @@ class Backbone(nn.Module, ABC):
     name: str = ""
     table_names: tuple[str, ...] = ()
     """Parameters of the linear representation stage (embedding tables)."""
+    table_index: dict[str, str] | None = None
+    """For backbones whose representations are plain row gathers — one per table, in
+    ``table_names`` order — which id (``user`` or ``item``) indexes each table. Lets IG work on
+    the touched rows only. None otherwise."""
 
     def __init__(self, n_users: int, n_items: int) -> None:
         super().__init__()
@@ -98,6 +102,7 @@ class MF(Backbone):
 
     name = "mf"
     table_names = ("user_embedding", "item_embedding")
+    table_index = {"user_embedding": "user", "item_embedding": "item"}
 
     def __init__(self, n_users: int, n_items: int, embedding_dim: int = 32) -> None:
         super().__init__(n_users, n_items)
@@ -107,7 +112,10 @@ class MF(Backbone):
         self.item_embedding = _normal_embedding(n_items, embedding_dim, std=0.1)
 
     def representations(self, users: Tensor, items: Tensor, params: Params) -> Representations:
-        return (params["user_embedding"][users], params["item_embedding"][items])
+        return (
+            F.embedding(users, params["user_embedding"]),
+            F.embedding(items, params["item_embedding"]),
+        )
 
     def head(self, reps: Representations, params: Params) -> Tensor:
         user_rows, item_rows = reps
@@ -126,6 +134,7 @@ class GMF(Backbone):
 
     name = "gmf"
     table_names = ("user_embedding", "item_embedding")
+    table_index = {"user_embedding": "user", "item_embedding": "item"}
 
     def __init__(self, n_users: int, n_items: int, embedding_dim: int = 32) -> None:
         super().__init__(n_users, n_items)
@@ -139,11 +148,16 @@ class GMF(Backbone):
         self.predict_bias = nn.Parameter(predict.bias.detach().clone())
 
     def representations(self, users: Tensor, items: Tensor, params: Params) -> Representations:
-        return (params["user_embedding"][users], params["item_embedding"][items])
+        return (
+            F.embedding(users, params["user_embedding"]),
+            F.embedding(items, params["item_embedding"]),
+        )
 
     def head(self, reps: Representations, params: Params) -> Tensor:
         user_rows, item_rows = reps
-        return (user_rows * item_rows) @ params["predict_weight"] + params["predict_bias"]
+        # Multiply-and-sum, not a matmul: under IG's vmap a 1-column matmul becomes a slow bmm.
+        product = user_rows * item_rows * params["predict_weight"]
+        return product.sum(-1) + params["predict_bias"]
 
     @torch.no_grad()
     def score_all(self, users: Tensor, item_chunk: int = 65536) -> Tensor:
@@ -165,6 +179,7 @@ class NeuMF(Backbone):
 
     name = "neumf"
     table_names = ("gmf_user", "gmf_item", "mlp_user", "mlp_item")
+    table_index = {"gmf_user": "user", "gmf_item": "item", "mlp_user": "user", "mlp_item": "item"}
 
     def __init__(
         self, n_users: int, n_items: int, embedding_dim: int = 32, mlp_layers: int = 3
@@ -194,10 +209,10 @@ class NeuMF(Backbone):
 
     def representations(self, users: Tensor, items: Tensor, params: Params) -> Representations:
         return (
-            params["gmf_user"][users],
-            params["gmf_item"][items],
-            params["mlp_user"][users],
-            params["mlp_item"][items],
+            F.embedding(users, params["gmf_user"]),
+            F.embedding(items, params["gmf_item"]),
+            F.embedding(users, params["mlp_user"]),
+            F.embedding(items, params["mlp_item"]),
         )
 
     def head(self, reps: Representations, params: Params) -> Tensor:
@@ -294,7 +309,7 @@ class LightGCN(Backbone):
 
     def representations(self, users: Tensor, items: Tensor, params: Params) -> Representations:
         table = self.propagated(params)
-        return (table[users], table[items + self.n_users])
+        return (F.embedding(users, table), F.embedding(items + self.n_users, table))
 
     def head(self, reps: Representations, params: Params) -> Tensor:
         user_rows, item_rows = reps

@@ -33,6 +33,9 @@ SELECT_METRICS = ("gauc", "auc", "ndcg_at_10", "ndcg_at_20", "mrr")
 STEP_RULES = ("sgd", "sign", "adam")
 META_STEP_COUNTS = ("train_train", "train_test")
 IG_SCHEDULES = ("sequential", "interleaved")
+STATIC_STEP_METHODS = ("none", "ns", "rce", "idl", "ig")
+"""Methods whose step has no step-dependent constants or host syncs: the ones ``compile`` and
+``cuda_graphs`` support (T-CE's drop rate changes every step; DNS/SRNS/softmax batches vary)."""
 
 
 @dataclass
@@ -78,6 +81,9 @@ class TrainConfig:
         test_batch_size: training-test rows per meta step.
         idl_temperature: exponent generalisation of the IDL weights (1 = paper eq. 4).
         eval_user_batch: users per batch in full-catalogue evaluation.
+        compile: ``torch.compile`` the step's loss functions (costs seconds once; worth it for
+            long runs and GPU benchmarks).
+        cuda_graphs: replay each step as a CUDA graph (GPU only; removes launch overhead).
     """
 
     method: str = "none"
@@ -116,6 +122,8 @@ class TrainConfig:
     test_batch_size: int = 1024
     idl_temperature: float = 1.0
     eval_user_batch: int = 1024
+    compile: bool = False
+    cuda_graphs: bool = False
 
     def __post_init__(self) -> None:
         choices = {
@@ -141,6 +149,11 @@ class TrainConfig:
         for name in non_negative:
             if not getattr(self, name) >= 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        if (self.compile or self.cuda_graphs) and self.method not in STATIC_STEP_METHODS:
+            raise ValueError(
+                f"compile/cuda_graphs support methods {list(STATIC_STEP_METHODS)}, "
+                f"not {self.method!r}; run it without them"
+            )
         if self.needs_unlabeled and self.sampling_rate == 0 and self.unlabeled_source == "sampled":
             raise ValueError(
                 f"method {self.method!r} learns from unlabeled rows: sampling_rate must be >= 1 "

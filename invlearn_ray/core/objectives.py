@@ -70,8 +70,9 @@ Objective = Callable[[Backbone, TrainBatch, int, int], BatchLoss]
 """``(model, batch, global_step, epoch) -> BatchLoss``."""
 
 
-def _count(value: int | Tensor, like: Tensor) -> Tensor:
-    return torch.as_tensor(value, dtype=like.dtype, device=like.device)
+def _count(value: int, like: Tensor) -> Tensor:
+    # torch.full, not torch.as_tensor: no host-to-device copy, so a CUDA graph can capture it.
+    return torch.full((), value, dtype=like.dtype, device=like.device)
 
 
 def _ns_rows(model: Backbone, batch: TrainBatch) -> tuple[Tensor, Tensor, int]:

@@ -29,17 +29,14 @@ from invlearn_ray.core.backbones import Backbone, build_backbone
 from invlearn_ray.core.batches import BatchSource, MetaBatch, TrainingRows, iterate
 from invlearn_ray.core.collective import Collective, LocalCollective
 from invlearn_ray.core.config import TrainConfig
+from invlearn_ray.core.cuda_graphs import GraphedStep
 from invlearn_ray.core.evaluation import (
     annotation_quality,
     evaluate_full_ranking,
     evaluate_split,
     score_pairs,
 )
-from invlearn_ray.core.inverse_gradient import (
-    CANDIDATES,
-    DualDirection,
-    inverse_gradient_step,
-)
+from invlearn_ray.core.inverse_gradient import CANDIDATES, InverseGradient
 from invlearn_ray.core.losses import idl_weights
 from invlearn_ray.core.objectives import BatchLoss, TrainBatch, build_objective
 from invlearn_ray.data.hashing import stream_seed
@@ -76,6 +73,19 @@ def build_model(config: TrainConfig, data: RecData) -> Backbone:
             embedding_dim=config.embedding_dim,
             **extra,
         )
+
+
+def make_optimizer(model: Backbone, config: TrainConfig) -> torch.optim.Adam:
+    """Adam with the fused kernel: one pass per tensor instead of ~10 (measured 9x faster per
+    step on this 2-core CPU at ML-1M table sizes; also the fast path on CUDA). Capturable (step
+    counts on the device) when steps are replayed as CUDA graphs."""
+    return torch.optim.Adam(
+        model.parameters(),
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        fused=True,
+        capturable=config.cuda_graphs,
+    )
 
 
 def training_rows(config: TrainConfig, data: RecData) -> TrainingRows:
@@ -155,10 +165,13 @@ class Trainer:
         self.data = data
         self.collective = collective or LocalCollective()
         self.device = data.valid.users.device
+        if config.cuda_graphs and self.device.type != "cuda":
+            raise ValueError(
+                f"cuda_graphs needs the data on a CUDA device, not {self.device}; "
+                "move it with RecData.to('cuda') or turn cuda_graphs off"
+            )
         self.model = build_model(config, data).to(self.device)
-        self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-        )
+        self.optimizer = make_optimizer(self.model, config)
         rows = rows or training_rows(config, data)
         self.batches = batch_source or BatchSource(
             rows,
@@ -167,8 +180,18 @@ class Trainer:
             world_size=self.collective.world_size,
             steps_per_epoch=steps_per_epoch,
         )
-        self.objective = build_objective(config, len(rows.labeled), self.device)
-        self.direction = DualDirection(config.step_rule)
+        objective = build_objective(config, len(rows.labeled), self.device)
+        self.objective = torch.compile(objective) if config.compile else objective
+        self.inverse_gradient = InverseGradient(
+            self.model,
+            self.optimizer,
+            dual_lr=config.dual_lr,
+            step_rule=config.step_rule,
+            temperature=config.idl_temperature,
+            collective=self.collective,
+            compile=config.compile,
+        )
+        self._graphed: dict[tuple[str, ...], GraphedStep] = {}
         self.global_step = 0
         self.next_epoch = 0
         self.best_score = -math.inf
@@ -192,28 +215,50 @@ class Trainer:
             param.grad = grad
         self.optimizer.step()
 
-    def supervised_step(self, batch: TrainBatch, epoch: int) -> BatchLoss:
+    def _supervised_tensors(
+        self, fields: tuple[str, ...], epoch: int, *tensors: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        batch = TrainBatch(**dict(zip(fields, tensors, strict=True)))
         loss = self.objective(self.model, batch, self.global_step, epoch)
         self._apply_gradients(loss.total, loss.count)
+        return loss.total.detach(), loss.count.detach()
+
+    def _meta_tensors(self, *tensors: Tensor) -> tuple[Tensor, Tensor]:
+        result = self.inverse_gradient.step(*tensors)
+        return result.choice, result.test_losses
+
+    def _graph(self, name: tuple[str, ...], fn) -> GraphedStep:
+        if name not in self._graphed:
+            self._graphed[name] = GraphedStep(fn)
+        return self._graphed[name]
+
+    def supervised_step(self, batch: TrainBatch, epoch: int) -> BatchLoss:
+        """One step of the method's objective (for IG: of BCE on training-train)."""
+        fields = tuple(name for name, value in vars(batch).items() if value is not None)
+        tensors = [getattr(batch, name) for name in fields]
+        if self.config.cuda_graphs:
+            step = self._graph(fields, lambda *t: self._supervised_tensors(fields, 0, *t))
+            total, count = step(*tensors)
+        else:
+            total, count = self._supervised_tensors(fields, epoch, *tensors)
         self.global_step += 1
-        return BatchLoss(loss.total.detach(), loss.count.detach())
+        return BatchLoss(total.clone(), count.clone())
 
     def meta_step(self, batch: MetaBatch, epoch: int) -> None:
-        result = inverse_gradient_step(
-            self.model,
-            self.optimizer,
-            self.direction,
+        """One IG meta step; its choice and three losses go to the direction log."""
+        tensors = (
             batch.unlabeled_users,
             batch.unlabeled_items,
             batch.test_users,
             batch.test_items,
             batch.test_labels,
-            dual_lr=self.config.dual_lr,
-            dual_weights=lambda logits: idl_weights(logits, self.config.idl_temperature),
-            collective=self.collective,
         )
-        self.direction_log["choice"].append(result.choice.reshape(1))
-        self.direction_log["losses"].append(result.test_losses.reshape(1, 3))
+        if self.config.cuda_graphs:
+            choice, losses = self._graph(("meta",), self._meta_tensors)(*tensors)
+        else:
+            choice, losses = self._meta_tensors(*tensors)
+        self.direction_log["choice"].append(choice.reshape(1).clone())
+        self.direction_log["losses"].append(losses.reshape(1, 3).clone())
         self.direction_log["epoch"].append(torch.tensor([epoch]))
 
     # ----------------------------------------------------------------------------- epochs
@@ -386,7 +431,7 @@ class Trainer:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "direction": self.direction.state_dict(),
+            "inverse_gradient": self.inverse_gradient.state_dict(),
             "global_step": self.global_step,
             "next_epoch": self.next_epoch,
             "best_score": self.best_score,
@@ -401,7 +446,7 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.direction.load_state_dict(state["direction"])
+        self.inverse_gradient.load_state_dict(state["inverse_gradient"])
         self.global_step = state["global_step"]
         self.next_epoch = state["next_epoch"]
         self.best_score = state["best_score"]
