@@ -266,49 +266,38 @@ class LightGCN(Backbone):
         self.item_embedding = _normal_embedding(n_items, embedding_dim, std=0.1)
         self.register_buffer("graph_users", graph_users.to(torch.int64).clone())
         self.register_buffer("graph_items", graph_items.to(torch.int64).clone())
-        self._adjacency: Tensor | None = None
+        self._derive_edges()
+        # Loading weights may bring another graph: derive its edges again.
+        self.register_load_state_dict_post_hook(lambda module, _: module._derive_edges())
         self._cache: tuple[tuple[int, ...], Tensor] | None = None
 
-    def _normalized_adjacency(self) -> Tensor:
-        device = self.user_embedding.device
-        if self._adjacency is not None and self._adjacency.device == device:
-            return self._adjacency
-        n_nodes = self.n_users + self.n_items
-        rows = torch.cat([self.graph_users, self.graph_items + self.n_users]).to(device)
-        cols = torch.cat([self.graph_items + self.n_users, self.graph_users]).to(device)
-        degree = torch.bincount(rows, minlength=n_nodes).to(torch.float32)
+    def _derive_edges(self) -> None:
+        """Both directions of every edge and their weights ``1/√(d_r·d_c)``: derived from the
+        graph, so not saved (``persistent=False``), but moved with the module by ``.to()``."""
+        n_users = self.n_users
+        rows = torch.cat([self.graph_users, self.graph_items + n_users])
+        cols = torch.cat([self.graph_items + n_users, self.graph_users])
+        degree = torch.bincount(rows, minlength=n_users + self.n_items).to(torch.float32)
         inv_sqrt = degree.clamp(min=1.0).rsqrt()
-        values = inv_sqrt[rows] * inv_sqrt[cols]
-        self._adjacency = torch.sparse_coo_tensor(
-            torch.stack([rows, cols]), values, (n_nodes, n_nodes), check_invariants=True
-        ).coalesce()
-        return self._adjacency
+        weights = (inv_sqrt[rows] * inv_sqrt[cols]).unsqueeze(1)
+        self.register_buffer("edge_rows", rows, persistent=False)
+        self.register_buffer("edge_cols", cols, persistent=False)
+        self.register_buffer("edge_weights", weights, persistent=False)
+        self._cache = None
 
     def _propagate(self, user_table: Tensor, item_table: Tensor) -> Tensor:
+        # Â·E as a gather, a weighting and an index_add over the edge list rather than a sparse
+        # matmul: dense ops only, so torch.func can differentiate it and torch.compile fuse it.
+        rows, cols, weights = self.edge_rows, self.edge_cols, self.edge_weights
         layer = torch.cat([user_table, item_table])
         total = layer
-        adjacency = self._normalized_adjacency()
         for _ in range(self.num_layers):
-            layer = torch.sparse.mm(adjacency, layer)
+            layer = torch.zeros_like(layer).index_add(0, rows, layer[cols] * weights)
             total = total + layer
         return total / (self.num_layers + 1)
 
-    def propagated(self, params: Params) -> Tensor:
-        """Propagated ``[n_users + n_items, d]`` table; cached when no gradient is needed."""
-        user_table, item_table = params["user_embedding"], params["item_embedding"]
-        cacheable = not torch.is_grad_enabled() or not (
-            user_table.requires_grad or item_table.requires_grad
-        )
-        key = (id(user_table), user_table._version, id(item_table), item_table._version)
-        if cacheable and self._cache is not None and self._cache[0] == key:
-            return self._cache[1]
-        table = self._propagate(user_table, item_table)
-        if cacheable:
-            self._cache = (key, table)
-        return table
-
     def representations(self, users: Tensor, items: Tensor, params: Params) -> Representations:
-        table = self.propagated(params)
+        table = self._propagate(params["user_embedding"], params["item_embedding"])
         return (F.embedding(users, table), F.embedding(items + self.n_users, table))
 
     def head(self, reps: Representations, params: Params) -> Tensor:
@@ -317,12 +306,17 @@ class LightGCN(Backbone):
 
     @torch.no_grad()
     def score_all(self, users: Tensor, item_chunk: int = 65536) -> Tensor:
-        table = self.propagated(self.params())
+        # Full-catalogue evaluation calls this once per user batch: propagate once per model
+        # state. The key is the parameters' own version counters (bumped by every in-place
+        # optimizer step and by load_state_dict), never ids of transient tensors.
+        key = (self.user_embedding._version, self.item_embedding._version)
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, self._propagate(self.user_embedding, self.item_embedding))
+        table = self._cache[1]
         return table[users] @ table[self.n_users :].T
 
     def _apply(self, fn, recurse: bool = True):  # noqa: ANN001 - nn.Module's own signature
-        # Moving the module (.to / .cuda) must rebuild the adjacency on the new device.
-        self._adjacency = None
+        # Moving the module (.to / .cuda) invalidates the cached propagation.
         self._cache = None
         return super()._apply(fn, recurse)
 

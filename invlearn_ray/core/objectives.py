@@ -1,8 +1,12 @@
 """What each training method minimises on one batch (every method except IG's meta step).
 
-An objective maps a model and a :class:`TrainBatch` to a :class:`BatchLoss` — a *sum* of loss
-terms and how many terms it holds — so that a data-parallel step can all-reduce both and divide
-once (exact whatever the shard sizes). The losses themselves live in
+An objective maps a scoring function ``score(users, items) -> logits`` and a
+:class:`TrainBatch` to a :class:`BatchLoss` — a *sum* of loss terms and how many terms it holds —
+so that a data-parallel step can all-reduce both and divide once (exact whatever the shard
+sizes). Objectives are pure: the trainer differentiates them with ``torch.func`` (and may
+``torch.compile`` them), which forbids side effects, so the one stateful method (SRNS) returns
+what it wants recorded in ``BatchLoss.record`` and the trainer hands it back through the
+objective's ``record`` method after the step. The losses themselves live in
 :mod:`invlearn_ray.core.losses`; this module only decides which rows each method feeds them.
 
 Conventions shared by all methods:
@@ -24,7 +28,6 @@ import torch
 from torch import Tensor
 
 from invlearn_ray.core import losses
-from invlearn_ray.core.backbones import Backbone
 from invlearn_ray.core.config import TrainConfig
 from invlearn_ray.core.hard_negatives import (
     ScoreHistory,
@@ -60,14 +63,22 @@ class TrainBatch:
 
 @dataclass(frozen=True)
 class BatchLoss:
-    """A loss as (sum of terms, number of terms): the mean is ``total / count``."""
+    """A loss as (sum of terms, number of terms): the mean is ``total / count``.
+
+    ``record`` is state a stateful objective wants stored after the step (SRNS: candidate
+    scores), returned instead of written so the objective stays pure.
+    """
 
     total: Tensor
     count: Tensor
+    record: Tensor | None = None
 
 
-Objective = Callable[[Backbone, TrainBatch, int, int], BatchLoss]
-"""``(model, batch, global_step, epoch) -> BatchLoss``."""
+Scorer = Callable[[Tensor, Tensor], Tensor]
+"""``(users, items) -> logits`` of the model at the parameters being differentiated."""
+
+Objective = Callable[[Scorer, TrainBatch, int, int], BatchLoss]
+"""``(score, batch, global_step, epoch) -> BatchLoss``."""
 
 
 def _count(value: int, like: Tensor) -> Tensor:
@@ -75,26 +86,26 @@ def _count(value: int, like: Tensor) -> Tensor:
     return torch.full((), value, dtype=like.dtype, device=like.device)
 
 
-def _ns_rows(model: Backbone, batch: TrainBatch) -> tuple[Tensor, Tensor, int]:
+def _ns_rows(score: Scorer, batch: TrainBatch) -> tuple[Tensor, Tensor, int]:
     """Logits and labels of the labeled rows followed by the unlabeled rows (as 0)."""
     users = torch.cat([batch.users, batch.unlabeled_users])
     items = torch.cat([batch.items, batch.unlabeled_items])
     labels = torch.cat(
         [batch.labels, torch.zeros_like(batch.unlabeled_users, dtype=batch.labels.dtype)]
     )
-    return model(users, items), labels, len(batch.users)
+    return score(users, items), labels, len(batch.users)
 
 
-def none_objective(model: Backbone, batch: TrainBatch, step: int, epoch: int) -> BatchLoss:
+def none_objective(score: Scorer, batch: TrainBatch, step: int, epoch: int) -> BatchLoss:
     """*None*: BCE on labeled rows only."""
-    logits = model(batch.users, batch.items)
+    logits = score(batch.users, batch.items)
     total = losses.bce_with_logits(logits, batch.labels, reduction="sum")
     return BatchLoss(total, _count(len(logits), total))
 
 
-def ns_objective(model: Backbone, batch: TrainBatch, step: int, epoch: int) -> BatchLoss:
+def ns_objective(score: Scorer, batch: TrainBatch, step: int, epoch: int) -> BatchLoss:
     """*NS*: BCE on labeled rows and on sampled unlabeled rows labeled 0."""
-    logits, labels, _ = _ns_rows(model, batch)
+    logits, labels, _ = _ns_rows(score, batch)
     total = losses.bce_with_logits(logits, labels, reduction="sum")
     return BatchLoss(total, _count(len(logits), total))
 
@@ -102,8 +113,8 @@ def ns_objective(model: Backbone, batch: TrainBatch, step: int, epoch: int) -> B
 def make_tce_objective(config: TrainConfig) -> Objective:
     """*T-CE* on the NS rows: the largest-loss positives are dropped, at a growing rate."""
 
-    def objective(model: Backbone, batch: TrainBatch, step: int, epoch: int) -> BatchLoss:
-        logits, labels, _ = _ns_rows(model, batch)
+    def objective(score: Scorer, batch: TrainBatch, step: int, epoch: int) -> BatchLoss:
+        logits, labels, _ = _ns_rows(score, batch)
         rate = losses.drop_rate_schedule(step, config.max_drop, config.num_gradual)
         keep = losses.truncation_keep_mask(logits, labels, rate)
         total = losses.bce_with_logits(
@@ -117,8 +128,8 @@ def make_tce_objective(config: TrainConfig) -> Objective:
 def make_rce_objective(config: TrainConfig) -> Objective:
     """*R-CE* on the NS rows: each row's BCE weighted by its (stop-grad) confidence^β."""
 
-    def objective(model: Backbone, batch: TrainBatch, step: int, epoch: int) -> BatchLoss:
-        logits, labels, _ = _ns_rows(model, batch)
+    def objective(score: Scorer, batch: TrainBatch, step: int, epoch: int) -> BatchLoss:
+        logits, labels, _ = _ns_rows(score, batch)
         total = losses.reweighted_bce(logits, labels, config.beta, reduction="sum")
         return BatchLoss(total, _count(len(logits), total))
 
@@ -128,8 +139,8 @@ def make_rce_objective(config: TrainConfig) -> Objective:
 def make_idl_objective(config: TrainConfig) -> Objective:
     """*IDL*: BCE on labeled rows plus the inverse dual loss on unlabeled rows, one mean."""
 
-    def objective(model: Backbone, batch: TrainBatch, step: int, epoch: int) -> BatchLoss:
-        logits, labels, n_labeled = _ns_rows(model, batch)
+    def objective(score: Scorer, batch: TrainBatch, step: int, epoch: int) -> BatchLoss:
+        logits, labels, n_labeled = _ns_rows(score, batch)
         labeled = losses.bce_with_logits(logits[:n_labeled], labels[:n_labeled], reduction="sum")
         dual = losses.inverse_dual_loss(
             logits[n_labeled:], temperature=config.idl_temperature, reduction="sum"
@@ -139,58 +150,64 @@ def make_idl_objective(config: TrainConfig) -> Objective:
     return objective
 
 
-def _candidate_logits(model: Backbone, users: Tensor, candidates: Tensor) -> Tensor:
+def _candidate_logits(score: Scorer, users: Tensor, candidates: Tensor) -> Tensor:
     n_rows, n_candidates = candidates.shape
-    flat = model(users.repeat_interleave(n_candidates), candidates.reshape(-1))
+    flat = score(users.repeat_interleave(n_candidates), candidates.reshape(-1))
     return flat.view(n_rows, n_candidates)
 
 
 def _hard_negative_loss(
-    model: Backbone, batch: TrainBatch, logits: Tensor, choice: Tensor
+    score: Scorer, batch: TrainBatch, logits: Tensor, choice: Tensor, record: Tensor | None = None
 ) -> BatchLoss:
     negatives = select_candidates(batch.candidates, choice)
-    negative_logits = model(batch.users, negatives)
+    negative_logits = score(batch.users, negatives)
     total = losses.bce_with_logits(logits, batch.labels, reduction="sum")
     total = total + losses.bce_with_logits(
         negative_logits, torch.zeros_like(negative_logits), reduction="sum"
     )
-    return BatchLoss(total, _count(2 * len(logits), total))
+    return BatchLoss(total, _count(2 * len(logits), total), record)
 
 
-def dns_objective(model: Backbone, batch: TrainBatch, step: int, epoch: int) -> BatchLoss:
+def dns_objective(score: Scorer, batch: TrainBatch, step: int, epoch: int) -> BatchLoss:
     """*DNS*: labeled BCE + the highest-scored of each row's M candidates as a negative."""
-    logits = model(batch.users, batch.items)
+    logits = score(batch.users, batch.items)
     with torch.no_grad():
-        choice = dns_select(_candidate_logits(model, batch.users, batch.candidates))
-    return _hard_negative_loss(model, batch, logits, choice)
+        choice = dns_select(_candidate_logits(score, batch.users, batch.candidates))
+    return _hard_negative_loss(score, batch, logits, choice)
 
 
-def make_srns_objective(config: TrainConfig, n_rows: int, device: torch.device) -> Objective:
+class SRNSObjective:
     """*SRNS*: like DNS, preferring candidates whose score varied over recent epochs.
 
     Each labeled training row keeps a fixed candidate pool (the batch source draws it once), so
     a candidate's score history is meaningful; scores are recorded once per epoch, when the row
     is trained. The likelihood is pointwise ``σ(f(u, j))`` because training is pointwise BCE.
     """
-    history = ScoreHistory(n_rows, config.n_candidates, config.srns_window, device=device)
 
-    def objective(model: Backbone, batch: TrainBatch, step: int, epoch: int) -> BatchLoss:
-        logits = model(batch.users, batch.items)
+    def __init__(self, config: TrainConfig, n_rows: int, device: torch.device) -> None:
+        self.config = config
+        self.history = ScoreHistory(n_rows, config.n_candidates, config.srns_window, device=device)
+
+    def __call__(self, score: Scorer, batch: TrainBatch, step: int, epoch: int) -> BatchLoss:
+        logits = score(batch.users, batch.items)
         with torch.no_grad():
-            candidate_logits = _candidate_logits(model, batch.users, batch.candidates)
+            candidate_logits = _candidate_logits(score, batch.users, batch.candidates)
+            config = self.config
             alpha = srns_alpha_schedule(epoch, config.srns_alpha, config.srns_warmup_epochs)
-            choice = srns_select(candidate_logits, history.std(batch.rows), alpha)
-            history.update(batch.rows, srns_likelihood(candidate_logits))
-        return _hard_negative_loss(model, batch, logits, choice)
+            choice = srns_select(candidate_logits, self.history.std(batch.rows), alpha)
+            likelihood = srns_likelihood(candidate_logits)
+        return _hard_negative_loss(score, batch, logits, choice, record=likelihood)
 
-    return objective
+    def record(self, batch: TrainBatch, likelihood: Tensor) -> None:
+        """After the step: store this epoch's candidate scores of the batch's rows."""
+        self.history.update(batch.rows, likelihood)
 
 
-def _softmax_candidates(model: Backbone, batch: TrainBatch, mask: Tensor) -> Tensor:
+def _softmax_candidates(score: Scorer, batch: TrainBatch, mask: Tensor) -> Tensor:
     """``[P, 1 + N]`` logits: each selected row's own item first, then its sampled items."""
     users = batch.users[mask]
     items = torch.cat([batch.items[mask].unsqueeze(1), batch.negatives[mask]], dim=1)
-    return _candidate_logits(model, users, items)
+    return _candidate_logits(score, users, items)
 
 
 def make_softmax_objective(config: TrainConfig) -> Objective:
@@ -203,9 +220,9 @@ def make_softmax_objective(config: TrainConfig) -> Objective:
     """
     method = config.method
 
-    def objective(model: Backbone, batch: TrainBatch, step: int, epoch: int) -> BatchLoss:
+    def objective(score: Scorer, batch: TrainBatch, step: int, epoch: int) -> BatchLoss:
         positive = batch.labels > 0.5
-        pos = _softmax_candidates(model, batch, positive)
+        pos = _softmax_candidates(score, batch, positive)
         if method == "bsl":
             total = losses.bilateral_softmax_loss(
                 pos[:, 0],
@@ -227,7 +244,7 @@ def make_softmax_objective(config: TrainConfig) -> Objective:
             count = len(pos)
         if method.startswith("sl_"):
             disliked = ~positive
-            neg = _softmax_candidates(model, batch, disliked) / config.tau
+            neg = _softmax_candidates(score, batch, disliked) / config.tau
             target = torch.zeros(len(neg), dtype=torch.int64, device=neg.device)
             if len(neg) and method == "sl_epsce":
                 total = total + losses.eps_negative_ce(
@@ -255,7 +272,7 @@ def build_objective(config: TrainConfig, n_rows: int, device: torch.device) -> O
         "tce": lambda: make_tce_objective(config),
         "rce": lambda: make_rce_objective(config),
         "idl": lambda: make_idl_objective(config),
-        "srns": lambda: make_srns_objective(config, n_rows, device),
+        "srns": lambda: SRNSObjective(config, n_rows, device),
     }
     if config.method in factories:
         return factories[config.method]()

@@ -36,9 +36,10 @@ from invlearn_ray.core.evaluation import (
     evaluate_split,
     score_pairs,
 )
+from invlearn_ray.core.gradients import grad_and_value, reduce_mean_
 from invlearn_ray.core.inverse_gradient import CANDIDATES, InverseGradient
 from invlearn_ray.core.losses import idl_weights
-from invlearn_ray.core.objectives import BatchLoss, TrainBatch, build_objective
+from invlearn_ray.core.objectives import BatchLoss, Objective, TrainBatch, build_objective
 from invlearn_ray.data.hashing import stream_seed
 from invlearn_ray.data.recdata import Interactions, RecData
 from invlearn_ray.data.sampling import epoch_generator, sample_unlabeled
@@ -46,6 +47,27 @@ from invlearn_ray.data.sampling import epoch_generator, sample_unlabeled
 WEIGHT_BINS = 20
 _DIAGNOSTIC_ROWS = 50_000
 _DIAGNOSTIC_STREAM = 991
+
+
+def supervised_gradient(
+    objective: Objective,
+    model: Backbone,
+    params: dict[str, Tensor],
+    batch: TrainBatch,
+    step: int,
+    epoch: int,
+    functional: bool = False,
+) -> tuple[dict[str, Tensor], BatchLoss]:
+    """∇θ of the objective's loss *sum* on one batch (pure: ``torch.compile`` can take it whole)."""
+
+    def loss_sum(theta: dict[str, Tensor]) -> tuple[Tensor, tuple[Tensor, ...]]:
+        loss = objective(lambda users, items: model(users, items, theta), batch, step, epoch)
+        # torch.func's auxiliary outputs must be tensors: the record travels only if present.
+        extra = (loss.count,) if loss.record is None else (loss.count, loss.record)
+        return loss.total, extra
+
+    grads, (total, extra) = grad_and_value(loss_sum, params, functional)
+    return grads, BatchLoss(total, *extra)
 
 
 class TrainingDiverged(RuntimeError):
@@ -180,8 +202,10 @@ class Trainer:
             world_size=self.collective.world_size,
             steps_per_epoch=steps_per_epoch,
         )
-        objective = build_objective(config, len(rows.labeled), self.device)
-        self.objective = torch.compile(objective) if config.compile else objective
+        self.objective = build_objective(config, len(rows.labeled), self.device)
+        self._supervised_gradient = (
+            torch.compile(supervised_gradient) if config.compile else supervised_gradient
+        )
         self.inverse_gradient = InverseGradient(
             self.model,
             self.optimizer,
@@ -205,22 +229,24 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- steps
 
-    def _apply_gradients(self, loss_total: Tensor, count: Tensor) -> None:
-        params = list(self.model.parameters())
-        grads = list(torch.autograd.grad(loss_total, params, materialize_grads=True))
-        denominator = count.detach().reshape(1).to(grads[0].dtype)
-        self.collective.all_reduce_sum_([*grads, denominator])
-        torch._foreach_div_(grads, denominator.clamp(min=1.0)[0])
-        for param, grad in zip(params, grads, strict=True):
-            param.grad = grad
-        self.optimizer.step()
-
     def _supervised_tensors(
         self, fields: tuple[str, ...], epoch: int, *tensors: Tensor
     ) -> tuple[Tensor, Tensor]:
+        """One supervised step from the batch's tensors: local gradient sums, one all-reduce
+        with the row count, the global mean assigned as gradient, one optimizer step."""
         batch = TrainBatch(**dict(zip(fields, tensors, strict=True)))
-        loss = self.objective(self.model, batch, self.global_step, epoch)
-        self._apply_gradients(loss.total, loss.count)
+        live = dict(self.model.named_parameters())
+        params = {name: param.detach() for name, param in live.items()}
+        grads, loss = self._supervised_gradient(
+            self.objective, self.model, params, batch, self.global_step, epoch, self.config.compile
+        )
+        grads = list(grads.values())
+        reduce_mean_(grads, loss.count, self.collective)
+        for param, grad in zip(live.values(), grads, strict=True):
+            param.grad = grad
+        self.optimizer.step()
+        if loss.record is not None:
+            self.objective.record(batch, loss.record)
         return loss.total.detach(), loss.count.detach()
 
     def _meta_tensors(self, *tensors: Tensor) -> tuple[Tensor, Tensor]:
@@ -259,7 +285,6 @@ class Trainer:
             choice, losses = self._meta_tensors(*tensors)
         self.direction_log["choice"].append(choice.reshape(1).clone())
         self.direction_log["losses"].append(losses.reshape(1, 3).clone())
-        self.direction_log["epoch"].append(torch.tensor([epoch]))
 
     # ----------------------------------------------------------------------------- epochs
 
@@ -279,6 +304,7 @@ class Trainer:
                 loss_sum += loss.total
                 loss_count += loss.count
         meta_choices = self.direction_log["choice"][n_logged:]
+        self.direction_log["epoch"].append(torch.full((len(meta_choices),), epoch))
         train_loss = (loss_sum / loss_count.clamp(min=1.0)).item()
         if not math.isfinite(train_loss):
             raise TrainingDiverged(
