@@ -3,8 +3,10 @@
 A repeated (user, item) pair is usually a re-rating or a re-watch; the latest observation is
 the user's current opinion, so the last row (highest ``row``, i.e. latest in file order) wins.
 Keeping both would put the same pair in two splits (a train/test leak) or count it twice.
-The function is exact on any subset that holds all rows of its users, so the Ray pipeline
-applies it per user group (``groupby("user").map_groups``).
+
+Planning (:func:`duplicate_rows`) needs only the ``row``/``user``/``item`` columns of all rows;
+dropping (:func:`drop_rows`) is per row, so the Ray pipeline plans on the driver and drops
+inside ``map_batches`` — with the same result as the in-memory path, whatever the blocks.
 """
 
 from __future__ import annotations
@@ -15,6 +17,24 @@ import pyarrow as pa
 from invlearn_ray.data import canonical as cn
 
 
+def duplicate_rows(rows: np.ndarray, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Sorted ``row`` ids of every row superseded by a later row of the same (user, item)."""
+    order = np.lexsort((rows, items, users))
+    users, items = users[order], items[order]
+    superseded = np.zeros(len(order), dtype=bool)
+    superseded[:-1] = (users[1:] == users[:-1]) & (items[1:] == items[:-1])
+    return np.sort(rows[order][superseded])
+
+
+def drop_rows(table: pa.Table, dropped: np.ndarray) -> pa.Table:
+    """Remove the rows whose ``row`` id is in the sorted array ``dropped``."""
+    if not len(dropped):
+        return table
+    rows = table.column(cn.ROW).to_numpy()
+    position = np.searchsorted(dropped, rows).clip(max=len(dropped) - 1)
+    return table.filter(pa.array(dropped[position] != rows))
+
+
 def drop_duplicates_keep_last(table: pa.Table) -> pa.Table:
     """Keep, for each (user, item) pair, only the row with the largest ``row``.
 
@@ -22,15 +42,11 @@ def drop_duplicates_keep_last(table: pa.Table) -> pa.Table:
         table: canonical table with int64 ``user``, ``item`` and ``row`` columns.
 
     Returns:
-        The kept rows, sorted by ``row``.
+        The kept rows, in their input order.
     """
-    users = table.column(cn.USER).to_numpy()
-    items = table.column(cn.ITEM).to_numpy()
-    rows = table.column(cn.ROW).to_numpy()
-    order = np.lexsort((rows, items, users))
-    users, items = users[order], items[order]
-    last_of_pair = np.ones(len(order), dtype=bool)
-    last_of_pair[:-1] = (users[1:] != users[:-1]) | (items[1:] != items[:-1])
-    kept = order[last_of_pair]
-    kept = kept[np.argsort(rows[kept], kind="stable")]
-    return table.take(pa.array(kept, type=pa.int64()))
+    dropped = duplicate_rows(
+        table.column(cn.ROW).to_numpy(),
+        table.column(cn.USER).to_numpy(),
+        table.column(cn.ITEM).to_numpy(),
+    )
+    return drop_rows(table, dropped)

@@ -8,8 +8,22 @@ bad input row in a million-line file can be found and fixed without a debugger. 
 from __future__ import annotations
 
 
+def _restore(cls: type, args: tuple, state: dict) -> DataError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
+
 class DataError(ValueError):
-    """Base class: bad input data, a bad dataset option or a bad dataset directory."""
+    """Base class: bad input data, a bad dataset option or a bad dataset directory.
+
+    Picklable with all attributes, so an error raised inside a Ray task can travel to the
+    driver and be raised there as itself.
+    """
+
+    def __reduce__(self):
+        return (_restore, (type(self), self.args, self.__dict__))
 
 
 class InputFormatError(DataError):

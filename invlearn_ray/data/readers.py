@@ -423,6 +423,31 @@ FORMATS = {
 """File parsers by format name."""
 
 
+def expected_schema(fmt: FileFormat, *, presplit: bool = False) -> pa.Schema:
+    """The canonical schema :func:`parse_file` produces for a (resolved) format.
+
+    Every file of a source parses to exactly this schema, so blocks of a Ray dataset agree.
+    """
+    if fmt.kind in _FIXED_FIELDS:
+        mapped = list(_FIXED_FIELDS[fmt.kind][1])
+    elif fmt.columns:
+        mapped = [_to_raw_name(name) for name, _ in fmt.columns]
+    else:
+        raise ValueError(f"resolve the {fmt.kind!r} format's columns first (resolve_format)")
+    fields = [
+        pa.field(cn.FILE, pa.int32()),
+        pa.field(cn.LINE, pa.int64()),
+        pa.field(cn.FILE_ROW, pa.int64()),
+        pa.field(cn.USER_RAW, pa.string()),
+        pa.field(cn.ITEM_RAW, pa.string()),
+    ]
+    for name in cn.value_columns_of(mapped):
+        fields.append(pa.field(name, pa.int8() if name == cn.LABEL else pa.float64()))
+    if presplit:
+        fields.append(pa.field(cn.GIVEN_SPLIT, pa.int8()))
+    return pa.schema(fields)
+
+
 def parse_file(
     data: bytes,
     fmt: FileFormat,

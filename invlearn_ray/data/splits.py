@@ -149,7 +149,8 @@ def _cut_at(hashes: np.ndarray, users: np.ndarray, items: np.ndarray, count: int
 
 def split_hash(seed: int, salt: int, users: np.ndarray, items: np.ndarray) -> np.ndarray:
     """Seeded int64 hash of each (user, item) key — the rank of a row in one split step."""
-    return hash_keys(seed, salt, torch.from_numpy(users), torch.from_numpy(items)).numpy()
+    as_tensor = lambda keys: torch.from_numpy(np.array(keys, dtype=np.int64))  # noqa: E731
+    return hash_keys(seed, salt, as_tensor(users), as_tensor(items)).numpy()
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,10 @@ import numpy as np
 import pyarrow as pa
 
 from invlearn_ray.data import canonical as cn
-from invlearn_ray.data.dedup import drop_duplicates_keep_last
+from invlearn_ray.data.dedup import drop_duplicates_keep_last, duplicate_rows
 
 
-def test_last_row_of_each_pair_wins_and_order_is_by_row():
+def test_last_row_of_each_pair_wins_and_input_order_is_kept():
     table = pa.table(
         {
             cn.ROW: [0, 1, 2, 3, 4, 5],
@@ -23,6 +23,13 @@ def test_last_row_of_each_pair_wins_and_order_is_by_row():
     assert kept.column(cn.RATING).to_pylist() == [2.0, 4.0, 5.0, 1.0]
 
 
+def test_duplicate_rows_lists_the_superseded_rows():
+    rows = np.array([10, 11, 12, 13, 14])
+    users = np.array([1, 1, 1, 2, 1])
+    items = np.array([5, 6, 5, 5, 5])
+    assert duplicate_rows(rows, users, items).tolist() == [10, 12]
+
+
 def test_result_does_not_depend_on_input_order():
     rng = np.random.default_rng(0)
     n = 5000
@@ -34,7 +41,8 @@ def test_result_does_not_depend_on_input_order():
         }
     )
     shuffled = table.take(pa.array(rng.permutation(n)))
-    assert drop_duplicates_keep_last(shuffled).equals(drop_duplicates_keep_last(table))
+    kept_shuffled = drop_duplicates_keep_last(shuffled)
+    assert kept_shuffled.sort_by(cn.ROW).equals(drop_duplicates_keep_last(table))
     kept = drop_duplicates_keep_last(table)
     keys = kept.column(cn.USER).to_numpy() * 40 + kept.column(cn.ITEM).to_numpy()
     assert len(np.unique(keys)) == kept.num_rows
