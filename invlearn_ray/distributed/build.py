@@ -1,0 +1,326 @@
+"""Build a dataset with Ray Data: the data layer's pure steps as dataset transforms.
+
+The same code runs on a laptop's local Ray and on a cluster (``ray.init(address=...)``). Stages:
+
+1. **read** — ``ray.data.read_binary_files`` over the source files, parsed by
+   :func:`~invlearn_ray.data.readers.parse_file` in ``map_batches``, one task per file (line
+   numbers need a whole file). A parse error does not fail its task: Ray Data re-raises task
+   errors as a generic ``UserCodeException`` that loses the original, so the error travels as a
+   pickled value in a ``parse_error`` column and the driver raises the first one in file order —
+   the exact ``InputFormatError`` (file, line, column) the in-memory path raises;
+2. **summarize** — per-block row counts per file and distinct raw ids (a map, then a small
+   collect), from which the driver builds the id maps and each file's row offset;
+3. **index** — ``map_batches(index_and_map)``: global ``row`` ids and contiguous indices;
+4. **plan** — the driver collects the key columns (ids, feedback, given split) and runs
+   :func:`~invlearn_ray.data.build.plan_build`: de-duplication, fitted labeling rule, split
+   cuts, training presence for cold rows. These decisions are global by nature; deciding them
+   once from narrow columns keeps every row's fate independent of Ray's block layout;
+5. **apply** — ``map_batches(apply_build_plan)`` on the full rows; then per output folder
+   ``map_batches(split_rows)``, ``repartition(shards)`` and ``write_parquet``;
+6. **unlabeled** — the epoch-0 draw is computed on the driver from the planned keys (exact
+   exclusion needs each user's whole training item set, and the draw must not depend on
+   blocks) and written with Ray Data;
+7. **manifest** — counts are read back from the written files, so the conservation check in
+   the manifest proves what is on disk.
+
+The result equals :func:`~invlearn_ray.data.build.build_in_memory` row for row (tested).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+
+from invlearn_ray.data import canonical as cn
+from invlearn_ray.data import dataset_dir as dd
+from invlearn_ray.data.build import (
+    BuildConfig,
+    apply_build_plan,
+    draw_unlabeled,
+    id_maps_for,
+    index_and_map,
+    make_manifest,
+    output_schema,
+    plan_build,
+    planning_columns,
+    split_rows,
+    summarize_outputs,
+    summary_columns,
+)
+from invlearn_ray.data.errors import DataError
+from invlearn_ray.data.readers import parse_file
+from invlearn_ray.data.sources import SourceSpec, check_not_empty, synthetic_universe
+from invlearn_ray.data.synthetic import PlantedTruth, generate_interactions
+
+PARSE_ERROR = "parse_error"
+_SYNTHETIC_BLOCK_ROWS = 50_000
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Connect to Ray: keep a running session, else join ``address``, else start local Ray.
+
+    Only an explicit ``address`` (or ``RAY_ADDRESS``) joins an existing cluster: on a shared
+    machine, silently attaching to someone else's cluster would be worse than starting our own.
+    """
+    if ray.is_initialized():
+        return
+    if address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False)
+
+
+@contextmanager
+def _ordered_execution():
+    """Keep block order through the pipeline (stable shard contents and draw order)."""
+    context = ray.data.DataContext.get_current()
+    previous = context.execution_options.preserve_order
+    context.execution_options.preserve_order = True
+    try:
+        yield
+    finally:
+        context.execution_options.preserve_order = previous
+
+
+def _parse_files(batch: pa.Table, source: SourceSpec, schema: pa.Schema) -> pa.Table:
+    """``map_batches`` step: parse whole files; a parse error becomes a ``parse_error`` row."""
+    index_of = {os.path.normpath(path): index for index, path in enumerate(source.paths)}
+    parts = []
+    paths = batch.column("path").to_pylist()
+    for path, data in zip(paths, batch.column("bytes").to_pylist(), strict=True):
+        index = index_of[os.path.normpath(path)]
+        try:
+            table = parse_file(
+                data,
+                source.file_format,
+                path=source.paths[index],
+                file_index=index,
+                given_split=source.given_split(index),
+            ).cast(schema)
+            errors = pa.nulls(table.num_rows, pa.binary())
+        except DataError as error:
+            table = pa.table(
+                {
+                    field.name: pa.array(
+                        [index if field.name == cn.FILE else error_line(error)]
+                        if field.name in (cn.FILE, cn.LINE)
+                        else [None],
+                        type=field.type,
+                    )
+                    for field in schema
+                }
+            )
+            errors = pa.array([pickle.dumps(error)], type=pa.binary())
+        parts.append(table.append_column(PARSE_ERROR, errors))
+    return pa.concat_tables(parts)
+
+
+def error_line(error: DataError) -> int:
+    """Line an error points at (0 for file-level errors), to find the first error in order."""
+    return getattr(error, "line", None) or 0
+
+
+def _summarize_block(batch: pa.Table) -> pa.Table:
+    """``map_batches`` step: rows per file, distinct raw ids and parse errors of one block."""
+    failed = pc.is_valid(batch.column(PARSE_ERROR))
+    rows = batch.filter(pc.invert(failed))
+    files, counts = np.unique(rows.column(cn.FILE).to_numpy(), return_counts=True)
+    users = pc.unique(rows.column(cn.USER_RAW))
+    items = pc.unique(rows.column(cn.ITEM_RAW))
+    errors = batch.filter(failed)
+    n_summary = len(files) + len(users) + len(items) + errors.num_rows
+    kinds = (
+        ["file"] * len(files)
+        + ["user"] * len(users)
+        + ["item"] * len(items)
+        + ["error"] * errors.num_rows
+    )
+    return pa.table(
+        {
+            "kind": pa.array(kinds, type=pa.string()),
+            "raw_id": pa.concat_arrays(
+                [
+                    pa.nulls(len(files), pa.string()),
+                    users,
+                    items,
+                    pa.nulls(errors.num_rows, pa.string()),
+                ]
+            ),
+            cn.FILE: pa.array(
+                np.concatenate(
+                    [
+                        files,
+                        np.zeros(len(users) + len(items), dtype=np.int32),
+                        errors.column(cn.FILE).to_numpy(),
+                    ]
+                ).astype(np.int32)
+            ),
+            cn.LINE: pa.array(
+                np.concatenate(
+                    [
+                        np.zeros(len(files) + len(users) + len(items), dtype=np.int64),
+                        errors.column(cn.LINE).to_numpy(),
+                    ]
+                ).astype(np.int64)
+            ),
+            "count": pa.array(
+                np.concatenate([counts, np.zeros(n_summary - len(files), dtype=np.int64)]).astype(
+                    np.int64
+                )
+            ),
+            PARSE_ERROR: pa.concat_arrays(
+                [
+                    pa.nulls(n_summary - errors.num_rows, pa.binary()),
+                    errors.column(PARSE_ERROR).combine_chunks(),
+                ]
+            ),
+        }
+    )
+
+
+def _collect(dataset: ray.data.Dataset) -> pa.Table:
+    """Gather a (narrow) dataset into one table on the driver."""
+    tables = ray.get(dataset.to_arrow_refs())
+    return pa.concat_tables(tables) if tables else pa.table({})
+
+
+def _index_rows(batch: pa.Table, offsets: np.ndarray, user_map: pa.Array, item_map: pa.Array):
+    return index_and_map(batch.drop_columns([PARSE_ERROR]), offsets, user_map, item_map)
+
+
+def _read(source: SourceSpec) -> tuple[ray.data.Dataset, PlantedTruth | None, dict | None]:
+    """Stage 1: the parsed source as a materialized dataset (with a ``parse_error`` column)."""
+    if source.kind == "synthetic":
+        generated = generate_interactions(source.synthetic)
+        table = generated.table.append_column(
+            PARSE_ERROR, pa.nulls(generated.table.num_rows, pa.binary())
+        )
+        blocks = [
+            table.slice(start, _SYNTHETIC_BLOCK_ROWS)
+            for start in range(0, max(table.num_rows, 1), _SYNTHETIC_BLOCK_ROWS)
+        ]
+        return ray.data.from_arrow(blocks), generated.truth, generated.stats
+    parsed = ray.data.read_binary_files(list(source.paths), include_paths=True).map_batches(
+        _parse_files,
+        batch_size=1,
+        batch_format="pyarrow",
+        fn_kwargs={"source": source, "schema": source.parsed_schema()},
+    )
+    return parsed.materialize(), None, None
+
+
+def build_dataset(
+    config: BuildConfig, out_dir: str | Path, *, overwrite: bool = False
+) -> dict[str, Any]:
+    """Build ``config`` with Ray Data and write it to ``out_dir``; returns the manifest.
+
+    Ray is used as initialized by the caller (see :func:`ensure_ray`), or started locally by
+    Ray Data on first use.
+
+    Args:
+        config: what to build (source, rule, split options, sampling rate, shards).
+        out_dir: the dataset folder (policy: see :mod:`invlearn_ray.data.dataset_dir`).
+        overwrite: replace a different dataset already in ``out_dir``.
+
+    Raises:
+        InputFormatError: the first bad line of the source, in file order.
+        EmptyInputError, EmptySplitError: nothing to build, or a labeled split would be empty.
+        OutputDirectoryError: ``out_dir`` holds something the build must not replace.
+    """
+    out = Path(out_dir).resolve()
+    dd.check_output_dir(out, config.inputs(), overwrite)
+    source = config.source.resolved()
+    with _ordered_execution():
+        parsed, truth, stats = _read(source)
+        summary = _collect(parsed.map_batches(_summarize_block, batch_format="pyarrow"))
+        _raise_first_parse_error(summary)
+        kinds = np.asarray(summary.column("kind").to_pylist(), dtype=object)
+        files = summary.column(cn.FILE).to_numpy()[kinds == "file"]
+        counts = summary.column("count").to_numpy()[kinds == "file"]
+        n_files = max(len(source.paths), 1)
+        rows_per_file = {i: int(counts[files == i].sum()) for i in range(n_files)}
+        input_rows = sum(rows_per_file.values())
+        check_not_empty(input_rows, source)
+        raw_ids = summary.column("raw_id")
+        universe = synthetic_universe(source.synthetic) if source.synthetic else None
+        user_map, item_map = id_maps_for(
+            raw_ids.filter(pa.array(kinds == "user")),
+            raw_ids.filter(pa.array(kinds == "item")),
+            universe,
+        )
+        n_users, n_items = len(user_map), len(item_map)
+        indexed = parsed.map_batches(
+            _index_rows,
+            batch_format="pyarrow",
+            fn_kwargs={
+                "offsets": cn.file_offsets(rows_per_file, n_files),
+                "user_map": user_map,
+                "item_map": item_map,
+            },
+        ).materialize()
+        keys = _collect(indexed.select_columns(planning_columns(indexed.columns())))
+        plan, facts, planned = plan_build(keys, config, n_users, n_items)
+        columns = indexed.columns()
+        unlabeled = draw_unlabeled(
+            planned, n_users, n_items, config.sampling_rate, config.split.seed, truth
+        ).cast(output_schema("unlabeled", columns))
+
+        staging = dd.staging_dir(out)
+        try:
+            applied = indexed.map_batches(
+                apply_build_plan, batch_format="pyarrow", fn_kwargs={"plan": plan}
+            ).materialize()
+            for name in dd.OUTPUT_SPLITS:
+                schema = output_schema(name, columns)
+                applied.map_batches(
+                    split_rows,
+                    batch_format="pyarrow",
+                    fn_kwargs={"name": name, "schema": schema},
+                ).repartition(config.shards).write_parquet(str(staging / name))
+                dd.ensure_schema_file(staging / name, schema)
+            ray.data.from_arrow(unlabeled).repartition(config.shards).write_parquet(
+                str(staging / "unlabeled")
+            )
+            dd.ensure_schema_file(staging / "unlabeled", unlabeled.schema)
+            written = {
+                name: dd.read_split(staging / name, columns=summary_columns(name))
+                for name in dd.ALL_SPLITS
+            }
+            manifest = make_manifest(
+                config,
+                engine="ray",
+                feedback=cn.feedback_kind(columns),
+                rule=plan.rule,
+                n_users=n_users,
+                n_items=n_items,
+                input_rows=input_rows,
+                facts=facts,
+                counts=summarize_outputs(written),
+                files={name: len(dd.parquet_files(staging / name)) for name in dd.ALL_SPLITS},
+                synthetic_stats=stats,
+            )
+            dd.write_id_maps(staging, cn.id_map_table(user_map), cn.id_map_table(item_map))
+            if truth is not None:
+                truth.save(staging / dd.TRUTH_FILE)
+            dd.write_manifest(staging, manifest)
+            dd.publish(staging, out)
+        except BaseException:
+            dd.discard(staging)
+            raise
+    return manifest
+
+
+def _raise_first_parse_error(summary: pa.Table) -> None:
+    errors = summary.filter(pc.is_valid(summary.column(PARSE_ERROR)))
+    if not errors.num_rows:
+        return
+    order = np.lexsort((errors.column(cn.LINE).to_numpy(), errors.column(cn.FILE).to_numpy()))
+    raise pickle.loads(errors.column(PARSE_ERROR)[int(order[0])].as_py())
