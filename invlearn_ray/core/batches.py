@@ -71,6 +71,23 @@ def _chunks(index: Tensor, n_chunks: int) -> list[Tensor]:
     return [index[k * size : (k + 1) * size] for k in range(n_chunks)]
 
 
+def local_step_counts(rows: TrainingRows, config: TrainConfig, world_size: int) -> tuple[int, int]:
+    """``(supervised, meta)`` steps one worker needs to pass over its rows once per epoch.
+
+    Supervised steps cover ``rows.labeled`` in local batches of ``batch_size / world_size``;
+    meta steps (``meta_steps="train_test"``) cover ``rows.train_test`` in local batches of
+    ``test_batch_size / world_size``. Data-parallel workers holding shards of different sizes
+    all-reduce the maximum of each and pass it to :class:`BatchSource`, so that they run the
+    same number of collective steps (a worker that runs out of rows takes empty batches).
+    """
+    local_batch = max(1, config.batch_size // world_size)
+    local_test_batch = max(1, config.test_batch_size // world_size)
+    return (
+        max(1, math.ceil(len(rows.labeled) / local_batch)),
+        max(1, math.ceil(len(rows.train_test) / local_test_batch)),
+    )
+
+
 class BatchSource:
     """Plans epochs for one worker (``rank`` of ``world_size``) from its :class:`TrainingRows`.
 
@@ -81,6 +98,10 @@ class BatchSource:
             ``batch_size / world_size`` rows, so the *global* batch matches one process.
         steps_per_epoch: supervised steps each epoch; data-parallel workers must agree on it
             (the Ray Train loop all-reduces the maximum). Default: enough to cover ``labeled``.
+        meta_steps_per_epoch: IG meta steps each epoch when ``config.meta_steps`` is
+            ``train_test`` (with ``train_train`` they are ``steps_per_epoch``). Every meta step
+            holds collectives, so data-parallel workers must agree on it too. Default: enough
+            to cover ``train_test``.
     """
 
     def __init__(
@@ -90,6 +111,7 @@ class BatchSource:
         rank: int = 0,
         world_size: int = 1,
         steps_per_epoch: int | None = None,
+        meta_steps_per_epoch: int | None = None,
     ) -> None:
         self.rows = rows
         self.config = config
@@ -98,9 +120,12 @@ class BatchSource:
         self.device = rows.labeled.users.device
         self.local_batch = max(1, config.batch_size // world_size)
         self.local_test_batch = max(1, config.test_batch_size // world_size)
-        self.steps_per_epoch = steps_per_epoch or max(
-            1, math.ceil(len(rows.labeled) / self.local_batch)
-        )
+        local_steps, local_meta_steps = local_step_counts(rows, config, world_size)
+        self.steps_per_epoch = steps_per_epoch or local_steps
+        if config.meta_steps == "train_train":
+            self.meta_steps_per_epoch = self.steps_per_epoch
+        else:
+            self.meta_steps_per_epoch = meta_steps_per_epoch or local_meta_steps
         self._pools: Tensor | None = None
         # Built once (its index costs O(nnz + users·items/8)); every draw of the run reuses it.
         self.sampler = SeenItemSampler(rows.seen)
@@ -188,12 +213,9 @@ class BatchSource:
 
     def _meta_batches(self, epoch: int) -> list[MetaBatch]:
         """IG's (U, T) pairs: U from this epoch's unlabeled pool, T cycling over training-test."""
-        config, test = self.config, self.rows.train_test
+        test = self.rows.train_test
         pool_users, pool_items = self._unlabeled_pool(epoch)
-        if config.meta_steps == "train_train":
-            n_steps = self.steps_per_epoch
-        else:
-            n_steps = max(1, math.ceil(len(test) / self.local_test_batch))
+        n_steps = self.meta_steps_per_epoch
         unlabeled = _chunks(
             torch.randperm(
                 len(pool_users), generator=self._generator(epoch, _SHUFFLE + 32), device=self.device
