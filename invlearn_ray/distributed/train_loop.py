@@ -1,0 +1,293 @@
+"""The per-worker function of data-parallel training on Ray Train (method.md §4).
+
+Every worker runs :func:`train_loop_per_worker` with the same ``config`` dict:
+
+1. load the dataset's small, global parts with ``load_dataset`` (validation, test, the
+   seen-item index, observed-unlabeled rows): evaluation is deterministic and identical on
+   every rank, so early-stopping decisions agree without communication;
+2. materialise *its shard* of ``train_train`` and ``train_test`` from
+   ``ray.train.get_dataset_shard`` into tensors once, sorted by input row (batches are then
+   built by index, ~5x faster than re-reading a Ray Dataset every epoch — ray_notes.md);
+   observed-unlabeled rows are global, so each worker takes every ``world_size``-th of them;
+3. agree on step counts: every step holds collectives, so all workers take the maximum of
+   their local supervised and meta step counts (a worker that runs out of rows takes empty
+   batches; steps reduce (sum, count) pairs, so the global means stay exact);
+4. resume from ``ray.train.get_checkpoint()`` when Ray Train restarted the group;
+5. per epoch: :meth:`Trainer.run_epoch`, then ``ray.train.report`` on every worker (a
+   barrier) with rank 0 attaching ``trainer.state_dict()`` as the checkpoint;
+6. rank 0 scores the selected model on test once, writes the run's outputs and returns the
+   summary (``Result.return_value``).
+
+Parameters stay identical on every worker without a broadcast: the dual-loss gradient, the
+three candidates' (loss sum, row count) pairs and every final gradient are all-reduced, and
+every worker takes the same argmin (:class:`~invlearn_ray.core.inverse_gradient.InverseGradient`).
+
+A checkpoint needs no random-generator state: every draw comes from a generator keyed by
+(seed, epoch, rank, stream), so the epoch and step counters *are* the RNG state, and a run
+resumed at epoch ``e`` replays the uninterrupted run exactly.
+
+Test-only switches (keys starting with ``_test_``, never environment variables, so nothing
+can leak into a real run): ``_test_fail_once_at_epoch`` / ``_test_fail_rank`` /
+``_test_fail_marker`` make one worker raise once at the start of an epoch (the marker file
+records that it did); ``_test_record_batches_dir`` saves each worker's epoch plans.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import ray.train
+import ray.train.torch
+import torch
+from ray.data import DataIterator, Dataset
+from ray.train import DataConfig
+
+from invlearn_ray.core.batches import BatchSource, EpochPlan, TrainingRows, local_step_counts
+from invlearn_ray.core.collective import TorchDistributedCollective
+from invlearn_ray.core.config import TrainConfig
+from invlearn_ray.core.trainer import EpochRecord, Trainer
+from invlearn_ray.data import canonical as cn
+from invlearn_ray.data.loading import load_dataset
+from invlearn_ray.data.recdata import Interactions, RecData
+from invlearn_ray.distributed.train import SHARD_COLUMNS, write_run_outputs
+
+CHECKPOINT_FILE = "trainer.pt"
+
+
+class InjectedFailure(RuntimeError):
+    """Raised by the ``_test_fail_once_at_epoch`` switch; never raised in a real run."""
+
+
+class ExactSplitConfig(DataConfig):
+    """Split every dataset across workers losing no row, with the same rows per rank on every
+    attempt.
+
+    Ray Train's default split (``streaming_split(equal=True)``) drops up to ``world_size - 1``
+    rows to equalise shards, and hands out blocks in completion order. Here the split keeps
+    every row (``equal=False``; shards of unequal size are fine — every step reduces sums and
+    counts) and preserves block order, which makes the output splitter deterministic: each
+    block goes to the worker with the fewest rows so far, so ``N`` equal blocks
+    (:func:`~invlearn_ray.distributed.train.read_shard_dataset`) go to workers ``0..N-1``.
+    A restarted worker group therefore sees the same shards, which exact resumption needs.
+    """
+
+    def configure(
+        self,
+        datasets: dict[str, Dataset],
+        world_size: int,
+        worker_handles: Any,
+        worker_node_ids: Any,
+        **kwargs: Any,
+    ) -> list[dict[str, DataIterator]]:
+        output: list[dict[str, DataIterator]] = [{} for _ in range(world_size)]
+        for name, dataset in datasets.items():
+            dataset = dataset.copy(dataset)
+            dataset.set_name(name)
+            options = self.default_ingest_options()
+            options.preserve_order = True
+            dataset.context.execution_options = options
+            for rank, split in enumerate(dataset.streaming_split(world_size, equal=False)):
+                output[rank][name] = split
+        return output
+
+
+class RecordingBatchSource:
+    """A :class:`BatchSource` that also saves each epoch's plan (test switch): the
+    equivalence test replays the workers' local batches, joined, in one process."""
+
+    def __init__(self, source: BatchSource, directory: Path, rank: int) -> None:
+        self.source = source
+        self.directory = directory
+        self.rank = rank
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def plan(self, epoch: int, with_meta: bool = True) -> EpochPlan:
+        plan = self.source.plan(epoch, with_meta=with_meta)
+        torch.save(plan_to_dict(plan), self.directory / plan_file_name(epoch, self.rank))
+        return plan
+
+
+def plan_file_name(epoch: int, rank: int) -> str:
+    return f"plan_epoch{epoch:04d}_rank{rank}.pt"
+
+
+def plan_to_dict(plan: EpochPlan) -> dict[str, list[dict[str, torch.Tensor]]]:
+    """An epoch plan as nested dicts of CPU tensors (``torch.load(weights_only=True)``)."""
+
+    def tensors(batch: Any) -> dict[str, torch.Tensor]:
+        return {key: value.cpu() for key, value in vars(batch).items() if value is not None}
+
+    return {
+        "supervised": [tensors(batch) for batch in plan.supervised],
+        "meta": [tensors(batch) for batch in plan.meta],
+    }
+
+
+def shard_interactions(iterator: DataIterator, device: torch.device) -> Interactions:
+    """This worker's shard of a labeled split as tensors, in input-row order.
+
+    Sorting by ``row`` makes the tensors independent of the order blocks arrived in.
+    """
+    tables = list(iterator.iter_batches(batch_format="pyarrow", batch_size=None))
+    tables = [table.select(list(SHARD_COLUMNS)) for table in tables if table.num_rows]
+    if not tables:
+        return Interactions.empty().to(device)
+    table = pa.concat_tables(tables).sort_by(cn.ROW)
+
+    def column(name: str, dtype: torch.dtype) -> torch.Tensor:
+        values = table.column(name).to_numpy(zero_copy_only=False).copy()
+        return torch.from_numpy(values).to(dtype=dtype, device=device)
+
+    return Interactions(
+        users=column(cn.USER, torch.int64),
+        items=column(cn.ITEM, torch.int64),
+        labels=column(cn.LABEL, torch.float32),
+    )
+
+
+def worker_rows(
+    config: TrainConfig,
+    data: RecData,
+    train_train: Interactions,
+    train_test: Interactions,
+    rank: int,
+    world_size: int,
+) -> TrainingRows:
+    """This worker's :class:`TrainingRows`, mirroring ``training_rows`` of one process: IG
+    fits training-train and judges on training-test, other methods fit both."""
+    if config.method == "ig":
+        labeled, judged = train_train, train_test
+    else:
+        labeled = Interactions(
+            torch.cat([train_train.users, train_test.users]),
+            torch.cat([train_train.items, train_test.items]),
+            torch.cat([train_train.labels, train_test.labels]),
+        )
+        judged = Interactions.empty().to(labeled.users.device)
+    observed = data.observed_unlabeled
+    return TrainingRows(
+        labeled=labeled,
+        train_test=judged,
+        observed_users=observed.users[rank::world_size],
+        observed_items=observed.items[rank::world_size],
+        seen=data.seen_in_training,
+    )
+
+
+def agreed_step_counts(
+    rows: TrainingRows, config: TrainConfig, world_size: int, device: torch.device
+) -> tuple[int, int]:
+    """The maximum over workers of each local ``(supervised, meta)`` step count."""
+    counts = torch.tensor(local_step_counts(rows, config, world_size), device=device)
+    torch.distributed.all_reduce(counts, op=torch.distributed.ReduceOp.MAX)
+    supervised, meta = counts.tolist()
+    return int(supervised), int(meta)
+
+
+def restore(trainer: Trainer, config: TrainConfig, world_size: int) -> int | None:
+    """Load the last checkpoint, if Ray Train restarted this run; returns its next epoch."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as directory:
+        state = torch.load(
+            Path(directory) / CHECKPOINT_FILE, map_location=trainer.device, weights_only=True
+        )
+    if state["train_config"] != config.to_dict() or state["world_size"] != world_size:
+        raise RuntimeError(
+            f"checkpoint {checkpoint.path} was written by another configuration or worker count "
+            f"({state['world_size']} workers); start a new run (another name or storage path)"
+        )
+    trainer.load_state_dict(state["trainer"])
+    return trainer.next_epoch
+
+
+def report_epoch(
+    trainer: Trainer, record: EpochRecord, config: TrainConfig, rank: int, world_size: int
+) -> None:
+    """Report the epoch's metrics from every worker (a barrier); rank 0 attaches a checkpoint."""
+    metrics = record.flat()
+    if rank != 0:
+        ray.train.report(metrics, checkpoint=None)
+        return
+    with tempfile.TemporaryDirectory() as directory:
+        state = {
+            "trainer": trainer.state_dict(),
+            "train_config": config.to_dict(),
+            "world_size": world_size,
+        }
+        torch.save(state, Path(directory) / CHECKPOINT_FILE)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+
+def _maybe_fail(switches: dict[str, Any], epoch: int, rank: int) -> None:
+    """The fault-test switch: raise once, on one rank, at the start of one epoch."""
+    if switches.get("_test_fail_once_at_epoch") != epoch:
+        return
+    if rank != switches.get("_test_fail_rank", 1):
+        return
+    try:  # "x" mode: exactly one attempt creates the marker, so the failure happens once
+        with open(switches["_test_fail_marker"], "x") as marker:
+            marker.write(f"failed at epoch {epoch} on rank {rank}, pid {os.getpid()}\n")
+    except FileExistsError:
+        return
+    raise InjectedFailure(f"test switch: rank {rank} fails at the start of epoch {epoch}")
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
+    """Train one configuration data-parallel; see the module docstring.
+
+    Args:
+        config: ``dataset`` (a built dataset folder), ``train`` (a ``TrainConfig`` dict),
+            ``output_dir``, and optional ``_test_*`` switches.
+
+    Returns:
+        On rank 0, the run's summary (``write_run_outputs``); None on other ranks.
+    """
+    train_config = TrainConfig.from_dict(config["train"])
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    dataset_path = Path(config["dataset"])
+
+    data = load_dataset(dataset_path, device)
+    # Every worker reads its shards in the same order: a streaming split starts with a barrier.
+    train_train = shard_interactions(ray.train.get_dataset_shard("train_train"), device)
+    train_test = shard_interactions(ray.train.get_dataset_shard("train_test"), device)
+    rows = worker_rows(train_config, data, train_train, train_test, rank, world_size)
+    steps, meta_steps = agreed_step_counts(rows, train_config, world_size, device)
+    batches: BatchSource | RecordingBatchSource = BatchSource(
+        rows,
+        train_config,
+        rank=rank,
+        world_size=world_size,
+        steps_per_epoch=steps,
+        meta_steps_per_epoch=meta_steps,
+    )
+    if config.get("_test_record_batches_dir"):
+        batches = RecordingBatchSource(batches, Path(config["_test_record_batches_dir"]), rank)
+    trainer = Trainer(
+        train_config, data, TorchDistributedCollective(), rows=rows, batch_source=batches
+    )
+    resumed_from_epoch = restore(trainer, train_config, world_size)
+
+    while not trainer.should_stop:
+        epoch = trainer.next_epoch
+        _maybe_fail(config, epoch, rank)
+        record = trainer.run_epoch(epoch)
+        report_epoch(trainer, record, train_config, rank, world_size)
+
+    if rank != 0:
+        return None
+    return write_run_outputs(
+        trainer.result(),
+        Path(config["output_dir"]),
+        dataset_path,
+        data,
+        workers=world_size,
+        resumed_from_epoch=resumed_from_epoch,
+    )
