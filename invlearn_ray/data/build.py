@@ -412,7 +412,7 @@ def make_manifest(
         "seed": config.split.seed,
         "split": {
             "kind": "given" if config.source.kind == "presplit" else "random",
-            "fractions": split["fractions"],
+            "fractions": None if config.source.kind == "presplit" else split["fractions"],
             "train_test_fraction": split["train_test_fraction"],
             "cold_policy": split["cold_policy"],
             "rounding": "range ends at floor(n * cumulative_fraction + 1/2)",
