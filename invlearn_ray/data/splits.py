@@ -147,10 +147,14 @@ def _cut_at(hashes: np.ndarray, users: np.ndarray, items: np.ndarray, count: int
     return Cut(int(hashes[first]), int(users[first]), int(items[first]))
 
 
+def _key_tensor(keys: np.ndarray) -> torch.Tensor:
+    # A copy: Arrow-backed arrays are read-only, which torch.from_numpy warns about.
+    return torch.from_numpy(np.array(keys, dtype=np.int64))
+
+
 def split_hash(seed: int, salt: int, users: np.ndarray, items: np.ndarray) -> np.ndarray:
     """Seeded int64 hash of each (user, item) key — the rank of a row in one split step."""
-    as_tensor = lambda keys: torch.from_numpy(np.array(keys, dtype=np.int64))  # noqa: E731
-    return hash_keys(seed, salt, as_tensor(users), as_tensor(items)).numpy()
+    return hash_keys(seed, salt, _key_tensor(users), _key_tensor(items)).numpy()
 
 
 @dataclass(frozen=True)
