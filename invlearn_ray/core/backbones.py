@@ -71,16 +71,17 @@ class Backbone(nn.Module, ABC):
         return self.head(self.representations(users, items, params), params)
 
     @torch.no_grad()
-    def score_all(self, users: Tensor, item_chunk: int = 65536) -> Tensor:
+    def score_all(self, users: Tensor, pair_budget: int = 1 << 19) -> Tensor:
         """Logits of every item for each of ``users``: ``[len(users), n_items]``.
 
-        The generic version scores the user × item product in chunks; backbones whose head is a
+        The generic version scores the user × item product in chunks of at most
+        ``pair_budget`` pairs (memory ∝ budget × width of the head); backbones whose head is a
         bilinear form override it with one matrix product.
         """
         n_users = len(users)
         out = torch.empty(n_users, self.n_items, device=users.device)
         items = torch.arange(self.n_items, device=users.device)
-        per_chunk = max(1, item_chunk // max(n_users, 1))
+        per_chunk = max(1, pair_budget // max(n_users, 1))
         params = self.params()
         for start in range(0, self.n_items, per_chunk):
             chunk = items[start : start + per_chunk]
@@ -122,7 +123,7 @@ class MF(Backbone):
         return (user_rows * item_rows).sum(-1)
 
     @torch.no_grad()
-    def score_all(self, users: Tensor, item_chunk: int = 65536) -> Tensor:
+    def score_all(self, users: Tensor, pair_budget: int = 1 << 19) -> Tensor:
         return self.user_embedding[users] @ self.item_embedding.T
 
     def config(self) -> dict[str, Any]:
@@ -160,7 +161,7 @@ class GMF(Backbone):
         return product.sum(-1) + params["predict_bias"]
 
     @torch.no_grad()
-    def score_all(self, users: Tensor, item_chunk: int = 65536) -> Tensor:
+    def score_all(self, users: Tensor, pair_budget: int = 1 << 19) -> Tensor:
         weighted_users = self.user_embedding[users] * self.predict_weight
         return weighted_users @ self.item_embedding.T + self.predict_bias
 
@@ -305,7 +306,7 @@ class LightGCN(Backbone):
         return (user_rows * item_rows).sum(-1)
 
     @torch.no_grad()
-    def score_all(self, users: Tensor, item_chunk: int = 65536) -> Tensor:
+    def score_all(self, users: Tensor, pair_budget: int = 1 << 19) -> Tensor:
         # Full-catalogue evaluation calls this once per user batch: propagate once per model
         # state. The key is the parameters' own version counters (bumped by every in-place
         # optimizer step and by load_state_dict), never ids of transient tensors.
