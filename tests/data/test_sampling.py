@@ -17,9 +17,10 @@ from invlearn_ray.data.sampling import (
 )
 
 METHODS = {
-    "bitmap": {},
-    "rank": {"bitmap_budget_bytes": 0},
-    "bitmap_then_rank": {"rejection_rounds": 0},
+    "bitmap": {"method": "bitmap"},
+    "rank": {"method": "rank"},
+    "bitmap_then_rank": {"method": "bitmap", "rejection_rounds": 0},
+    "bitmap_over_budget": {"method": "bitmap", "bitmap_budget_bytes": 0},
 }
 
 
@@ -66,7 +67,7 @@ def test_sampler_is_uniform_over_unseen_items(method):
 
 def test_heavy_user_is_uniform_over_its_few_unseen_items():
     seen = _seen(4, 40, 0.5)
-    sampler = SeenItemSampler(seen, rejection_rounds=2)
+    sampler = SeenItemSampler(seen, method="bitmap", rejection_rounds=2)
     draws = sampler.sample(torch.zeros(30_000, dtype=torch.int64), 1, epoch_generator(1, 0))
     assert sorted(np.unique(draws.numpy()).tolist()) == [37, 38, 39]
     assert stats.chisquare(np.bincount(draws.flatten().numpy())[37:]).pvalue > 1e-3
@@ -105,6 +106,14 @@ def test_out_of_range_users_and_mixed_devices_are_refused():
             sample_unlabeled(torch.tensor([0]), seen, 1, epoch_generator(0, 0, "cuda"))
 
 
+def test_auto_method_uses_the_bitmap_on_cpu_only_and_unknown_methods_fail():
+    seen = _seen(5, 10, 0.2)
+    assert SeenItemSampler(seen).bitmap is not None
+    assert SeenItemSampler(seen, method="rank").bitmap is None
+    with pytest.raises(ValueError, match="unknown sampling method 'magic'"):
+        SeenItemSampler(seen, method="magic")
+
+
 def test_empty_requests_give_empty_tensors():
     seen = _seen(5, 10, 0.2)
     assert sample_unlabeled(
@@ -129,5 +138,6 @@ def test_sampler_runs_on_cuda_with_a_cuda_generator():
         items = SeenItemSampler(seen, **kwargs).sample(users, 2, epoch_generator(0, 0, "cuda"))
         assert items.device.type == "cuda"
         assert not seen.contains(users.repeat_interleave(2), items.flatten()).any()
+    assert SeenItemSampler(seen).bitmap is None  # "auto" takes the rank method on CUDA
     moved = SeenItemSampler(_seen(40, 80, 0.3)).to("cuda")
     assert moved.sample(users, 1, epoch_generator(0, 0, "cuda")).device.type == "cuda"
