@@ -107,82 +107,70 @@ def _parse_files(batch: pa.Table, source: SourceSpec, schema: pa.Schema) -> pa.T
             ).cast(schema)
             errors = pa.nulls(table.num_rows, pa.binary())
         except DataError as error:
-            table = pa.table(
-                {
-                    field.name: pa.array(
-                        [index if field.name == cn.FILE else error_line(error)]
-                        if field.name in (cn.FILE, cn.LINE)
-                        else [None],
-                        type=field.type,
-                    )
-                    for field in schema
-                }
-            )
+            table = _error_row(schema, index, error)
             errors = pa.array([pickle.dumps(error)], type=pa.binary())
         parts.append(table.append_column(PARSE_ERROR, errors))
     return pa.concat_tables(parts)
 
 
-def error_line(error: DataError) -> int:
-    """Line an error points at (0 for file-level errors), to find the first error in order."""
-    return getattr(error, "line", None) or 0
+def _error_row(schema: pa.Schema, file_index: int, error: DataError) -> pa.Table:
+    """A one-row stand-in for a file that failed to parse: nulls but its file and line.
+
+    The line (0 for file-level errors) lets the driver raise the first error in file order.
+    """
+    position = {cn.FILE: file_index, cn.LINE: getattr(error, "line", None) or 0}
+    return pa.table(
+        {field.name: pa.array([position.get(field.name)], type=field.type) for field in schema}
+    )
+
+
+_SUMMARY_SCHEMA = pa.schema(
+    [
+        ("kind", pa.string()),
+        ("raw_id", pa.string()),
+        (cn.FILE, pa.int32()),
+        (cn.LINE, pa.int64()),
+        ("count", pa.int64()),
+        (PARSE_ERROR, pa.binary()),
+    ]
+)
+
+
+def _summary(kind: str, length: int, **columns: Any) -> pa.Table:
+    """Summary rows of one kind; columns not given are null."""
+    return pa.table(
+        {
+            field.name: pa.array([kind] * length, type=field.type)
+            if field.name == "kind"
+            else pa.array(columns[field.name], type=field.type)
+            if field.name in columns
+            else pa.nulls(length, field.type)
+            for field in _SUMMARY_SCHEMA
+        }
+    )
 
 
 def _summarize_block(batch: pa.Table) -> pa.Table:
     """``map_batches`` step: rows per file, distinct raw ids and parse errors of one block."""
     failed = pc.is_valid(batch.column(PARSE_ERROR))
     rows = batch.filter(pc.invert(failed))
+    errors = batch.filter(failed)
     files, counts = np.unique(rows.column(cn.FILE).to_numpy(), return_counts=True)
     users = pc.unique(rows.column(cn.USER_RAW))
     items = pc.unique(rows.column(cn.ITEM_RAW))
-    errors = batch.filter(failed)
-    n_summary = len(files) + len(users) + len(items) + errors.num_rows
-    kinds = (
-        ["file"] * len(files)
-        + ["user"] * len(users)
-        + ["item"] * len(items)
-        + ["error"] * errors.num_rows
-    )
-    return pa.table(
-        {
-            "kind": pa.array(kinds, type=pa.string()),
-            "raw_id": pa.concat_arrays(
-                [
-                    pa.nulls(len(files), pa.string()),
-                    users,
-                    items,
-                    pa.nulls(errors.num_rows, pa.string()),
-                ]
+    return pa.concat_tables(
+        [
+            _summary("file", len(files), file=files, count=counts),
+            _summary("user", len(users), raw_id=users),
+            _summary("item", len(items), raw_id=items),
+            _summary(
+                "error",
+                errors.num_rows,
+                file=errors.column(cn.FILE),
+                line=errors.column(cn.LINE),
+                parse_error=errors.column(PARSE_ERROR),
             ),
-            cn.FILE: pa.array(
-                np.concatenate(
-                    [
-                        files,
-                        np.zeros(len(users) + len(items), dtype=np.int32),
-                        errors.column(cn.FILE).to_numpy(),
-                    ]
-                ).astype(np.int32)
-            ),
-            cn.LINE: pa.array(
-                np.concatenate(
-                    [
-                        np.zeros(len(files) + len(users) + len(items), dtype=np.int64),
-                        errors.column(cn.LINE).to_numpy(),
-                    ]
-                ).astype(np.int64)
-            ),
-            "count": pa.array(
-                np.concatenate([counts, np.zeros(n_summary - len(files), dtype=np.int64)]).astype(
-                    np.int64
-                )
-            ),
-            PARSE_ERROR: pa.concat_arrays(
-                [
-                    pa.nulls(n_summary - errors.num_rows, pa.binary()),
-                    errors.column(PARSE_ERROR).combine_chunks(),
-                ]
-            ),
-        }
+        ]
     )
 
 
