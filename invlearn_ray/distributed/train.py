@@ -5,12 +5,12 @@
 benchmark host may not have it). With ``num_workers >= 1`` it builds a Ray ``TorchTrainer``
 around :func:`invlearn_ray.distributed.train_loop.train_loop_per_worker`:
 
-* ``train_train/`` and ``train_test/`` are read with ``ray.data.read_parquet`` and split
-  across the workers by :class:`ExactSplitConfig` — every row reaches exactly one worker, and
-  the same worker on every attempt (the default split may drop up to ``N - 1`` rows and
-  assigns blocks in arrival order);
+* ``train_train/`` and ``train_test/`` are read with ``ray.data.read_parquet`` (once, on the
+  driver) and split across the workers by :class:`ExactSplitConfig` — every row reaches
+  exactly one worker, and the same worker on every attempt (the default split may drop up to
+  ``N - 1`` rows and assigns blocks in arrival order);
 * each worker gets ``cpus_per_worker`` CPUs (default 0.5): with a whole CPU each, two workers
-  hold both cores of a 2-CPU machine and the Parquet read tasks never run (ray_notes.md);
+  hold both cores of a 2-CPU machine and no Ray Data task can run beside them (ray_notes.md);
 * rank 0 checkpoints after every epoch, ``FailureConfig(max_failures)`` restarts a failed
   worker group from the last checkpoint, ``CheckpointConfig(num_to_keep)`` prunes old ones.
 
@@ -213,16 +213,19 @@ def _finite_or_none(value: Any) -> Any:
     return value
 
 
-def read_shard_dataset(dataset_path: Path, split: str, num_workers: int) -> Dataset:
-    """A labeled split as a Ray Dataset of ``num_workers`` contiguous, near-equal blocks.
+def read_shard_dataset(dataset_path: Path, split: str) -> Dataset:
+    """A labeled split as a materialised Ray Dataset, rows in file order.
 
-    With :class:`ExactSplitConfig` (ordered, unequal-allowed split) block ``k`` goes to worker
-    ``k``: the assignment depends on neither the Parquet file layout nor read timing.
+    Materialised once, on the driver, before the workers hold their CPUs: the read cannot be
+    starved by the workers (the 2-CPU hang of ray_notes.md), and a restarted worker group
+    re-splits the same blocks instead of re-reading Parquet. File order (``preserve_order``)
+    makes :class:`ExactSplitConfig`'s row ranges the same rows on every run.
     """
     import ray.data
 
     dataset = ray.data.read_parquet(str(dataset_path / split))
-    return dataset.select_columns(list(SHARD_COLUMNS)).repartition(num_workers)
+    dataset.context.execution_options.preserve_order = True
+    return dataset.select_columns(list(SHARD_COLUMNS)).materialize()
 
 
 def _train_with_ray(
@@ -263,9 +266,7 @@ def _train_with_ray(
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=num_to_keep),
         ),
-        datasets={
-            split: read_shard_dataset(dataset_path, split, num_workers) for split in SHARDED_SPLITS
-        },
+        datasets={split: read_shard_dataset(dataset_path, split) for split in SHARDED_SPLITS},
         dataset_config=ExactSplitConfig(),
     )
     try:
