@@ -1,0 +1,285 @@
+"""Top-K recommendations from a saved model: training items excluded, raw ids in and out.
+
+A model folder written by a training run (``<run>/model/``) is self-contained: the weights
+and description (:mod:`invlearn_ray.core.checkpoint`), the dataset's ``id_map/`` and
+``seen_items.pt`` (each user's training items). So recommending needs no dataset folder, and a
+model cannot be paired with the id map or exclusion set of another dataset by mistake.
+
+* :class:`Recommender` — one process: load once, ``recommend(raw_user_ids, k)``.
+* :func:`recommend_to_parquet` — batch inference through Ray Data: the requested users become
+  a dataset, ``map_batches`` runs :class:`TopKBatchScorer` (a callable class, so each actor
+  loads the model once) and the rows are written as Parquet with columns
+  ``user`` (raw id), ``rank`` (1 = best), ``item`` (raw id), ``score`` (the model's logit).
+
+Ties in score are broken by the lower item index, so a ranking is reproducible. A user with
+fewer than ``k`` unseen items gets fewer rows.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch import Tensor
+
+from invlearn_ray.core.backbones import Backbone
+from invlearn_ray.core.checkpoint import load_model
+from invlearn_ray.data import dataset_dir as dd
+from invlearn_ray.data.recdata import UserItemIndex
+from invlearn_ray.distributed.train import SEEN_ITEMS_FILE
+
+USER, RANK, ITEM, SCORE = "user", "rank", "item", "score"
+USER_INDEX = "user_index"
+OUTPUT_SCHEMA = pa.schema(
+    [(USER, pa.string()), (RANK, pa.int32()), (ITEM, pa.string()), (SCORE, pa.float32())]
+)
+_SHOWN_IDS = 5
+
+
+class UnknownUserError(KeyError):
+    """Requested user ids that the model's id map does not hold."""
+
+    def __str__(self) -> str:  # KeyError would print the message quoted
+        return str(self.args[0])
+
+
+def _id_array(model_dir: Path, kind: str) -> np.ndarray:
+    """Raw ids of ``kind`` (``users``/``items``) indexed by their contiguous index."""
+    path = model_dir / dd.ID_MAP_DIR / f"{kind}.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: {model_dir} is not a model folder from pipelines/train.py "
+            "(it must hold model.pt, model.json, id_map/ and seen_items.pt)"
+        )
+    table = pq.read_table(path).sort_by("index")
+    index = table.column("index").to_numpy()
+    if not np.array_equal(index, np.arange(len(index))):
+        raise ValueError(f"{path}: indices are not 0..{len(index) - 1}; rebuild the dataset")
+    return table.column("raw_id").to_numpy(zero_copy_only=False).astype(str)
+
+
+def seen_mask(seen: UserItemIndex, users: Tensor) -> Tensor:
+    """``[len(users), n_items]`` bool: True where the item is one of the user's training items."""
+    starts = seen.indptr[users]
+    counts = seen.indptr[users + 1] - starts
+    total = int(counts.sum())
+    mask = torch.zeros(len(users), seen.n_items, dtype=torch.bool, device=users.device)
+    if total:
+        rows = torch.repeat_interleave(torch.arange(len(users), device=users.device), counts)
+        first = torch.repeat_interleave(starts - (torch.cumsum(counts, 0) - counts), counts)
+        entries = first + torch.arange(total, device=users.device)
+        mask[rows, seen.items[entries]] = True
+    return mask
+
+
+def lookup_users(user_ids: np.ndarray, raw_ids: Sequence[str]) -> np.ndarray:
+    """Contiguous indices of ``raw_ids`` in ``user_ids`` (raw ids by index).
+
+    Raises:
+        UnknownUserError: some ids are not in the id map (the message lists a few of them and a
+            few known ones).
+    """
+    requested = np.asarray(list(raw_ids), dtype=str)
+    order = np.argsort(user_ids, kind="stable")
+    sorted_ids = user_ids[order]
+    position = np.searchsorted(sorted_ids, requested).clip(max=max(len(sorted_ids) - 1, 0))
+    known = sorted_ids[position] == requested if len(sorted_ids) else np.zeros(0, dtype=bool)
+    if not known.all():
+        unknown = list(dict.fromkeys(requested[~known].tolist()))
+        raise UnknownUserError(
+            f"{len(unknown)} unknown user id(s), e.g. {unknown[:_SHOWN_IDS]}; the model knows "
+            f"{len(user_ids)} users, e.g. {user_ids[:_SHOWN_IDS].tolist()} (ids are the raw ids "
+            "of the training data, compared as strings)"
+        )
+    return order[position]
+
+
+@torch.no_grad()
+def top_k_unseen(
+    model: Backbone, users: Tensor, seen: UserItemIndex, k: int
+) -> tuple[Tensor, Tensor]:
+    """The ``k`` best-scored items per user among those not seen in training.
+
+    Returns:
+        ``(items, scores)``, both ``[len(users), min(k, n_items)]``, best first; where a user
+        has fewer unseen items than ``k`` the tail holds score ``-inf`` (callers drop it).
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    was_training = model.training
+    model.eval()
+    scores = model.score_all(users).float()
+    model.train(was_training)
+    scores.masked_fill_(seen_mask(seen, users), -torch.inf)
+    # A stable sort, not topk: equal scores keep item order, so rankings are reproducible.
+    order = torch.sort(scores, dim=1, descending=True, stable=True)
+    width = min(k, scores.shape[1])
+    return order.indices[:, :width], order.values[:, :width]
+
+
+@dataclass(frozen=True)
+class Recommender:
+    """A saved model with its id maps and exclusion set, ready to rank.
+
+    Attributes:
+        model: the backbone, in eval mode.
+        user_ids, item_ids: raw ids indexed by contiguous index.
+        seen: each user's training items (never recommended).
+    """
+
+    model: Backbone
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    seen: UserItemIndex
+
+    @classmethod
+    def load(cls, model_dir: str | Path, device: str | torch.device = "cpu") -> Recommender:
+        """Load a model folder written by a training run (see the module docstring)."""
+        model_dir = Path(model_dir)
+        model = load_model(model_dir, map_location=device).eval()
+        seen_path = model_dir / SEEN_ITEMS_FILE
+        if not seen_path.is_file():
+            raise FileNotFoundError(
+                f"{seen_path} is missing: without each user's training items the model would "
+                "recommend what users already have; re-save the model with pipelines/train.py"
+            )
+        seen_state = torch.load(seen_path, map_location=device, weights_only=True)
+        seen = UserItemIndex(seen_state["indptr"], seen_state["items"], seen_state["n_items"])
+        user_ids, item_ids = _id_array(model_dir, "users"), _id_array(model_dir, "items")
+        shapes = (len(user_ids), len(item_ids), seen.n_users, seen.n_items)
+        if shapes != (model.n_users, model.n_items, model.n_users, model.n_items):
+            raise ValueError(
+                f"{model_dir}: id maps / seen items cover {shapes[0]} users x {shapes[1]} items "
+                f"and {shapes[2]} x {shapes[3]}, but the model has {model.n_users} x "
+                f"{model.n_items}; the folder mixes files of different datasets"
+            )
+        return cls(model=model, user_ids=user_ids, item_ids=item_ids, seen=seen)
+
+    def user_indices(self, raw_ids: Sequence[str]) -> Tensor:
+        """Contiguous indices of raw user ids (see :func:`lookup_users`)."""
+        indices = lookup_users(self.user_ids, raw_ids)
+        return torch.as_tensor(indices, dtype=torch.int64, device=self.seen.indptr.device)
+
+    def recommend_indices(self, users: Tensor, k: int) -> pa.Table:
+        """Top-``k`` rows (``OUTPUT_SCHEMA``) for users given by contiguous index."""
+        items, scores = top_k_unseen(self.model, users, self.seen, k)
+        valid = torch.isfinite(scores)
+        ranks = torch.arange(1, items.shape[1] + 1).expand_as(items)
+        row_users = users.reshape(-1, 1).expand_as(items)
+        valid_cpu = valid.cpu()
+        return pa.table(
+            {
+                USER: pa.array(self.user_ids[row_users.cpu()[valid_cpu].numpy()]),
+                RANK: pa.array(ranks[valid_cpu].numpy().astype(np.int32)),
+                ITEM: pa.array(self.item_ids[items.cpu()[valid_cpu].numpy()]),
+                SCORE: pa.array(scores.cpu()[valid_cpu].numpy().astype(np.float32)),
+            },
+            schema=OUTPUT_SCHEMA,
+        )
+
+    def recommend(self, raw_user_ids: Sequence[str], k: int) -> pa.Table:
+        """Top-``k`` unseen items for each raw user id, one row per (user, rank)."""
+        return self.recommend_indices(self.user_indices(raw_user_ids), k)
+
+
+class TopKBatchScorer:
+    """``map_batches`` callable class: loads the model once per actor, ranks batches of users.
+
+    Args:
+        model_dir: a model folder (see :class:`Recommender`).
+        k: items per user.
+        device: where each actor scores (``cuda`` for GPU actors).
+    """
+
+    def __init__(self, model_dir: str, k: int, device: str = "cpu") -> None:
+        self.recommender = Recommender.load(model_dir, device=device)
+        self.k = k
+        self.device = device
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        users = torch.as_tensor(batch.column(USER_INDEX).to_numpy(), device=self.device)
+        return self.recommender.recommend_indices(users, self.k)
+
+
+def recommend_to_parquet(
+    model_dir: str | Path,
+    output_dir: str | Path,
+    k: int = 20,
+    users: Sequence[str] | None = None,
+    batch_size: int = 256,
+    num_actors: int = 1,
+    use_gpu: bool = False,
+    overwrite: bool = False,
+) -> int:
+    """Write every requested user's top-``k`` unseen items as Parquet, through Ray Data.
+
+    Args:
+        model_dir: a model folder written by a training run.
+        output_dir: the Parquet folder to write (must be new or empty, unless ``overwrite``).
+        k: items per user.
+        users: raw user ids; None means every user of the model.
+        batch_size: users per ``map_batches`` batch (memory: ``batch_size × n_items`` scores).
+        num_actors: scoring actors (each loads the model once).
+        use_gpu: one GPU per actor.
+        overwrite: replace an output folder holding only Parquet files.
+
+    Returns:
+        The number of rows written.
+
+    Raises:
+        UnknownUserError: a requested user id is not in the model's id map (checked before
+            any work is scheduled).
+        FileExistsError: ``output_dir`` holds files and ``overwrite`` is off, or holds files
+            other than Parquet.
+    """
+    # Imported here: ranking in one process (Recommender) must work where Ray is absent.
+    import ray.data
+
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    model_dir, output_dir = Path(model_dir).resolve(), Path(output_dir).resolve()
+    user_ids = _id_array(model_dir, "users")
+    if users is None:
+        indices = np.arange(len(user_ids), dtype=np.int64)
+    else:
+        indices = lookup_users(user_ids, users)
+    _prepare_output(output_dir, overwrite)
+
+    requests = ray.data.from_arrow(pa.table({USER_INDEX: pa.array(indices, type=pa.int64())}))
+    ranked = requests.map_batches(
+        TopKBatchScorer,
+        fn_constructor_kwargs={
+            "model_dir": str(model_dir),
+            "k": k,
+            "device": "cuda" if use_gpu else "cpu",
+        },
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=num_actors),
+        num_gpus=1 if use_gpu else 0,
+    )
+    ranked.write_parquet(str(output_dir))
+    return sum(pq.ParquetFile(path).metadata.num_rows for path in output_dir.glob("*.parquet"))
+
+
+def _prepare_output(output_dir: Path, overwrite: bool) -> None:
+    if not output_dir.exists() or not any(output_dir.iterdir()):
+        return
+    others = [path.name for path in output_dir.iterdir() if path.suffix != ".parquet"]
+    if others:
+        raise FileExistsError(
+            f"{output_dir} holds files other than Parquet ({others[:_SHOWN_IDS]}); refusing to "
+            "write recommendations there. Choose a new or empty --out folder."
+        )
+    if not overwrite:
+        raise FileExistsError(
+            f"{output_dir} already holds Parquet files; pass overwrite=True (--overwrite) to "
+            "replace them, or choose a new --out folder"
+        )
+    shutil.rmtree(output_dir)

@@ -1,0 +1,148 @@
+"""Top-K recommendations from a saved model, against a brute-force ranking in plain Python."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from invlearn_ray.core.backbones import build_backbone
+from invlearn_ray.core.config import TrainConfig
+from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
+from invlearn_ray.data.loading import load_dataset
+from invlearn_ray.data.recdata import UserItemIndex
+from invlearn_ray.data.sources import SourceSpec
+from invlearn_ray.data.splits import SplitOptions
+from invlearn_ray.data.synthetic import SyntheticConfig
+from invlearn_ray.distributed.recommend import (
+    Recommender,
+    UnknownUserError,
+    recommend_to_parquet,
+    top_k_unseen,
+)
+from invlearn_ray.distributed.train import run_training
+
+K = 7
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("recommend") / "tiny"
+    source = SourceSpec.from_synthetic(SyntheticConfig.preset("tiny"))
+    build_dataset_in_memory(BuildConfig(source=source, shards=2, split=SplitOptions(seed=0)), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def model_dir(dataset, tmp_path_factory) -> Path:
+    config = TrainConfig(method="ns", backbone="gmf", embedding_dim=8, epochs=2, batch_size=64)
+    out = tmp_path_factory.mktemp("recommend_run")
+    summary = run_training(dataset, config, num_workers=0, output_dir=out)
+    return Path(summary["output_dir"]) / "model"
+
+
+def raw_ids(dataset: Path, kind: str) -> list[str]:
+    table = pq.read_table(dataset / "id_map" / f"{kind}.parquet").sort_by("index")
+    return table.column("raw_id").to_pylist()
+
+
+def brute_force(dataset: Path, model_dir: Path, k: int) -> list[tuple[str, int, str]]:
+    """(user, rank, item) rows: every unseen item scored one pair at a time, sorted in Python
+    by (-score, item index)."""
+    data = load_dataset(dataset)
+    recommender = Recommender.load(model_dir)
+    users, items = raw_ids(dataset, "users"), raw_ids(dataset, "items")
+    rows = []
+    for user in range(data.n_users):
+        seen = data.seen_in_training
+        trained = set(seen.items[seen.indptr[user] : seen.indptr[user + 1]].tolist())
+        scored = []
+        for item in range(data.n_items):
+            if item not in trained:
+                logit = recommender.model(torch.tensor([user]), torch.tensor([item])).item()
+                scored.append((-logit, item))
+        for rank, (_, item) in enumerate(sorted(scored)[:k], start=1):
+            rows.append((users[user], rank, items[item]))
+    return rows
+
+
+def as_rows(table) -> list[tuple[str, int, str]]:
+    columns = table.to_pydict()
+    return list(zip(columns["user"], columns["rank"], columns["item"], strict=True))
+
+
+def test_top_k_matches_a_brute_force_ranking_without_training_items(dataset, model_dir):
+    recommender = Recommender.load(model_dir)
+    table = recommender.recommend(raw_ids(dataset, "users"), K)
+    assert as_rows(table) == brute_force(dataset, model_dir, K)
+    data = load_dataset(dataset)
+    user_index = {raw: index for index, raw in enumerate(raw_ids(dataset, "users"))}
+    item_index = {raw: index for index, raw in enumerate(raw_ids(dataset, "items"))}
+    users = torch.tensor([user_index[u] for u in table.column("user").to_pylist()])
+    items = torch.tensor([item_index[i] for i in table.column("item").to_pylist()])
+    assert not data.seen_in_training.contains(users, items).any()
+
+
+def test_scores_are_the_model_logits_best_first(dataset, model_dir):
+    recommender = Recommender.load(model_dir)
+    table = recommender.recommend(raw_ids(dataset, "users")[:3], K)
+    scores = table.column("score").to_pylist()
+    for start in range(0, len(scores), K):
+        block = scores[start : start + K]
+        assert block == sorted(block, reverse=True)
+
+
+def test_users_with_fewer_unseen_items_than_k_get_only_those(dataset, model_dir):
+    recommender = Recommender.load(model_dir)
+    data = load_dataset(dataset)
+    table = recommender.recommend(raw_ids(dataset, "users"), data.n_items)
+    per_user = table.group_by("user").aggregate([("rank", "max")]).to_pydict()
+    counts = dict(zip(per_user["user"], per_user["rank_max"], strict=True))
+    unseen = data.n_items - data.seen_in_training.counts()
+    for index, raw in enumerate(raw_ids(dataset, "users")):
+        assert counts.get(raw, 0) == int(unseen[index])
+
+
+def test_equal_scores_rank_by_item_index():
+    model = build_backbone("mf", 2, 6, embedding_dim=4)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+    seen = UserItemIndex.from_pairs(torch.tensor([0, 0, 1]), torch.tensor([1, 4, 0]), 2, 6)
+    items, scores = top_k_unseen(model, torch.tensor([0, 1]), seen, k=3)
+    assert items.tolist() == [[0, 2, 3], [1, 2, 3]]
+    assert torch.equal(scores, torch.zeros(2, 3))
+
+
+def test_unknown_user_ids_are_an_error_that_lists_them(model_dir):
+    recommender = Recommender.load(model_dir)
+    with pytest.raises(UnknownUserError, match=r"2 unknown user id\(s\), e.g. \['nobody', 'x9'\]"):
+        recommender.recommend(["0", "nobody", "x9", "nobody"], K)
+
+
+@pytest.mark.ray
+def test_ray_data_batch_inference_writes_the_same_rows_as_parquet(
+    ray_session, dataset, model_dir, tmp_path
+):
+    users = raw_ids(dataset, "users")
+    out = tmp_path / "recommendations"
+    n_rows = recommend_to_parquet(model_dir, out, k=K, batch_size=7, num_actors=1)
+
+    written = pq.read_table(out).sort_by([("user", "ascending"), ("rank", "ascending")])
+    expected = Recommender.load(model_dir).recommend(users, K)
+    expected = expected.sort_by([("user", "ascending"), ("rank", "ascending")])
+    assert n_rows == written.num_rows == expected.num_rows
+    assert written.column_names == ["user", "rank", "item", "score"]
+    assert as_rows(written) == as_rows(expected)
+    torch.testing.assert_close(
+        torch.tensor(written.column("score").to_pylist()),
+        torch.tensor(expected.column("score").to_pylist()),
+    )
+
+    with pytest.raises(FileExistsError, match="overwrite"):
+        recommend_to_parquet(model_dir, out, k=K, users=users[:2])
+    with pytest.raises(UnknownUserError, match="nobody"):
+        recommend_to_parquet(model_dir, tmp_path / "other", k=K, users=["nobody"])
+    assert recommend_to_parquet(model_dir, out, k=2, users=users[:3], overwrite=True) == 6
