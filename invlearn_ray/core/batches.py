@@ -164,11 +164,12 @@ class BatchSource:
         config, labeled = self.config, self.rows.labeled
         draws: dict[str, Tensor] = {}
         wants_sampled = config.unlabeled_source in ("sampled", "both")
-        if config.method in ("ns", "tce", "rce", "idl") and wants_sampled:
+        method = config.supervised_method
+        if method in ("ns", "tce", "rce", "idl") and wants_sampled:
             draws["unlabeled"] = self.sampler.sample(
                 labeled.users, config.sampling_rate, self._generator(epoch, _UNLABELED)
             )
-        if config.method in ("sl", "bsl", "sl_epsce", "sl_complement", "sl_focal"):
+        if method in ("sl", "bsl", "sl_epsce", "sl_complement", "sl_focal"):
             draws["negatives"] = self.sampler.sample(
                 labeled.users, config.n_negatives, self._generator(epoch, _NEGATIVES)
             )
@@ -193,7 +194,8 @@ class BatchSource:
         users = labeled.users[rows]
         batch = {"rows": rows, "users": users, "items": labeled.items[rows]}
         batch["labels"] = labeled.labels[rows]
-        if config.method in ("ns", "tce", "rce", "idl"):
+        method = config.supervised_method
+        if method in ("ns", "tce", "rce", "idl"):
             unlabeled_users = [self.rows.observed_users[observed]]
             unlabeled_items = [self.rows.observed_items[observed]]
             if "unlabeled" in draws:
@@ -202,10 +204,10 @@ class BatchSource:
                 unlabeled_items.insert(0, sampled.reshape(-1))
             batch["unlabeled_users"] = torch.cat(unlabeled_users)
             batch["unlabeled_items"] = torch.cat(unlabeled_items)
-        if config.method == "dns":
+        if method == "dns":
             generator = self._generator(epoch * 100_003 + step, _CANDIDATES)
             batch["candidates"] = self.sampler.sample(users, config.n_candidates, generator)
-        if config.method == "srns":
+        if method == "srns":
             batch["candidates"] = self.candidate_pools()[rows]
         if "negatives" in draws:
             batch["negatives"] = draws["negatives"][rows]

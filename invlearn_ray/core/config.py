@@ -78,6 +78,9 @@ class TrainConfig:
         ig_schedule: ``sequential`` (an epoch's supervised steps, then its meta steps, as
             Algorithm 1) or ``interleaved`` (alternate them).
         warmup_epochs: supervised-only epochs before the first meta step.
+        ig_base: the objective of IG's supervised (training-train) steps: ``none`` = BCE on
+            labeled rows, as Algorithm 1; any other non-IG method puts IG's meta steps on top
+            of that method (e.g. ``idl`` or ``bsl``). The meta step's test loss stays BCE.
         test_batch_size: training-test rows per meta step.
         idl_temperature: exponent generalisation of the IDL weights (1 = paper eq. 4).
         eval_user_batch: users per batch in full-catalogue evaluation.
@@ -119,6 +122,7 @@ class TrainConfig:
     meta_steps: str = "train_train"
     ig_schedule: str = "sequential"
     warmup_epochs: int = 0
+    ig_base: str = "none"
     test_batch_size: int = 1024
     idl_temperature: float = 1.0
     eval_user_batch: int = 1024
@@ -134,6 +138,7 @@ class TrainConfig:
             "step_rule": STEP_RULES,
             "meta_steps": META_STEP_COUNTS,
             "ig_schedule": IG_SCHEDULES,
+            "ig_base": tuple(m for m in METHODS if m != "ig"),
         }
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
@@ -149,7 +154,10 @@ class TrainConfig:
         for name in non_negative:
             if not getattr(self, name) >= 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)!r}")
-        if (self.compile or self.cuda_graphs) and self.method not in STATIC_STEP_METHODS:
+        static = (
+            self.method in STATIC_STEP_METHODS and self.supervised_method in STATIC_STEP_METHODS
+        )
+        if (self.compile or self.cuda_graphs) and not static:
             raise ValueError(
                 f"compile/cuda_graphs support methods {list(STATIC_STEP_METHODS)}, "
                 f"not {self.method!r}; run it without them"
@@ -164,6 +172,11 @@ class TrainConfig:
     def dual_lr(self) -> float:
         """[α] the IG candidate step size."""
         return self.dual_lr_ratio * self.lr
+
+    @property
+    def supervised_method(self) -> str:
+        """The method whose objective the supervised steps minimise (IG: its ``ig_base``)."""
+        return self.ig_base if self.method == "ig" else self.method
 
     @property
     def needs_unlabeled(self) -> bool:

@@ -218,7 +218,7 @@ def make_softmax_objective(config: TrainConfig) -> Objective:
     ε-smoothed negative-weight CE (``sl_epsce``) or the complement likelihood
     ``−log(1 − p)`` weighted by ``|neg_weight|`` (``sl_complement``, ``sl_focal``).
     """
-    method = config.method
+    method = config.supervised_method
 
     def objective(score: Scorer, batch: TrainBatch, step: int, epoch: int) -> BatchLoss:
         positive = batch.labels > 0.5
@@ -261,12 +261,13 @@ def make_softmax_objective(config: TrainConfig) -> Objective:
 
 
 def build_objective(config: TrainConfig, n_rows: int, device: torch.device) -> Objective:
-    """The objective of ``config.method`` (IG's supervised steps use *None*'s)."""
-    if config.method in ("none", "ig"):
+    """The objective of the supervised steps (IG's: that of its ``ig_base``, *None* by default)."""
+    method = config.supervised_method
+    if method == "none":
         return none_objective
-    if config.method == "ns":
+    if method == "ns":
         return ns_objective
-    if config.method == "dns":
+    if method == "dns":
         return dns_objective
     factories: dict[str, Callable[[], Objective]] = {
         "tce": lambda: make_tce_objective(config),
@@ -274,6 +275,6 @@ def build_objective(config: TrainConfig, n_rows: int, device: torch.device) -> O
         "idl": lambda: make_idl_objective(config),
         "srns": lambda: SRNSObjective(config, n_rows, device),
     }
-    if config.method in factories:
-        return factories[config.method]()
+    if method in factories:
+        return factories[method]()
     return make_softmax_objective(config)

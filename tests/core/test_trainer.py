@@ -153,3 +153,15 @@ def test_unknown_options_are_errors_that_list_the_valid_ones():
         Trainer(
             TrainConfig(cuda_graphs=True), make_synthetic_recdata(SyntheticConfig.preset("tiny"))
         )
+
+
+@pytest.mark.parametrize("base", ["idl", "bsl"])
+def test_ig_can_take_its_supervised_steps_with_another_methods_objective(small, base):
+    trainer = Trainer(config(method="ig", ig_base=base, epochs=1), small)
+    batch = trainer.batches.plan(0).supervised[0]
+    if base == "idl":
+        assert batch.unlabeled_users is not None and len(batch.unlabeled_users) > 0
+    else:
+        assert batch.negatives is not None
+    result = trainer.fit()
+    assert sum(result.history[0].choices.values()) > 0
