@@ -49,8 +49,9 @@ class UnknownUserError(KeyError):
         return str(self.args[0])
 
 
-def _id_array(model_dir: Path, kind: str) -> np.ndarray:
-    """Raw ids of ``kind`` (``users``/``items``) indexed by their contiguous index."""
+def read_raw_ids(model_dir: str | Path, kind: str) -> np.ndarray:
+    """Raw ids of ``kind`` (``users``/``items``) of a model folder, by contiguous index."""
+    model_dir = Path(model_dir)
     path = model_dir / dd.ID_MAP_DIR / f"{kind}.parquet"
     if not path.is_file():
         raise FileNotFoundError(
@@ -151,7 +152,7 @@ class Recommender:
             )
         seen_state = torch.load(seen_path, map_location=device, weights_only=True)
         seen = UserItemIndex(seen_state["indptr"], seen_state["items"], seen_state["n_items"])
-        user_ids, item_ids = _id_array(model_dir, "users"), _id_array(model_dir, "items")
+        user_ids, item_ids = read_raw_ids(model_dir, "users"), read_raw_ids(model_dir, "items")
         shapes = (len(user_ids), len(item_ids), seen.n_users, seen.n_items)
         if shapes != (model.n_users, model.n_items, model.n_users, model.n_items):
             raise ValueError(
@@ -203,7 +204,8 @@ class TopKBatchScorer:
         self.device = device
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        users = torch.as_tensor(batch.column(USER_INDEX).to_numpy(), device=self.device)
+        # A copy: Arrow buffers are read-only, and torch wants writable memory.
+        users = torch.from_numpy(batch.column(USER_INDEX).to_numpy().copy()).to(self.device)
         return self.recommender.recommend_indices(users, self.k)
 
 
@@ -244,7 +246,7 @@ def recommend_to_parquet(
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     model_dir, output_dir = Path(model_dir).resolve(), Path(output_dir).resolve()
-    user_ids = _id_array(model_dir, "users")
+    user_ids = read_raw_ids(model_dir, "users")
     if users is None:
         indices = np.arange(len(user_ids), dtype=np.int64)
     else:

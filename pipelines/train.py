@@ -1,0 +1,235 @@
+"""Train one method on one backbone on a built dataset: one process, or N Ray Train workers.
+
+Examples::
+
+    python pipelines/train.py --smoke-test                       # tiny synthetic, 2 epochs
+    python pipelines/train.py --dataset datasets/ml100k --method ig --backbone gmf
+    python pipelines/train.py --dataset datasets/ml100k --method ig --workers 2 \\
+        --set dual_lr_ratio=10 --set step_rule=adam --out runs/ml100k-ig
+    python pipelines/train.py --dataset datasets/ml1m --method bsl --gpu
+
+``--workers 0`` (the default) trains in this process without Ray; ``--workers N`` runs N
+data-parallel Ray Train workers (a local Ray is started unless ``--address`` names a cluster).
+Every ``TrainConfig`` option can be set with ``--set KEY=VALUE``. The run ends by printing where
+its model (``<out>/model``, self-contained: ``pipelines/recommend.py --model`` reads it) and
+metrics (``<out>/metrics.json``) are. All the logic lives in ``invlearn_ray.distributed.train``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+from invlearn_ray.core.backbones import BACKBONES
+from invlearn_ray.core.config import METHODS, TrainConfig
+from invlearn_ray.data.errors import DataError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_RUNS_ROOT = REPO_ROOT / "runs"
+SMOKE_TEST = {"epochs": 2, "batch_size": 64, "test_batch_size": 32, "embedding_dim": 8}
+"""``--smoke-test`` defaults (explicit options still win) — seconds on a laptop."""
+SHORTHANDS = ("method", "backbone", "epochs", "seed")
+"""``TrainConfig`` fields that have their own option besides ``--set``."""
+SHOWN_METRICS = ("auc", "gauc", "ndcg_at_20", "full_recall_at_20", "full_ndcg_at_20")
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, equals, value = text.partition("=")
+    if not equals or not key.strip():
+        raise argparse.ArgumentTypeError(f"--set takes KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def _parse_value(name: str, kind: type, text: str) -> Any:
+    """Convert ``--set`` text to the field's type; booleans accept true/false/1/0/yes/no."""
+    if kind is bool:
+        lowered = text.lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        raise ValueError(f"--set {name}={text}: expected true or false")
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"--set {name}={text}: expected {kind.__name__}") from None
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Train one method/backbone on a built dataset (one process or Ray Train).",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--dataset", type=Path, help="a folder written by build_data.py")
+    parser.add_argument("--method", choices=METHODS, help="default: none")
+    parser.add_argument("--backbone", choices=sorted(BACKBONES), help="default: gmf")
+    parser.add_argument("--epochs", type=int, help="maximum epochs (early stopping may end sooner)")
+    parser.add_argument("--seed", type=int, help="seeds initialisation, shuffling and sampling")
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any TrainConfig option, e.g. --set lr=1e-3 --set step_rule=adam (repeatable)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_non_negative_int,
+        default=0,
+        help="Ray Train workers; 0 (default) = one process, no Ray",
+    )
+    parser.add_argument("--gpu", action="store_true", help="train on CUDA (one GPU per worker)")
+    parser.add_argument(
+        "--cpus-per-worker", type=float, default=0.5, help="CPUs reserved per Ray Train worker"
+    )
+    parser.add_argument(
+        "--max-failures",
+        type=_non_negative_int,
+        default=1,
+        help="worker-group restarts from the last checkpoint",
+    )
+    parser.add_argument("--out", type=Path, help="run folder (default: runs/<dataset>-<method>-…)")
+    parser.add_argument("--storage-path", type=Path, help="Ray Train checkpoints (<out>/ray)")
+    parser.add_argument("--address", help="Ray cluster address (default: start local Ray)")
+    parser.add_argument("--num-cpus", type=int, help="CPUs for the local Ray")
+    parser.add_argument(
+        "--smoke-test",
+        action="store_true",
+        help="tiny run: 2 epochs, small batches; without --dataset, a tiny synthetic dataset",
+    )
+    return parser
+
+
+def train_config_from_args(
+    args: argparse.Namespace, parser: argparse.ArgumentParser
+) -> TrainConfig:
+    """The resolved :class:`TrainConfig`: smoke-test defaults, then options (errors exit 2)."""
+    types = typing.get_type_hints(TrainConfig)
+    fields = {field.name for field in dataclasses.fields(TrainConfig)}
+    values: dict[str, Any] = dict(SMOKE_TEST) if args.smoke_test else {}
+    given: set[str] = set()
+    for name in SHORTHANDS:
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+            given.add(name)
+    for name, text in args.settings:
+        if name not in fields:
+            parser.error(f"--set: unknown option {name!r}; valid: {', '.join(sorted(fields))}")
+        if name in given:
+            parser.error(f"{name} is given twice (--{name} or --set {name}=…); give it once")
+        given.add(name)
+        try:
+            values[name] = _parse_value(name, types[name], text)
+        except ValueError as error:
+            parser.error(str(error))
+    try:
+        return TrainConfig.from_dict(values)
+    except ValueError as error:
+        parser.error(str(error))
+
+
+def _default_out(dataset: Path | None, config: TrainConfig) -> Path:
+    name = "smoke" if dataset is None else dataset.resolve().name
+    return DEFAULT_RUNS_ROOT / f"{name}-{config.method}-{config.backbone}-seed{config.seed}"
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
+    """Parse the command line (errors exit with status 2)."""
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if args.dataset is None and not args.smoke_test:
+        parser.error("--dataset is required (a folder written by build_data.py), or --smoke-test")
+    if args.workers == 0 and (args.address or args.num_cpus or args.storage_path):
+        parser.error("--address, --num-cpus and --storage-path apply to --workers >= 1")
+    if args.cpus_per_worker <= 0:
+        parser.error(f"--cpus-per-worker must be > 0, got {args.cpus_per_worker}")
+    config = train_config_from_args(args, parser)
+    if args.out is None:
+        args.out = _default_out(args.dataset, config)
+    return config, args
+
+
+def _smoke_dataset(out: Path) -> Path:
+    """Build the tiny synthetic dataset in memory (no Ray) into ``<out>/dataset``."""
+    from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
+    from invlearn_ray.data.sources import SourceSpec
+    from invlearn_ray.data.synthetic import SyntheticConfig
+
+    path = out / "dataset"
+    source = SourceSpec.from_synthetic(SyntheticConfig.preset("tiny"), name="smoke")
+    build_dataset_in_memory(BuildConfig(source=source), path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    config, args = parse_args(argv)
+    out = args.out.resolve()
+    dataset = args.dataset.resolve() if args.dataset else _smoke_dataset(out)
+    resolved = {
+        "dataset": str(dataset),
+        "workers": args.workers,
+        "gpu": args.gpu,
+        "out": str(out),
+        "train": config.to_dict(),
+    }
+    if args.workers:
+        resolved.update(cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures)
+    print("resolved config:\n" + json.dumps(resolved, indent=2), flush=True)
+
+    from invlearn_ray.distributed.train import (
+        DIRECTION_LOG_FILE,
+        METRICS_FILE,
+        MODEL_DIR,
+        TrainingRunError,
+        run_training,
+    )
+
+    try:
+        if args.workers:
+            # Imported only here: one-process training must run where Ray is not installed.
+            from invlearn_ray.distributed.build import ensure_ray
+
+            ensure_ray(address=args.address, num_cpus=args.num_cpus)
+        summary = run_training(
+            dataset,
+            config,
+            num_workers=args.workers,
+            output_dir=out,
+            use_gpu=args.gpu,
+            cpus_per_worker=args.cpus_per_worker,
+            max_failures=args.max_failures,
+            storage_path=args.storage_path,
+        )
+    except (DataError, TrainingRunError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    shown = {key: summary["test"][key] for key in SHOWN_METRICS if key in summary["test"]}
+    print(
+        f"selected epoch {summary['best_epoch']} of {summary['epochs_run']}; test: "
+        + ", ".join(f"{key} {value:.4f}" for key, value in shown.items())
+    )
+    print(f"model:         {out / MODEL_DIR}")
+    print(f"metrics:       {out / METRICS_FILE}")
+    print(f"direction log: {out / DIRECTION_LOG_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""The train and recommend command lines: option checking, resolved config, end-to-end runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from invlearn_ray.core.checkpoint import load_model
+from invlearn_ray.core.config import TrainConfig
+
+PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
+
+
+def load_cli(name: str):
+    spec = importlib.util.spec_from_file_location(f"{name}_cli", PIPELINES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def train_cli():
+    return load_cli("train")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(train_cli, tmp_path_factory) -> Path:
+    """One real smoke-test run (one process, no Ray), shared by the end-to-end tests."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert train_cli.main(["--smoke-test", "--method", "ig", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "--dataset is required"),
+        (["--smoke-test", "--bogus"], "unrecognized arguments: --bogus"),
+        (["--smoke-test", "--set", "learning_rate=1"], "unknown option 'learning_rate'; valid:"),
+        (["--smoke-test", "--set", "lr"], "--set takes KEY=VALUE"),
+        (["--smoke-test", "--set", "lr=fast"], "--set lr=fast: expected float"),
+        (["--smoke-test", "--set", "epochs=2.5"], "--set epochs=2.5: expected int"),
+        (["--smoke-test", "--set", "compile=maybe"], "expected true or false"),
+        (["--smoke-test", "--method", "ig", "--set", "method=ns"], "method is given twice"),
+        (["--smoke-test", "--set", "lr=1", "--set", "lr=2"], "lr is given twice"),
+        (["--smoke-test", "--method", "magic"], "invalid choice: 'magic'"),
+        (["--smoke-test", "--set", "step_rule=newton"], "step_rule = 'newton' is not one of"),
+        (["--smoke-test", "--set", "batch_size=0"], "batch_size must be > 0"),
+        (["--smoke-test", "--workers", "-1"], "expected an integer >= 0"),
+        (["--smoke-test", "--address", "auto"], "apply to --workers >= 1"),
+        (["--smoke-test", "--workers", "2", "--cpus-per-worker", "0"], "--cpus-per-worker must"),
+    ],
+)
+def test_malformed_options_are_errors(train_cli, capsys, argv, message):
+    with pytest.raises(SystemExit) as stopped:
+        train_cli.parse_args(argv)
+    assert stopped.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_set_key_lists_every_valid_option(train_cli, capsys):
+    with pytest.raises(SystemExit):
+        train_cli.parse_args(["--smoke-test", "--set", "nope=1"])
+    error = capsys.readouterr().err
+    assert all(name in error for name in TrainConfig().to_dict())
+
+
+def test_options_resolve_over_smoke_test_defaults(train_cli, tmp_path):
+    config, args = train_cli.parse_args(
+        [
+            "--dataset",
+            str(tmp_path / "data"),
+            "--smoke-test",
+            "--method",
+            "ig",
+            "--epochs",
+            "3",
+            "--set",
+            "lr=0.005",
+            "--set",
+            "compile=false",
+            "--set",
+            "step_rule=adam",
+        ]
+    )
+    assert config == TrainConfig(
+        method="ig",
+        epochs=3,
+        lr=0.005,
+        step_rule="adam",
+        batch_size=64,
+        test_batch_size=32,
+        embedding_dim=8,
+    )
+    assert args.out == train_cli.DEFAULT_RUNS_ROOT / "data-ig-gmf-seed0"
+
+
+def test_smoke_run_writes_a_loadable_model_and_strict_json_metrics(smoke_run, capsys):
+    metrics = json.loads((smoke_run / "metrics.json").read_text(), parse_constant=_reject)
+    assert metrics["config"]["method"] == "ig"
+    assert metrics["epochs_run"] == 2 == len(metrics["history"])
+    assert 0.0 <= metrics["test"]["auc"] <= 1.0
+    assert metrics["best_epoch"] in (0, 1)
+    model = load_model(smoke_run / "model")
+    assert model.n_users == 40 and model.n_items == 60  # the tiny synthetic preset
+
+
+def test_smoke_run_prints_its_config_and_where_results_are(train_cli, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train_cli.main(["--smoke-test", "--out", str(out), "--set", "method=ns"]) == 0
+    printed = capsys.readouterr().out
+    resolved = json.loads(printed.split("resolved config:\n", 1)[1].split("\n}\n", 1)[0] + "\n}")
+    assert resolved["train"]["method"] == "ns" and resolved["workers"] == 0
+    assert f"model:         {out / 'model'}" in printed
+    assert f"metrics:       {out / 'metrics.json'}" in printed
+
+
+def test_a_folder_that_is_not_a_dataset_fails_with_a_clear_message(train_cli, tmp_path, capsys):
+    assert train_cli.main(["--dataset", str(tmp_path), "--out", str(tmp_path / "run")]) == 1
+    assert "not a built dataset" in capsys.readouterr().err
+
+
+def _reject(constant: str):
+    raise AssertionError(f"metrics.json holds {constant}, which is not JSON")
+
+
+@pytest.mark.ray
+def test_recommend_cli_writes_top_k_of_a_trained_run(ray_session, smoke_run, capsys):
+    recommend_cli = load_cli("recommend")
+    out = smoke_run / "recs"
+    assert recommend_cli.main(["--model", str(smoke_run), "--smoke-test", "--out", str(out)]) == 0
+    table = pq.read_table(out)
+    assert table.column_names == ["user", "rank", "item", "score"]
+    assert table.num_rows == recommend_cli.SMOKE_TEST_USERS * recommend_cli.SMOKE_TEST_K
+    assert "50 recommendations" in capsys.readouterr().out
+
+    assert recommend_cli.main(["--model", str(smoke_run), "--users", "0", "ghost"]) == 1
+    assert "unknown user id(s), e.g. ['ghost']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        recommend_cli.parse_args(["--model", str(smoke_run / "nothing")])
+    assert "holds model.json" in capsys.readouterr().err
