@@ -1,0 +1,476 @@
+"""Tuning spaces: a person-readable YAML file per study, validated into a :class:`StudySpace`.
+
+A space file (``tune_spaces/*.yaml``) says what one study tunes::
+
+    description: Inverse Gradient (paper Algorithm 1)
+    metric: valid/gauc          # validation metric Tune selects on (never a test metric)
+    mode: max
+    fixed:                      # TrainConfig fields every trial shares
+      method: ig
+    search:                     # TrainConfig fields Tune samples, one distribution each
+      lr: {loguniform: [1.0e-5, 1.0e-2]}
+      dual_lr_ratio: {choice: [0.1, 1, 10, 50, 100]}
+
+Distributions: ``loguniform: [low, high]`` and ``uniform: [low, high]`` (floats),
+``randint: [low, high]`` (integers, *both ends included*, unlike ``tune.randint``) and
+``choice: [value, ...]``. There is no grid: every study draws exactly ``trials`` samples, so
+every method gets the same tuning budget whatever its space looks like.
+
+Everything is checked when the file is read, not when a trial crashes an hour later: unknown
+top-level keys, unknown ``TrainConfig`` fields (listing the valid ones), wrong value types,
+empty or reversed ranges, duplicate keys, and values ``TrainConfig`` itself rejects. Errors are
+:class:`SpaceError` naming the file, the line and the key. Two fields belong to the study, not
+the space: ``seed`` (every tuning trial uses seed 0; final runs use seeds 0..n-1) and
+``select_metric`` (set from ``metric``, so the epoch a trial keeps and the metric Tune compares
+are the same one).
+
+PyYAML follows YAML 1.1, which reads ``1e-4`` as a *string*; the loader here also reads
+exponent-only numbers as floats, so the obvious spelling works.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from invlearn_ray.core.config import METHODS, SELECT_METRICS, TrainConfig
+
+TOP_LEVEL_KEYS = ("description", "metric", "mode", "fixed", "search")
+REQUIRED_KEYS = ("metric", "search")
+DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice")
+STUDY_OWNED_FIELDS = {
+    "seed": "every tuning trial uses seed 0 (final runs use seeds 0..n-1)",
+    "select_metric": "it is set from the space's 'metric', so trials keep the epoch Tune compares",
+}
+METRIC_PREFIX = "valid/"
+TRIAL_SEED = 0
+"""Seed of every tuning trial: configurations are compared on equal initialisation/sampling."""
+
+_TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+_FIELD_TYPES = typing.get_type_hints(TrainConfig)
+
+
+class SpaceError(ValueError):
+    """A space file (or mapping) is malformed; the message names the file, line and key."""
+
+
+# ------------------------------------------------------------------------------------------
+# YAML with line numbers
+# ------------------------------------------------------------------------------------------
+
+
+class _SpaceLoader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-4`` (no dot) as a float, as YAML 1.2 does."""
+
+
+_SpaceLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+KeyPath = tuple[Any, ...]
+
+
+def load_yaml_with_lines(text: str, source: str) -> tuple[Any, dict[KeyPath, int]]:
+    """Parse YAML; return the value and the 1-based line of every key path.
+
+    ``lines[("search", "lr")]`` is the line of the ``lr`` key under ``search``. Duplicate keys
+    (which PyYAML silently collapses to the last one) are errors.
+
+    Raises:
+        SpaceError: on a YAML syntax error or a duplicate key, with ``source:line:column``.
+    """
+    loader = _SpaceLoader(text)
+    try:
+        node = loader.get_single_node()
+        value = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        raise SpaceError(f"{where}: not valid YAML: {error.problem or error}") from None
+    finally:
+        loader.dispose()
+    lines: dict[KeyPath, int] = {}
+    if node is not None:
+        _record_lines(node, (), lines, source)
+    return value, lines
+
+
+def _record_lines(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], source: str) -> None:
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if path + (key,) in lines:
+                raise SpaceError(
+                    f"{source}:{key_node.start_mark.line + 1}: key {_dotted(path + (key,))!r} "
+                    f"appears twice (first on line {lines[path + (key,)]}); keep one"
+                )
+            lines[path + (key,)] = key_node.start_mark.line + 1
+            _record_lines(value_node, path + (key,), lines, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _record_lines(item, path + (index,), lines, source)
+
+
+def _dotted(path: KeyPath) -> str:
+    return ".".join(str(part) for part in path)
+
+
+class _Locator:
+    """Formats errors as ``file:line: key: problem``."""
+
+    def __init__(self, source: str, lines: dict[KeyPath, int]) -> None:
+        self.source, self.lines = source, lines
+
+    def error(self, path: KeyPath, problem: str) -> SpaceError:
+        line = None
+        for depth in range(len(path), -1, -1):
+            line = self.lines.get(path[:depth])
+            if line is not None:
+                break
+        where = f"{self.source}:{line}" if line else self.source
+        key = f" {_dotted(path)!r}" if path else ""
+        return SpaceError(f"{where}: key{key}: {problem}" if path else f"{where}: {problem}")
+
+
+# ------------------------------------------------------------------------------------------
+# Values against TrainConfig fields
+# ------------------------------------------------------------------------------------------
+
+
+def _field_type(name: str) -> type:
+    return _FIELD_TYPES[name]
+
+
+def check_field_value(name: str, value: Any) -> Any:
+    """``value`` as the type of ``TrainConfig.name`` (ints are accepted for float fields).
+
+    Raises:
+        ValueError: the value has the wrong type (booleans are never numbers here).
+    """
+    expected = _field_type(name)
+    if expected is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"expects true or false, got {value!r}")
+        return value
+    if isinstance(value, bool):
+        raise ValueError(f"expects a {expected.__name__}, got the boolean {value!r}")
+    if expected is float and isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError(f"expects a finite number, got {value!r}")
+        return float(value)
+    if expected is int and isinstance(value, int):
+        return value
+    if expected is str and isinstance(value, str):
+        return value
+    raise ValueError(f"expects a {expected.__name__}, got {type(value).__name__} {value!r}")
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """One searched field: a kind from :data:`DISTRIBUTIONS` and its arguments."""
+
+    kind: str
+    args: tuple[Any, ...]
+
+    def probe_values(self) -> tuple[Any, ...]:
+        """Values that must each make a valid ``TrainConfig`` (range ends, every choice)."""
+        return self.args
+
+    def contains(self, value: Any) -> bool:
+        if self.kind == "choice":
+            return value in self.args
+        low, high = self.args
+        if self.kind == "randint" and (isinstance(value, bool) or not isinstance(value, int)):
+            return False
+        return isinstance(value, int | float) and low <= value <= high
+
+    def to_tune(self) -> Any:
+        """The Ray Tune search-space object (imported here: spaces load without Ray)."""
+        from ray import tune
+
+        if self.kind == "loguniform":
+            return tune.loguniform(*self.args)
+        if self.kind == "uniform":
+            return tune.uniform(*self.args)
+        if self.kind == "randint":
+            low, high = self.args
+            return tune.randint(low, high + 1)  # tune's upper end is exclusive; ours is not
+        return tune.choice(list(self.args))
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        return {self.kind: list(self.args)}
+
+
+def _parse_distribution(name: str, spec: Any, at: _Locator, path: KeyPath) -> Distribution:
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise at.error(
+            path,
+            f"give exactly one distribution as a mapping, e.g. {{loguniform: [1.0e-4, 1.0e-2]}} "
+            f"or {{choice: [a, b]}}; valid kinds: {list(DISTRIBUTIONS)}",
+        )
+    kind, args = next(iter(spec.items()))
+    if kind not in DISTRIBUTIONS:
+        raise at.error(
+            path + (kind,), f"unknown distribution {kind!r}; valid: {list(DISTRIBUTIONS)}"
+        )
+    where = path + (kind,)
+    if not isinstance(args, list) or not args:
+        raise at.error(where, f"{kind} takes a non-empty list, got {args!r}")
+    try:
+        values = tuple(check_field_value(name, value) for value in args)
+    except ValueError as error:
+        raise at.error(where, f"TrainConfig.{name} {error}") from None
+    if kind == "choice":
+        if len(set(values)) != len(values):
+            raise at.error(where, f"choice lists a value twice: {list(args)}")
+        return Distribution(kind, values)
+    if len(values) != 2:
+        raise at.error(where, f"{kind} takes [low, high], got {list(args)}")
+    low, high = values
+    expected = _field_type(name)
+    if kind == "randint" and expected is not int:
+        raise at.error(where, f"randint needs an integer field; {name} is a {expected.__name__}")
+    if kind in ("loguniform", "uniform") and expected is not float:
+        raise at.error(
+            where, f"{kind} needs a float field; {name} is a {expected.__name__} (use choice)"
+        )
+    if not low < high:
+        raise at.error(where, f"{kind} needs low < high, got [{low}, {high}]")
+    if kind == "loguniform" and low <= 0:
+        raise at.error(where, f"loguniform needs low > 0, got {low}")
+    return Distribution(kind, (low, high))
+
+
+# ------------------------------------------------------------------------------------------
+# The space
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StudySpace:
+    """A validated tuning space.
+
+    Attributes:
+        name: the study's name (the file's stem).
+        metric: Tune's metric, ``valid/<select metric>``.
+        mode: ``max`` (every selectable validation metric is higher-is-better).
+        fixed: ``TrainConfig`` values every trial shares.
+        search: ``TrainConfig`` fields Tune samples, each with its :class:`Distribution`.
+        description: one line for people.
+        source: where it was read from (for error messages).
+    """
+
+    name: str
+    metric: str
+    mode: str
+    fixed: dict[str, Any]
+    search: dict[str, Distribution]
+    description: str = ""
+    source: str = "<mapping>"
+    _lines: dict[KeyPath, int] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def select_metric(self) -> str:
+        return self.metric.removeprefix(METRIC_PREFIX)
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The methods this space trains (one fixed, or those a ``choice`` searches)."""
+        if "method" in self.search:
+            return tuple(self.search["method"].args)
+        return (self.fixed.get("method", TrainConfig().method),)
+
+    def trial_config(self, params: dict[str, Any], seed: int = TRIAL_SEED) -> TrainConfig:
+        """The full configuration of a trial that drew ``params``.
+
+        Raises:
+            SpaceError: ``params`` names a field the space does not search.
+        """
+        unknown = sorted(set(params) - set(self.search))
+        if unknown:
+            raise SpaceError(
+                f"{self.source}: trial parameters {unknown} are not searched by this space "
+                f"(searched: {sorted(self.search)}); was the study started from another space?"
+            )
+        values = {**self.fixed, **params, "seed": seed, "select_metric": self.select_metric}
+        return TrainConfig.from_dict(values)
+
+    def pinned(self, **values: Any) -> StudySpace:
+        """This space with some fields fixed (e.g. the benchmark pins backbone and method).
+
+        A searched field may be pinned only to a value its distribution can draw; a fixed
+        field only to its own value; any other field is added to ``fixed``.
+
+        Raises:
+            SpaceError: the value lies outside the searched range or contradicts ``fixed``,
+                or makes an invalid ``TrainConfig``.
+        """
+        fixed, search = dict(self.fixed), dict(self.search)
+        at = _Locator(self.source, self._lines)
+        for name, value in values.items():
+            _check_field_name(name, at, ("pinned", name))
+            try:
+                value = check_field_value(name, value)
+            except ValueError as error:
+                raise at.error(("pinned", name), f"TrainConfig.{name} {error}") from None
+            if name in search:
+                if not search[name].contains(value):
+                    raise at.error(
+                        ("search", name),
+                        f"cannot pin {name}={value!r}: the space searches "
+                        f"{search[name].to_dict()}; pin a value inside it",
+                    )
+                del search[name]
+            elif name in fixed and fixed[name] != value:
+                raise at.error(
+                    ("fixed", name),
+                    f"cannot pin {name}={value!r}: the space fixes it to {fixed[name]!r}",
+                )
+            fixed[name] = value
+        space = dataclasses.replace(self, fixed=fixed, search=search)
+        _check_configs(space, at)
+        return space
+
+    def param_space(self) -> dict[str, Any]:
+        """Tune's ``param_space``: one Tune distribution per searched field."""
+        return {name: dist.to_tune() for name, dist in self.search.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The space as plain data (same shape as the file; used to recognise a study)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "metric": self.metric,
+            "mode": self.mode,
+            "fixed": dict(self.fixed),
+            "search": {name: dist.to_dict() for name, dist in self.search.items()},
+        }
+
+
+def _check_field_name(name: Any, at: _Locator, path: KeyPath) -> None:
+    if name in STUDY_OWNED_FIELDS:
+        raise at.error(path, f"{name} is set by the study, not a space: {STUDY_OWNED_FIELDS[name]}")
+    if name not in _TRAIN_FIELDS:
+        raise at.error(
+            path, f"{name!r} is not a TrainConfig field; valid fields: {sorted(_TRAIN_FIELDS)}"
+        )
+
+
+def _check_configs(space: StudySpace, at: _Locator) -> None:
+    """Every range end and every choice must make a valid ``TrainConfig`` with the fixed part."""
+    base = {**space.fixed, "select_metric": space.select_metric}
+    try:
+        TrainConfig.from_dict(base)
+    except ValueError as error:
+        raise at.error(("fixed",), f"the fixed values make no valid TrainConfig: {error}") from None
+    for name, dist in space.search.items():
+        for value in dist.probe_values():
+            try:
+                TrainConfig.from_dict({**base, name: value})
+            except ValueError as error:
+                raise at.error(
+                    ("search", name), f"value {value!r} makes no valid TrainConfig: {error}"
+                ) from None
+
+
+def parse_space(
+    values: Any, name: str, source: str = "<mapping>", lines: dict[KeyPath, int] | None = None
+) -> StudySpace:
+    """Validate a space given as plain data (the parsed YAML).
+
+    Raises:
+        SpaceError: on anything malformed; the message names ``source``, the line and the key.
+    """
+    lines = lines or {}
+    at = _Locator(source, lines)
+    if not isinstance(values, dict):
+        raise at.error((), f"a space file holds a mapping with keys {list(TOP_LEVEL_KEYS)}")
+    for key in values:
+        if key not in TOP_LEVEL_KEYS:
+            raise at.error((key,), f"unknown key; valid top-level keys: {list(TOP_LEVEL_KEYS)}")
+    for key in REQUIRED_KEYS:
+        if key not in values:
+            raise at.error((), f"missing required key {key!r}")
+
+    metric = values["metric"]
+    valid_metrics = [METRIC_PREFIX + name for name in SELECT_METRICS]
+    if metric not in valid_metrics:
+        raise at.error(
+            ("metric",),
+            f"{metric!r} is not a selectable validation metric; valid: {valid_metrics} "
+            "(tuning reads validation metrics only, never test ones)",
+        )
+    mode = values.get("mode", "max")
+    if mode != "max":
+        raise at.error(
+            ("mode",),
+            f"must be 'max' (every validation metric in {metric!r}'s family "
+            f"is higher-is-better), got {mode!r}",
+        )
+    description = values.get("description", "")
+    if not isinstance(description, str):
+        raise at.error(("description",), f"must be a string, got {description!r}")
+
+    fixed_values = values.get("fixed") or {}
+    if not isinstance(fixed_values, dict):
+        raise at.error(("fixed",), "must be a mapping of TrainConfig fields to values")
+    fixed = {}
+    for key, value in fixed_values.items():
+        _check_field_name(key, at, ("fixed", key))
+        try:
+            fixed[key] = check_field_value(key, value)
+        except ValueError as error:
+            raise at.error(("fixed", key), f"TrainConfig.{key} {error}") from None
+
+    search_values = values["search"]
+    if not isinstance(search_values, dict) or not search_values:
+        raise at.error(("search",), "must be a non-empty mapping of fields to distributions")
+    search = {}
+    for key, spec in search_values.items():
+        _check_field_name(key, at, ("search", key))
+        if key in fixed:
+            raise at.error(("search", key), "is both fixed and searched; keep one")
+        if key == "epochs":
+            raise at.error(
+                ("search", key),
+                "epochs is the trials' time axis (ASHA's max_t), not a searched value; fix it",
+            )
+        search[key] = _parse_distribution(key, spec, at, ("search", key))
+
+    if "method" in search and not set(search["method"].args) <= set(METHODS):
+        raise at.error(("search", "method"), f"methods must come from {list(METHODS)}")
+    space = StudySpace(
+        name=name,
+        metric=metric,
+        mode=mode,
+        fixed=fixed,
+        search=search,
+        description=description,
+        source=source,
+        _lines=lines,
+    )
+    _check_configs(space, at)
+    return space
+
+
+def load_space(path: str | Path) -> StudySpace:
+    """Read and validate a space file; the study is named after the file's stem.
+
+    Raises:
+        SpaceError: the file is missing, not YAML, or malformed (file, line and key named).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SpaceError(f"{path}: no such space file (spaces live in tune_spaces/*.yaml)")
+    values, lines = load_yaml_with_lines(path.read_text(), str(path))
+    return parse_space(values, path.stem, str(path), lines)
