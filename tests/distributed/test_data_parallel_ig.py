@@ -22,9 +22,11 @@ pytestmark = pytest.mark.ray
 
 WORKERS = 2
 # A candidate step of 50x the learning rate (sign rule) overshoots often enough that the
-# meta steps choose all three of none / direct / inverse on this data (checked below).
+# meta steps choose all three of none / direct / inverse on this data (checked below). Unlabeled
+# rows come from both sources, so the split of the observed-unlabeled rows is exercised too.
 CONFIG = TrainConfig(
     method="ig",
+    unlabeled_source="both",
     backbone="gmf",
     embedding_dim=8,
     lr=0.01,
@@ -140,6 +142,14 @@ def test_shards_cover_training_rows_exactly_once(dataset, distributed_run):
         assert not judged[0] & judged[1]
         all_judged = keys(data.train_test.users, data.train_test.items)
         assert judged[0] | judged[1] == set(all_judged.tolist())
+        # Observed-unlabeled rows (the unlabeled rows seen in training; sampled ones never are):
+        # every one in exactly one worker's meta steps, once per epoch.
+        unlabeled_users = torch.cat([b["unlabeled_users"] for p in local for b in p["meta"]])
+        unlabeled_items = torch.cat([b["unlabeled_items"] for p in local for b in p["meta"]])
+        observed = data.seen_in_training.contains(unlabeled_users, unlabeled_items)
+        used = keys(unlabeled_users[observed], unlabeled_items[observed])
+        expected = keys(data.observed_unlabeled.users, data.observed_unlabeled.items)
+        assert torch.equal(torch.sort(used).values, torch.sort(expected).values)
 
 
 def test_summary_reports_the_run(distributed_run):
