@@ -197,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         DIRECTION_LOG_FILE,
         METRICS_FILE,
         MODEL_DIR,
+        RunConflictError,
         TrainingRunError,
         run_training,
     )
@@ -217,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             max_failures=args.max_failures,
             storage_path=args.storage_path,
         )
-    except (DataError, TrainingRunError) as error:
+    except (DataError, RunConflictError, TrainingRunError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     shown = {key: summary["test"][key] for key in SHOWN_METRICS if key in summary["test"]}

@@ -12,7 +12,11 @@ around :func:`invlearn_ray.distributed.train_loop.train_loop_per_worker`:
 * each worker gets ``cpus_per_worker`` CPUs (default 0.5): with a whole CPU each, two workers
   hold both cores of a 2-CPU machine and no Ray Data task can run beside them (ray_notes.md);
 * rank 0 checkpoints after every epoch, ``FailureConfig(max_failures)`` restarts a failed
-  worker group from the last checkpoint, ``CheckpointConfig(num_to_keep)`` prunes old ones.
+  worker group from the last checkpoint, ``CheckpointConfig(num_to_keep)`` prunes old ones;
+* checkpoints live in ``<storage_path>/<run_name>`` (default ``<output_dir>/ray/<output
+  folder name>``). Ray Train resumes a run whose folder holds checkpoints, so re-running the
+  same command after a crash continues where it stopped (a finished run returns at once);
+  :func:`claim_run_dir` refuses a folder that holds a *different* run.
 
 Both paths write the same output folder (:func:`write_run_outputs`)::
 
@@ -52,6 +56,7 @@ MODEL_DIR = "model"
 METRICS_FILE = "metrics.json"
 DIRECTION_LOG_FILE = "direction_log.pt"
 SEEN_ITEMS_FILE = "seen_items.pt"
+RUN_DESCRIPTION_FILE = "invlearn_run.json"
 SHARDED_SPLITS = ("train_train", "train_test")
 """Splits read through Ray Data and divided among workers; every other split is small and
 global (validation, test, the seen-item index), so each worker loads it whole."""
@@ -65,6 +70,10 @@ TEST_SWITCHES = (
 )
 """Test-only keys of the worker config (see ``train_loop``); nothing else may start with
 ``_test_``, so a misspelt switch cannot silently do nothing."""
+
+
+class RunConflictError(ValueError):
+    """The Ray Train run folder already belongs to a different run."""
 
 
 class TrainingRunError(RuntimeError):
@@ -106,6 +115,7 @@ def run_training(
 
     Raises:
         ValueError: ``num_workers < 0`` or an unknown test switch.
+        RunConflictError: the Ray Train run folder holds another run's checkpoints.
         TrainingRunError: a Ray run failed more than ``max_failures`` times.
     """
     if num_workers < 0:
@@ -117,6 +127,12 @@ def run_training(
     dd.read_manifest(dataset_path)  # fail here, not in every worker, on a non-dataset folder
     if num_workers == 0:
         return train_single_process(dataset_path, config, output_dir, use_gpu=use_gpu)
+    storage_path = Path(storage_path).resolve() if storage_path else output_dir / "ray"
+    run_name = run_name or output_dir.name
+    claim_run_dir(
+        storage_path / run_name,
+        {"dataset": str(dataset_path), "train": config.to_dict(), "num_workers": num_workers},
+    )
     return _train_with_ray(
         dataset_path,
         config,
@@ -125,11 +141,37 @@ def run_training(
         use_gpu=use_gpu,
         cpus_per_worker=cpus_per_worker,
         max_failures=max_failures,
-        storage_path=Path(storage_path).resolve() if storage_path else output_dir / "ray",
+        storage_path=storage_path,
         num_to_keep=num_to_keep,
-        run_name=run_name or output_dir.name,
+        run_name=run_name,
         test_switches=test_switches or {},
     )
+
+
+def claim_run_dir(run_dir: Path, description: dict[str, Any]) -> None:
+    """Record what a Ray Train run folder is for, refusing one that holds another run.
+
+    Ray Train resumes a run whose folder (storage path + name) already holds checkpoints — so
+    re-running the same command after a crash continues where it stopped, which is wanted. A
+    *different* run there would resume from someone else's checkpoint: refuse it up front.
+
+    Raises:
+        RunConflictError: ``run_dir`` was claimed by a run with another description.
+    """
+    path = run_dir / RUN_DESCRIPTION_FILE
+    if path.is_file():
+        claimed = json.loads(path.read_text())
+        if claimed != description:
+            old, new = _flatten(claimed), _flatten(description)
+            changed = sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
+            raise RunConflictError(
+                f"{run_dir} holds the checkpoints of another run (differing in {changed}); "
+                "Ray Train would resume it. Choose another output folder (--out) or run name, "
+                "or delete that folder to start over."
+            )
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(description, indent=2, sort_keys=True) + "\n")
 
 
 def train_single_process(
@@ -201,6 +243,16 @@ def write_run_outputs(
         json.dumps(_finite_or_none(metrics), indent=2, allow_nan=False) + "\n"
     )
     return summary
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _finite_or_none(value: Any) -> Any:

@@ -17,6 +17,7 @@ from invlearn_ray.data.loading import load_dataset
 from invlearn_ray.data.sources import SourceSpec
 from invlearn_ray.data.splits import SplitOptions
 from invlearn_ray.data.synthetic import SyntheticConfig
+from invlearn_ray.distributed.train_loop import plan_file_name
 
 pytestmark = pytest.mark.ray
 
@@ -49,7 +50,7 @@ class ReplayBatchSource:
 
     def local_plans(self, epoch: int) -> list[dict]:
         return [
-            torch.load(self.directory / f"plan_epoch{epoch:04d}_rank{rank}.pt", weights_only=True)
+            torch.load(self.directory / plan_file_name(epoch, rank), weights_only=True)
             for rank in range(self.world_size)
         ]
 
