@@ -90,6 +90,9 @@ class ExactSplitConfig(DataConfig):
             dataset.set_name(name)
             dataset.context.execution_options.preserve_order = True
             materialized = dataset.materialize()
+            if world_size == 1:  # split_at_indices needs at least one cut
+                output[0][name] = materialized.iterator()
+                continue
             n_rows = materialized.count()
             bounds = [round(rank * n_rows / world_size) for rank in range(1, world_size)]
             for rank, piece in enumerate(materialized.split_at_indices(bounds)):

@@ -17,7 +17,7 @@ from invlearn_ray.data.loading import load_dataset
 from invlearn_ray.data.sources import SourceSpec
 from invlearn_ray.data.splits import SplitOptions
 from invlearn_ray.data.synthetic import SyntheticConfig
-from invlearn_ray.distributed.train_loop import plan_file_name
+from invlearn_ray.distributed.train_loop import ExactSplitConfig, plan_file_name
 
 pytestmark = pytest.mark.ray
 
@@ -160,3 +160,21 @@ def test_summary_reports_the_run(distributed_run):
     assert summary["resumed_from_epoch"] is None
     assert 0.0 <= summary["test"]["auc"] <= 1.0
     assert (Path(summary["output_dir"]) / "model" / "model.pt").is_file()
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_exact_split_gives_each_rank_a_contiguous_range_and_loses_no_row(ray_session, world_size):
+    import ray.data
+
+    # Several blocks of unequal size, so block boundaries and shard boundaries differ.
+    blocks = [list(range(start, stop)) for start, stop in ((0, 300), (300, 650), (650, 1003))]
+    dataset = ray.data.from_items([{"row": row} for block in blocks for row in block])
+    dataset = dataset.repartition(3).materialize()
+
+    shards = ExactSplitConfig().configure({"rows": dataset}, world_size, None, None)
+    rows = [
+        [row for batch in shard["rows"].iter_batches(batch_format="numpy") for row in batch["row"]]
+        for shard in shards
+    ]
+    assert [row for shard in rows for row in shard] == list(range(1003))
+    assert max(map(len, rows)) - min(map(len, rows)) <= 1
