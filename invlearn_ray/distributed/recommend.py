@@ -169,17 +169,16 @@ class Recommender:
 
     def recommend_indices(self, users: Tensor, k: int) -> pa.Table:
         """Top-``k`` rows (``OUTPUT_SCHEMA``) for users given by contiguous index."""
-        items, scores = top_k_unseen(self.model, users, self.seen, k)
-        valid = torch.isfinite(scores)
-        ranks = torch.arange(1, items.shape[1] + 1).expand_as(items)
-        row_users = users.reshape(-1, 1).expand_as(items)
-        valid_cpu = valid.cpu()
+        items, scores = (part.cpu() for part in top_k_unseen(self.model, users, self.seen, k))
+        kept = torch.isfinite(scores)  # -inf marks a user's ranks beyond its unseen items
+        ranks = torch.arange(1, items.shape[1] + 1, dtype=torch.int32).expand_as(items)
+        row_users = users.cpu().reshape(-1, 1).expand_as(items)
         return pa.table(
             {
-                USER: pa.array(self.user_ids[row_users.cpu()[valid_cpu].numpy()]),
-                RANK: pa.array(ranks[valid_cpu].numpy().astype(np.int32)),
-                ITEM: pa.array(self.item_ids[items.cpu()[valid_cpu].numpy()]),
-                SCORE: pa.array(scores.cpu()[valid_cpu].numpy().astype(np.float32)),
+                USER: pa.array(self.user_ids[row_users[kept].numpy()]),
+                RANK: pa.array(ranks[kept].numpy()),
+                ITEM: pa.array(self.item_ids[items[kept].numpy()]),
+                SCORE: pa.array(scores[kept].numpy().astype(np.float32)),
             },
             schema=OUTPUT_SCHEMA,
         )
