@@ -31,7 +31,7 @@ METHODS = (
 UNLABELED_SOURCES = ("sampled", "observed", "both")
 SELECT_METRICS = ("gauc", "auc", "ndcg_at_10", "ndcg_at_20", "mrr")
 STEP_RULES = ("sgd", "sign", "adam")
-META_STEP_COUNTS = ("train_train", "train_test")
+META_STEP_COUNTS = ("train_test", "train_train")
 IG_SCHEDULES = ("sequential", "interleaved")
 STATIC_STEP_METHODS = ("none", "ns", "rce", "idl", "ig")
 """Methods whose step has no step-dependent constants or host syncs: the ones ``compile`` and
@@ -72,9 +72,14 @@ class TrainConfig:
         focal_gamma: focal exponent of ``sl_focal``.
         dual_lr_ratio: [α/γ] IG candidate step size relative to ``lr`` (the paper: 0.1).
         step_rule: IG's ``step(g)``: ``sgd`` | ``sign`` | ``adam`` (see DualDirection).
-        meta_steps: IG meta steps per epoch: one per training-train batch (``train_train``,
-            Algorithm 1's two loops over t = 1..T) or one per training-test batch
-            (``train_test``, the released code).
+        meta_steps: IG meta steps per epoch: one per training-test batch (``train_test``, as
+            the released code: every labeled row, training-train or training-test, is used once
+            per epoch) or one per training-train batch (``train_train``, Algorithm 1's two loops
+            over t = 1..T, which revisits the 10% training-test slice ~9x per epoch and overfits
+            the judge). The epoch's unlabeled rows are spread over the meta steps. Default
+            measured on the ML-100K split, validation, seed 0: GMF (lr 0.01) AUC/GAUC 0.795 /
+            0.715 with ``train_test`` vs 0.761 / 0.690 with ``train_train``; at 10% labels NeuMF
+            0.727 / 0.653 vs 0.702 / 0.630.
         ig_schedule: ``sequential`` (an epoch's supervised steps, then its meta steps, as
             Algorithm 1) or ``interleaved`` (alternate them).
         warmup_epochs: supervised-only epochs before the first meta step.
@@ -119,7 +124,7 @@ class TrainConfig:
     focal_gamma: float = 2.0
     dual_lr_ratio: float = 0.1
     step_rule: str = "sign"
-    meta_steps: str = "train_train"
+    meta_steps: str = "train_test"
     ig_schedule: str = "sequential"
     warmup_epochs: int = 0
     ig_base: str = "none"

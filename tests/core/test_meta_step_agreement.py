@@ -59,7 +59,7 @@ def test_train_test_meta_steps_default_to_the_local_shard(rows):
 
 
 def test_train_train_meta_steps_equal_the_agreed_supervised_steps(rows):
-    config = TrainConfig(method="ig", batch_size=32, test_batch_size=8)
+    config = TrainConfig(method="ig", meta_steps="train_train", batch_size=32, test_batch_size=8)
     source = BatchSource(rows, config, world_size=2, steps_per_epoch=11, meta_steps_per_epoch=2)
     plan = source.plan(0)
     assert len(plan.supervised) == len(plan.meta) == 11
