@@ -97,11 +97,12 @@ def test_a_failure_beyond_the_allowed_restarts_names_the_worker_error(
 ):
     from invlearn_ray.distributed.train import TrainingRunError, run_training
 
+    # One worker: the failure comes after a complete one-worker start-up (shards included).
     with pytest.raises(TrainingRunError, match=r"rank 0: .*InjectedFailure.*epoch 0"):
         run_training(
             dataset,
             CONFIG,
-            num_workers=WORKERS,
+            num_workers=1,
             output_dir=tmp_path / "out",
             max_failures=0,
             test_switches={
