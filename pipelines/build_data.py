@@ -319,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
             manifest = build_dataset_in_memory(config, args.out, overwrite=args.overwrite)
         else:
             # Imported only here: --engine memory must run where Ray is not installed.
-            from invlearn_ray.distributed.build import build_dataset, ensure_ray
+            from invlearn_ray.distributed.build import build_dataset
+            from invlearn_ray.distributed.session import ensure_ray
 
             ensure_ray(address=args.address, num_cpus=args.num_cpus)
             manifest = build_dataset(config, args.out, overwrite=args.overwrite)

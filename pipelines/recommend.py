@@ -22,13 +22,13 @@ import sys
 from pathlib import Path
 
 from invlearn_ray.core.checkpoint import MODEL_CONFIG
-from invlearn_ray.distributed.build import ensure_ray
 from invlearn_ray.distributed.recommend import (
     UnknownUserError,
     lookup_users,
     read_raw_ids,
     recommend_to_parquet,
 )
+from invlearn_ray.distributed.session import ensure_ray
 from invlearn_ray.distributed.train import MODEL_DIR
 
 SMOKE_TEST_USERS = 10

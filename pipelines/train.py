@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.workers:
             # Imported only here: one-process training must run where Ray is not installed.
-            from invlearn_ray.distributed.build import ensure_ray
+            from invlearn_ray.distributed.session import ensure_ray
 
             ensure_ray(address=args.address, num_cpus=args.num_cpus)
         summary = run_training(

@@ -22,9 +22,15 @@ def ml100k_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """Start local Ray once for the whole session: each start costs seconds on 2 CPUs."""
+    """Start local Ray once for the whole session: each start costs seconds on 2 CPUs.
+
+    With its dashboard, as the pipelines start it: the State API it serves is what Ray Train's
+    placement-group cleanup needs under Tune.
+    """
     ray = pytest.importorskip("ray")
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(
+            num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False
+        )
     yield ray
     ray.shutdown()

@@ -64,20 +64,6 @@ PARSE_ERROR = "parse_error"
 _SYNTHETIC_BLOCK_ROWS = 50_000
 
 
-def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Connect to Ray: keep a running session, else join ``address``, else start local Ray.
-
-    Only an explicit ``address`` (or ``RAY_ADDRESS``) joins an existing cluster: on a shared
-    machine, silently attaching to someone else's cluster would be worse than starting our own.
-    """
-    if ray.is_initialized():
-        return
-    if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address)
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False)
-
-
 @contextmanager
 def _ordered_execution():
     """Keep block order through the pipeline (stable shard contents and draw order)."""
@@ -210,8 +196,8 @@ def build_dataset(
 ) -> dict[str, Any]:
     """Build ``config`` with Ray Data and write it to ``out_dir``; returns the manifest.
 
-    Ray is used as initialized by the caller (see :func:`ensure_ray`), or started locally by
-    Ray Data on first use.
+    Ray is used as initialized by the caller (see ``invlearn_ray.distributed.session``), or
+    started locally by Ray Data on first use.
 
     Args:
         config: what to build (source, rule, split options, sampling rate, shards).
