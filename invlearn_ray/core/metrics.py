@@ -630,24 +630,6 @@ def evaluate_rows(
 # ---------------------------------------------------------------------------------------------
 
 
-def _dense_rows(index: UserItemIndex, users: Tensor) -> Tensor:
-    """``[len(users), n_items]`` bool mask of each user's items in a CSR index, vectorized."""
-    starts = index.indptr[users]
-    counts = index.indptr[users + 1] - starts
-    total = int(counts.sum())
-    mask = torch.zeros(len(users), index.n_items, dtype=torch.bool, device=users.device)
-    if total:
-        rows = torch.repeat_interleave(
-            torch.arange(len(users), device=users.device), counts, output_size=total
-        )
-        first = torch.repeat_interleave(
-            starts - (torch.cumsum(counts, 0) - counts), counts, output_size=total
-        )
-        entries = first + torch.arange(total, device=users.device)
-        mask[rows, index.items[entries]] = True
-    return mask
-
-
 def _tie_groups(sorted_scores: Tensor) -> tuple[Tensor, Tensor]:
     """First and one-past-last position of each entry's tie group along rows sorted descending."""
     width = sorted_scores.shape[1]
@@ -772,8 +754,8 @@ def full_ranking_metrics(
             batch = candidates[start : start + user_batch_size]
             scores = score_users(batch)
             _check_scores(scores, batch, n_items)
-            excluded = _dense_rows(exclude, batch)
-            targets = _dense_rows(relevant, batch)
+            excluded = exclude.dense_rows(batch)
+            targets = relevant.dense_rows(batch)
             relevant_seen += (targets & excluded).sum()
             n_relevant, per_k = _full_ranking_batch(
                 scores, targets & ~excluded, excluded, list(cutoffs.values()), discount

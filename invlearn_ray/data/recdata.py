@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
+from torch import Tensor
 
 UNKNOWN_LABEL = -1
 """Value of ``hidden_labels`` where the true label of an unlabeled row is not known."""
@@ -133,6 +134,21 @@ class UserItemIndex:
         if not len(keys):
             return torch.zeros_like(query, dtype=torch.bool)
         return keys[position] == query
+
+    def dense_rows(self, users: Tensor) -> Tensor:
+        """``[len(users), n_items]`` bool mask of each given user's items, vectorized.
+
+        The form full-catalogue rankings need: to exclude training items or mark targets.
+        """
+        starts = self.indptr[users]
+        counts = self.indptr[users + 1] - starts
+        total = int(counts.sum())
+        mask = torch.zeros(len(users), self.n_items, dtype=torch.bool, device=users.device)
+        if total:
+            rows = torch.repeat_interleave(torch.arange(len(users), device=users.device), counts)
+            first = torch.repeat_interleave(starts - (torch.cumsum(counts, 0) - counts), counts)
+            mask[rows, self.items[first + torch.arange(total, device=users.device)]] = True
+        return mask
 
     def to(self, device: torch.device | str) -> UserItemIndex:
         return replace(self, indptr=self.indptr.to(device), items=self.items.to(device))

@@ -65,20 +65,6 @@ def read_raw_ids(model_dir: str | Path, kind: str) -> np.ndarray:
     return table.column("raw_id").to_numpy(zero_copy_only=False).astype(str)
 
 
-def seen_mask(seen: UserItemIndex, users: Tensor) -> Tensor:
-    """``[len(users), n_items]`` bool: True where the item is one of the user's training items."""
-    starts = seen.indptr[users]
-    counts = seen.indptr[users + 1] - starts
-    total = int(counts.sum())
-    mask = torch.zeros(len(users), seen.n_items, dtype=torch.bool, device=users.device)
-    if total:
-        rows = torch.repeat_interleave(torch.arange(len(users), device=users.device), counts)
-        first = torch.repeat_interleave(starts - (torch.cumsum(counts, 0) - counts), counts)
-        entries = first + torch.arange(total, device=users.device)
-        mask[rows, seen.items[entries]] = True
-    return mask
-
-
 def lookup_users(user_ids: np.ndarray, raw_ids: Sequence[str]) -> np.ndarray:
     """Contiguous indices of ``raw_ids`` in ``user_ids`` (raw ids by index).
 
@@ -117,7 +103,7 @@ def top_k_unseen(
     model.eval()
     scores = model.score_all(users).float()
     model.train(was_training)
-    scores.masked_fill_(seen_mask(seen, users), -torch.inf)
+    scores.masked_fill_(seen.dense_rows(users), -torch.inf)
     # A stable sort, not topk: equal scores keep item order, so rankings are reproducible.
     order = torch.sort(scores, dim=1, descending=True, stable=True)
     width = min(k, scores.shape[1])
