@@ -474,3 +474,31 @@ def load_space(path: str | Path) -> StudySpace:
         raise SpaceError(f"{path}: no such space file (spaces live in tune_spaces/*.yaml)")
     values, lines = load_yaml_with_lines(path.read_text(), str(path))
     return parse_space(values, path.stem, str(path), lines)
+
+
+def parse_overrides(assignments: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["epochs=10", "lr=1e-3"]`` (command-line ``--set``) as checked ``TrainConfig`` values.
+
+    Values are read as YAML scalars (``1e-3`` is a float, ``true`` a boolean, ``gmf`` a
+    string), then checked against the field's type.
+
+    Raises:
+        ValueError: not ``KEY=VALUE``, an unknown field, or a value of the wrong type.
+    """
+    values: dict[str, Any] = {}
+    for text in assignments:
+        name, equals, raw = text.partition("=")
+        name = name.strip()
+        if not equals or not name:
+            raise ValueError(f"--set takes KEY=VALUE, got {text!r}")
+        if name not in _TRAIN_FIELDS:
+            raise ValueError(
+                f"--set {text!r}: {name!r} is not a TrainConfig field; "
+                f"valid: {sorted(_TRAIN_FIELDS)}"
+            )
+        value = yaml.load(raw, Loader=_SpaceLoader) if raw.strip() else raw
+        try:
+            values[name] = check_field_value(name, value)
+        except ValueError as error:
+            raise ValueError(f"--set {text!r}: TrainConfig.{name} {error}") from None
+    return values

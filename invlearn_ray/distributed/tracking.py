@@ -228,10 +228,15 @@ class Tracker:
     def log_artifacts(
         self, run_id: str, path: str | Path, artifact_path: str | None = None
     ) -> None:
-        """Copy a file or a folder into the run's artifacts."""
+        """Copy a file or a folder into the run's artifacts (under ``artifact_path``).
+
+        A folder keeps its name (``model/...``): MLflow itself would spill its contents into
+        the artifact root.
+        """
         path = Path(path)
         if path.is_dir():
-            self.client.log_artifacts(run_id, str(path), artifact_path)
+            target = path.name if artifact_path is None else f"{artifact_path}/{path.name}"
+            self.client.log_artifacts(run_id, str(path), target)
         elif path.is_file():
             self.client.log_artifact(run_id, str(path), artifact_path)
 

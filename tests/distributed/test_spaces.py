@@ -15,6 +15,7 @@ from invlearn_ray.distributed.spaces import (
     SpaceError,
     load_space,
     load_yaml_with_lines,
+    parse_overrides,
 )
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "tune_spaces"
@@ -192,3 +193,14 @@ def test_pinning_outside_the_searched_values_or_against_fixed_fails():
         space.pinned(lrr=0.1)
     with pytest.raises(SpaceError, match=r"make no valid TrainConfig.*batch_size"):
         space.pinned(batch_size=0)
+
+
+def test_command_line_overrides_are_typed_and_checked():
+    values = parse_overrides(["epochs=3", "lr=1e-3", "backbone=neumf", "compile=false"])
+    assert values == {"epochs": 3, "lr": 1e-3, "backbone": "neumf", "compile": False}
+    with pytest.raises(ValueError, match="takes KEY=VALUE"):
+        parse_overrides(["epochs"])
+    with pytest.raises(ValueError, match="'epoch' is not a TrainConfig field"):
+        parse_overrides(["epoch=3"])
+    with pytest.raises(ValueError, match="TrainConfig.epochs expects a int, got str 'three'"):
+        parse_overrides(["epochs=three"])

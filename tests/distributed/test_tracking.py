@@ -66,6 +66,7 @@ def test_a_run_records_params_tags_epoch_metrics_test_metrics_and_artifacts(tmp_
     (outputs / "model" / "model.json").write_text("{}")
     (outputs / "metrics.json").write_text("{}")
     tracker.log_artifacts(run_id, outputs)
+    tracker.log_artifacts(run_id, outputs / "metrics.json", "copies")
     tracker.end_run(run_id)
 
     mlflow.set_tracking_uri(tracker.tracking_uri)
@@ -82,10 +83,11 @@ def test_a_run_records_params_tags_epoch_metrics_test_metrics_and_artifacts(tmp_
     steps = tracker.client.get_metric_history(run_id, "valid/gauc")
     assert [(m.step, m.value) for m in steps] == [(0, 0.55), (1, 0.61)]
     artifacts = {item.path for item in tracker.client.list_artifacts(run_id)}
-    assert artifacts == {"model", "metrics.json"}
+    assert artifacts == {"run_outputs", "copies"}
     artifact_root = Path(row["artifact_uri"].removeprefix("file://"))
     assert artifact_root.is_relative_to((tmp_path / "out" / "mlartifacts").resolve())
-    assert (artifact_root / "model" / "model.json").is_file()
+    assert (artifact_root / "run_outputs" / "model" / "model.json").is_file()
+    assert (artifact_root / "copies" / "metrics.json").is_file()
 
 
 def test_experiments_are_reused_and_runs_found_by_tags(tmp_path):
