@@ -65,7 +65,7 @@ from invlearn_ray.data.loading import load_dataset
 from invlearn_ray.distributed.runs import RunOutcome, RunSpec, execute_runs
 from invlearn_ray.distributed.spaces import StudySpace
 from invlearn_ray.distributed.tracking import Tracker, config_params, run_tags
-from invlearn_ray.distributed.train import DIRECTION_LOG_FILE, MODEL_DIR
+from invlearn_ray.distributed.train import DIRECTION_LOG_FILE, METRICS_FILE, MODEL_DIR
 
 STUDY_FILE = "study.json"
 BEST_FILE = "best.json"
@@ -137,6 +137,7 @@ class TrialContext:
     space: StudySpace
     dataset: str
     outputs_root: str
+    experiment_dir: str
     workers: int
     cpus_per_worker: float
     torch_threads: int
@@ -145,6 +146,11 @@ class TrialContext:
         """A trial's own folder. Not Tune's ``get_trial_dir()``: that is a staging folder in
         Ray's session directory, which Tune does not copy to the study's storage."""
         return Path(self.outputs_root) / trial_id
+
+    def tune_reports(self, trial_id: str) -> list[dict[str, Any]]:
+        """What Tune has recorded for a trial so far (its ``result.json``)."""
+        folders = sorted(Path(self.experiment_dir).glob(f"*_{trial_id}_*"))
+        return read_reports(folders[0]) if folders else []
 
 
 @dataclass
@@ -237,6 +243,10 @@ def _trial_on_ray_train(config, context: TrialContext, outputs: Path) -> None:
     Builds the same ``TorchTrainer`` as ``invlearn_ray.distributed.train.run_training`` plus
     ``TuneReportCallback`` (``run_training`` takes no callbacks). Train keeps its checkpoints
     in the trial's folder, so a resumed trial's Train run restores from its last one.
+
+    An interruption can fall between a Train checkpoint and the delivery of its report to
+    Tune: the resumed run then starts after an epoch Tune never saw. Those epochs are reported
+    after ``fit()`` from the run's history, so Tune (and selection) see every epoch once.
     """
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -267,7 +277,37 @@ def _trial_on_ray_train(config, context: TrialContext, outputs: Path) -> None:
         datasets={split: read_shard_dataset(dataset, split) for split in SHARDED_SPLITS},
         dataset_config=ExactSplitConfig(),
     )
+    # Read before fit(): Tune writes this attempt's reports asynchronously, earlier attempts'
+    # reports are all on disk when a restored trial starts.
+    reported_before = context.tune_reports(tune.get_context().get_trial_id())
     trainer.fit()
+    summary = json.loads((outputs / METRICS_FILE).read_text())
+    missing = missing_reports(summary["history"], reported_before, summary["resumed_from_epoch"])
+    for record in missing:
+        tune.report(record)
+
+
+def missing_reports(
+    history: list[dict[str, Any]],
+    reported_before: list[dict[str, Any]],
+    resumed_from_epoch: int | None,
+) -> list[dict[str, Any]]:
+    """Epochs a resumed Train run finished in an earlier attempt whose reports Tune never got.
+
+    Args:
+        history: the run's per-epoch records (``metrics.json``).
+        reported_before: Tune's results of the trial from earlier attempts.
+        resumed_from_epoch: the epoch the last attempt resumed at (None: it started afresh,
+            and reported every epoch itself).
+    """
+    if resumed_from_epoch is None:
+        return []
+    seen = {int(report["epoch"]) for report in reported_before if "epoch" in report}
+    return [
+        record
+        for record in history
+        if int(record["epoch"]) < resumed_from_epoch and int(record["epoch"]) not in seen
+    ]
 
 
 # ------------------------------------------------------------------------------------------
@@ -402,7 +442,10 @@ def _make_tuner(
     epochs = space.trial_config({}).epochs
     scheduler = ASHAScheduler(
         time_attr="training_iteration",
-        max_t=epochs,
+        # One past the last epoch: at max_t ASHA stops a trial itself, which would cut off the
+        # trial's final step (writing its selected model) right after its last report. Trials
+        # end by returning; ASHA only stops them at the rungs below.
+        max_t=epochs + 1,
         grace_period=min(budget.grace_period, epochs),
         reduction_factor=budget.reduction_factor,
     )
@@ -473,6 +516,7 @@ def run_study(
         space=space,
         dataset=str(dataset),
         outputs_root=str(study_dir / TRIAL_OUTPUTS),
+        experiment_dir=str(experiment_dir),
         workers=budget.workers,
         cpus_per_worker=budget.cpus_per_worker,
         torch_threads=max(1, math.floor(budget.cpus_per_trial)) if budget.workers == 0 else 1,

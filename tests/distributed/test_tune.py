@@ -1,0 +1,212 @@
+"""Ray Tune studies: a 4-trial IG study with 2 concurrent trials is interrupted and resumed
+without redoing finished trials; trials and the final run are in MLflow; selection reads
+validation only; Train-backed trials report every epoch."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import mlflow
+import pytest
+from ray.tune import Callback
+
+from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
+from invlearn_ray.data.sources import SourceSpec
+from invlearn_ray.data.splits import SplitOptions
+from invlearn_ray.data.synthetic import SyntheticConfig
+from invlearn_ray.distributed.spaces import load_space
+from invlearn_ray.distributed.tracking import TRACKING_ENV, Tracker
+from invlearn_ray.distributed.tune import (
+    BEST_FILE,
+    TRIALS_FILE,
+    StudyBudget,
+    StudyMismatchError,
+    epoch_metrics,
+    load_best_config,
+    missing_reports,
+    read_reports,
+    run_study,
+)
+
+SPACES = Path(__file__).resolve().parents[2] / "tune_spaces"
+EPOCHS = 3
+TINY = {"backbone": "gmf", "epochs": EPOCHS, "batch_size": 64, "embedding_dim": 8}
+
+
+@pytest.fixture(autouse=True)
+def no_tracking_env(monkeypatch):
+    monkeypatch.delenv(TRACKING_ENV, raising=False)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tune") / "tiny"
+    source = SourceSpec.from_synthetic(SyntheticConfig.preset("tiny"))
+    build_dataset_in_memory(BuildConfig(source=source, split=SplitOptions(seed=0)), out)
+    return out
+
+
+class InterruptAfter(Callback):
+    """Ctrl-C once ``trials`` trials have completed, as a person stopping the study would.
+
+    Tune saves this callback with the experiment and brings it back on restore, so the marker
+    file makes the interruption happen once.
+    """
+
+    def __init__(self, trials: int, marker: Path) -> None:
+        self.trials = trials
+        self.marker = marker
+        self.completed = 0
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.completed += 1
+        if self.completed < self.trials:
+            return
+        try:
+            self.marker.open("x").close()
+        except FileExistsError:
+            return
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_budget_rejects_impossible_values():
+    with pytest.raises(ValueError, match="trials must be >= 1"):
+        StudyBudget(trials=0)
+    with pytest.raises(ValueError, match="driver_cpus must be > 0"):
+        StudyBudget(driver_cpus=0)
+    assert StudyBudget(workers=2).trial_resources() == {"CPU": 0.1}
+    assert StudyBudget(cpus_per_trial=0.5).trial_resources() == {"CPU": 0.5}
+
+
+def test_only_reported_metrics_go_to_mlflow():
+    result = {
+        "epoch": 1,
+        "valid/gauc": 0.6,
+        "train_loss": 0.5,
+        "ig/direct_steps": 3,
+        "best_epoch": 1,
+        "time_this_iter_s": 0.2,
+        "training_iteration": 2,
+        "checkpoint_path": "/x",
+        "done": False,
+    }
+    assert epoch_metrics(result) == {
+        "epoch": 1,
+        "valid/gauc": 0.6,
+        "train_loss": 0.5,
+        "ig/direct_steps": 3,
+        "best_epoch": 1,
+    }
+
+
+def test_epochs_a_resumed_train_run_finished_without_telling_tune_are_reported_after():
+    history = [{"epoch": e, "valid/gauc": 0.5 + e / 10} for e in range(4)]
+    reported = [{"epoch": 0, "training_iteration": 1}, {"epoch": 1, "training_iteration": 2}]
+    # Checkpointed epoch 2, interrupted before Tune got its report; resumed at epoch 3.
+    assert missing_reports(history, reported, resumed_from_epoch=3) == [history[2]]
+    assert missing_reports(history, reported, resumed_from_epoch=2) == []
+    assert missing_reports(history, [], resumed_from_epoch=None) == []
+
+
+def test_a_study_folder_refuses_a_different_study(dataset, tmp_path):
+    space = load_space(SPACES / "ig.yaml").pinned(**TINY)
+    (tmp_path / "study.json").write_text(
+        json.dumps({"space": {}, "dataset": str(dataset), "budget": {}})
+    )
+    with pytest.raises(StudyMismatchError, match=r"its budget, space differ"):
+        run_study(space, dataset, StudyBudget(trials=2), tmp_path)
+
+
+@pytest.mark.ray
+def test_an_interrupted_ig_study_resumes_without_redoing_finished_trials(
+    ray_session, dataset, tmp_path
+):
+    space = load_space(SPACES / "ig.yaml").pinned(**TINY)
+    budget = StudyBudget(trials=4, concurrency=2, grace_period=EPOCHS)
+    tracker = Tracker("ig-study", tmp_path)
+    interrupt = InterruptAfter(2, tmp_path / "interrupted.marker")
+
+    first = run_study(
+        space,
+        dataset,
+        budget,
+        tmp_path / "study",
+        tracker=tracker,
+        callbacks=[interrupt],
+        verbose=0,
+    )
+    assert not first.complete and first.final is None
+    finished = {t["trial_id"]: t for t in first.trials if t["status"] == "TERMINATED"}
+    assert len(finished) >= 2
+    assert all(t["epochs_reported"] == EPOCHS for t in finished.values())
+    assert not (tmp_path / "study" / BEST_FILE).exists()
+    reports_before = {
+        trial_id: read_reports(path)
+        for trial_id, path in _trial_paths(tmp_path / "study").items()
+        if trial_id in finished
+    }
+
+    second = run_study(space, dataset, budget, tmp_path / "study", tracker=tracker, verbose=0)
+    assert second.complete and len(second.trials) == 4
+    assert all(t["status"] == "TERMINATED" for t in second.trials)
+    # Finished trials were not run again: their reports are exactly the ones from before.
+    for trial_id, path in _trial_paths(tmp_path / "study").items():
+        if trial_id in finished:
+            assert read_reports(path) == reports_before[trial_id]
+
+    # Selection reads validation only: the best trial has the highest best-epoch valid GAUC,
+    # and the final run (same config, seed 0) reproduces it before scoring test once.
+    best = max(second.trials, key=lambda t: t["best_valid"])
+    assert second.best_trial_id == best["trial_id"]
+    assert second.best_valid == pytest.approx(best["best_valid"])
+    assert second.best_config == space.trial_config(best["params"]).to_dict()
+    assert second.final.ok and second.final.valid["gauc"] == pytest.approx(second.best_valid)
+    assert 0 <= second.test["auc"] <= 1
+    assert load_best_config(tmp_path / "study") == second.best_config
+    stored = json.loads((tmp_path / "study" / BEST_FILE).read_text())
+    assert stored["final"]["test"]["auc"] == pytest.approx(second.test["auc"])
+    assert len((tmp_path / "study" / TRIALS_FILE).read_text().strip().splitlines()) == 5
+
+    # MLflow: one run per trial (none duplicated by the resume), one point per reported epoch,
+    # the full config as params, and the final run with its test metrics.
+    mlflow.set_tracking_uri(tracker.tracking_uri)
+    runs = mlflow.search_runs(experiment_names=["ig-study"])
+    trials = runs[runs["tags.role"] == "trial"].set_index("tags.trial_id")
+    assert sorted(trials.index) == sorted(t["trial_id"] for t in second.trials)
+    assert set(trials["status"]) == {"FINISHED"}
+    assert set(trials["params.method"]) == {"ig"} and set(trials["params.seed"]) == {"0"}
+    assert set(trials["tags.dataset"]) == {"synthetic"}
+    for trial in second.trials:
+        history = tracker.client.get_metric_history(
+            trials.loc[trial["trial_id"], "run_id"], "valid/gauc"
+        )
+        assert [m.step for m in history] == list(range(trial["epochs_reported"]))
+    final = runs[runs["tags.role"] == "final"]
+    assert len(final) == 1
+    assert final.iloc[0]["metrics.test/auc"] == pytest.approx(second.test["auc"])
+    assert final.iloc[0]["tags.best_trial_id"] == second.best_trial_id
+    completed = trials.loc[second.best_trial_id, "run_id"]
+    artifacts = {a.path for a in tracker.client.list_artifacts(completed)}
+    assert {"model", "direction_log.pt", "history.json"} <= artifacts
+
+
+def _trial_paths(study_dir: Path) -> dict[str, Path]:
+    """Trial id -> Tune trial folder (named ``run_trial_<id>_<n>_<params>_<date>``)."""
+    folders = (study_dir / "tune" / "trials").glob("run_trial_*")
+    return {"_".join(path.name.split("_")[2:4]): path for path in folders if path.is_dir()}
+
+
+@pytest.mark.ray
+def test_trials_on_ray_train_report_every_epoch_to_tune(ray_session, dataset, tmp_path):
+    space = load_space(SPACES / "ig.yaml").pinned(**{**TINY, "epochs": 2})
+    budget = StudyBudget(trials=2, concurrency=2, workers=1, grace_period=2)
+    result = run_study(space, dataset, budget, tmp_path, score_best=False, verbose=0)
+    assert result.complete and result.final is None
+    assert [t["epochs_reported"] for t in result.trials] == [2, 2]
+    assert result.best_valid == max(t["best_valid"] for t in result.trials)
+    for trial in result.trials:
+        outputs = tmp_path / "trial_outputs" / trial["trial_id"]
+        assert (outputs / "model" / "model.json").is_file()
