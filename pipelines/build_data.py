@@ -21,6 +21,7 @@ import json
 import sys
 from pathlib import Path
 
+from invlearn_ray.cli import nonnegative_int, positive_int
 from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
 from invlearn_ray.data.errors import DataError
 from invlearn_ray.data.labels import RULES, make_rule
@@ -92,26 +93,6 @@ def _fractions(text: str) -> tuple[float, float, float]:
     return values
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
-
-
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Build a dataset folder (Parquet shards + manifest.json) with Ray Data.",
@@ -167,7 +148,7 @@ def make_parser() -> argparse.ArgumentParser:
     split.add_argument("--cold-policy", choices=COLD_POLICIES, default="keep")
     split.add_argument(
         "--sampling-rate",
-        type=_nonnegative_int,
+        type=nonnegative_int,
         default=1,
         help="unlabeled items per labeled training row in unlabeled/",
     )
@@ -177,7 +158,7 @@ def make_parser() -> argparse.ArgumentParser:
     output.add_argument(
         "--overwrite", action="store_true", help="replace a different dataset already in --out"
     )
-    output.add_argument("--shards", type=_positive_int, default=1, help="Parquet files per split")
+    output.add_argument("--shards", type=positive_int, default=1, help="Parquet files per split")
     output.add_argument(
         "--engine",
         choices=("ray", "memory"),
@@ -185,7 +166,7 @@ def make_parser() -> argparse.ArgumentParser:
         help="ray (default) or memory (no Ray; same rows)",
     )
     output.add_argument("--address", help="Ray cluster address (default: start local Ray)")
-    output.add_argument("--num-cpus", type=_positive_int, help="CPUs for local Ray")
+    output.add_argument("--num-cpus", type=positive_int, help="CPUs for local Ray")
     return parser
 
 

@@ -21,6 +21,7 @@ import json
 import sys
 from pathlib import Path
 
+from invlearn_ray.cli import positive_int
 from invlearn_ray.core.checkpoint import MODEL_CONFIG
 from invlearn_ray.distributed.recommend import (
     UnknownUserError,
@@ -35,35 +36,25 @@ SMOKE_TEST_USERS = 10
 SMOKE_TEST_K = 5
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Top-K unseen items per user from a trained model, written as Parquet.",
         allow_abbrev=False,
     )
     parser.add_argument("--model", type=Path, required=True, help="model folder or its run folder")
-    parser.add_argument("--k", type=_positive_int, help="items per user (default 20)")
+    parser.add_argument("--k", type=positive_int, help="items per user (default 20)")
     users = parser.add_mutually_exclusive_group()
     users.add_argument("--users", nargs="+", metavar="ID", help="raw user ids (default: all)")
     users.add_argument("--users-file", type=Path, help="a file of raw user ids, one per line")
     parser.add_argument("--out", type=Path, help="Parquet folder (default: <run>/recommendations)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier output")
     parser.add_argument(
-        "--batch-size", type=_positive_int, default=256, help="users per inference batch"
+        "--batch-size", type=positive_int, default=256, help="users per inference batch"
     )
-    parser.add_argument("--actors", type=_positive_int, default=1, help="scoring actors")
+    parser.add_argument("--actors", type=positive_int, default=1, help="scoring actors")
     parser.add_argument("--gpu", action="store_true", help="one GPU per scoring actor")
     parser.add_argument("--address", help="Ray cluster address (default: start local Ray)")
-    parser.add_argument("--num-cpus", type=_positive_int, help="CPUs for the local Ray")
+    parser.add_argument("--num-cpus", type=positive_int, help="CPUs for the local Ray")
     parser.add_argument(
         "--smoke-test",
         action="store_true",

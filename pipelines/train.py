@@ -18,16 +18,16 @@ metrics (``<out>/metrics.json``) are. All the logic lives in ``invlearn_ray.dist
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
-import typing
 from pathlib import Path
 from typing import Any
 
+from invlearn_ray.cli import nonnegative_int
 from invlearn_ray.core.backbones import BACKBONES
 from invlearn_ray.core.config import METHODS, TrainConfig
 from invlearn_ray.data.errors import DataError
+from invlearn_ray.distributed.spaces import parse_overrides
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RUNS_ROOT = REPO_ROOT / "runs"
@@ -36,38 +36,6 @@ SMOKE_TEST = {"epochs": 2, "batch_size": 64, "test_batch_size": 32, "embedding_d
 SHORTHANDS = ("method", "backbone", "epochs", "seed")
 """``TrainConfig`` fields that have their own option besides ``--set``."""
 SHOWN_METRICS = ("auc", "gauc", "ndcg_at_20", "full_recall_at_20", "full_ndcg_at_20")
-
-
-def _key_value(text: str) -> tuple[str, str]:
-    key, equals, value = text.partition("=")
-    if not equals or not key.strip():
-        raise argparse.ArgumentTypeError(f"--set takes KEY=VALUE, got {text!r}")
-    return key.strip(), value.strip()
-
-
-def _parse_value(name: str, kind: type, text: str) -> Any:
-    """Convert ``--set`` text to the field's type; booleans accept true/false/1/0/yes/no."""
-    if kind is bool:
-        lowered = text.lower()
-        if lowered in ("true", "1", "yes"):
-            return True
-        if lowered in ("false", "0", "no"):
-            return False
-        raise ValueError(f"--set {name}={text}: expected true or false")
-    try:
-        return kind(text)
-    except ValueError:
-        raise ValueError(f"--set {name}={text}: expected {kind.__name__}") from None
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -83,7 +51,6 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--set",
         dest="settings",
-        type=_key_value,
         action="append",
         default=[],
         metavar="KEY=VALUE",
@@ -91,7 +58,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--workers",
-        type=_non_negative_int,
+        type=nonnegative_int,
         default=0,
         help="Ray Train workers; 0 (default) = one process, no Ray",
     )
@@ -101,7 +68,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-failures",
-        type=_non_negative_int,
+        type=nonnegative_int,
         default=1,
         help="worker-group restarts from the last checkpoint",
     )
@@ -121,24 +88,22 @@ def train_config_from_args(
     args: argparse.Namespace, parser: argparse.ArgumentParser
 ) -> TrainConfig:
     """The resolved :class:`TrainConfig`: smoke-test defaults, then options (errors exit 2)."""
-    types = typing.get_type_hints(TrainConfig)
-    fields = {field.name for field in dataclasses.fields(TrainConfig)}
     values: dict[str, Any] = dict(SMOKE_TEST) if args.smoke_test else {}
     given: set[str] = set()
     for name in SHORTHANDS:
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
             given.add(name)
-    for name, text in args.settings:
-        if name not in fields:
-            parser.error(f"--set: unknown option {name!r}; valid: {', '.join(sorted(fields))}")
+    try:
+        settings = [parse_overrides([text]) for text in args.settings]
+    except ValueError as error:
+        parser.error(str(error))
+    for setting in settings:
+        (name,) = setting
         if name in given:
             parser.error(f"{name} is given twice (--{name} or --set {name}=…); give it once")
         given.add(name)
-        try:
-            values[name] = _parse_value(name, types[name], text)
-        except ValueError as error:
-            parser.error(str(error))
+        values.update(setting)
     try:
         return TrainConfig.from_dict(values)
     except ValueError as error:

@@ -151,6 +151,11 @@ def _field_type(name: str) -> type:
     return _FIELD_TYPES[name]
 
 
+def _article(kind: type) -> str:
+    name = kind.__name__
+    return f"an {name}" if name[0] in "aeiou" else f"a {name}"
+
+
 def check_field_value(name: str, value: Any) -> Any:
     """``value`` as the type of ``TrainConfig.name`` (ints are accepted for float fields).
 
@@ -163,7 +168,7 @@ def check_field_value(name: str, value: Any) -> Any:
             raise ValueError(f"expects true or false, got {value!r}")
         return value
     if isinstance(value, bool):
-        raise ValueError(f"expects a {expected.__name__}, got the boolean {value!r}")
+        raise ValueError(f"expects {_article(expected)}, got the boolean {value!r}")
     if expected is float and isinstance(value, int | float):
         if not math.isfinite(value):
             raise ValueError(f"expects a finite number, got {value!r}")
@@ -172,7 +177,7 @@ def check_field_value(name: str, value: Any) -> Any:
         return value
     if expected is str and isinstance(value, str):
         return value
-    raise ValueError(f"expects a {expected.__name__}, got {type(value).__name__} {value!r}")
+    raise ValueError(f"expects {_article(expected)}, got {type(value).__name__} {value!r}")
 
 
 @dataclass(frozen=True)

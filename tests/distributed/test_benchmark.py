@@ -123,7 +123,7 @@ def test_given_configs_merge_narrower_scopes_last(tmp_path):
         ("all: {}\nigg: {lr: 1}\n", r"given.yaml:2: key 'igg': unknown scope"),
         ("ig: {seed: 1}\n", r"key 'ig.seed': seed is set by the benchmark grid"),
         ("ig: {method: ns}\n", r"key 'ig.method': method is set by the benchmark grid"),
-        ("ig: {epochs: 2.5}\n", r"key 'ig.epochs': TrainConfig.epochs expects a int"),
+        ("ig: {epochs: 2.5}\n", r"key 'ig.epochs': TrainConfig.epochs expects an int"),
         ("ig: [1, 2]\n", r"key 'ig': must map TrainConfig fields"),
     ],
 )

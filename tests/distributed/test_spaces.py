@@ -124,7 +124,7 @@ def test_randint_includes_its_upper_end_and_samples_stay_in_range(tmp_path):
         ),
         (
             VALID.replace("{randint: [1, 3]}", "{randint: [1, 2.5]}"),
-            r"key 'search.sampling_rate.randint': TrainConfig.sampling_rate expects a int",
+            r"key 'search.sampling_rate.randint': TrainConfig.sampling_rate expects an int",
         ),
         (
             VALID.replace("{loguniform: [1e-4, 1.0e-2]}", "[1e-4, 1.0e-2]"),
@@ -202,5 +202,5 @@ def test_command_line_overrides_are_typed_and_checked():
         parse_overrides(["epochs"])
     with pytest.raises(ValueError, match="'epoch' is not a TrainConfig field"):
         parse_overrides(["epoch=3"])
-    with pytest.raises(ValueError, match="TrainConfig.epochs expects a int, got str 'three'"):
+    with pytest.raises(ValueError, match="TrainConfig.epochs expects an int, got str 'three'"):
         parse_overrides(["epochs=three"])

@@ -1,0 +1,149 @@
+"""The main job end to end: its command line, its outputs and MLflow runs, and `ray job submit`."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from invlearn_ray.distributed.tracking import TRACKING_ENV
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PIPELINES = REPO_ROOT / "pipelines"
+# A short grid: two methods (IG brings the direction-log figure), two seeds, one alpha/gamma ratio.
+SHORT_GRID = ["--smoke-test", "--methods", "none,ig", "--ratios", "10"]
+
+
+@pytest.fixture(autouse=True)
+def no_tracking_env(monkeypatch):
+    monkeypatch.delenv(TRACKING_ENV, raising=False)
+
+
+@pytest.fixture(scope="module")
+def benchmark_cli():
+    spec = importlib.util.spec_from_file_location(
+        "full_benchmark_cli", PIPELINES / "full_benchmark.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--methods", "magic"], "unknown method(s) ['magic']"),
+        (["--backbones", "resnet"], "unknown backbone(s) ['resnet']"),
+        (["--seeds", "0"], "expected a positive integer, got 0"),
+        (["--label-fractions", "1,x"], "expected comma-separated numbers"),
+        (["--set", "lr=fast"], "TrainConfig.lr expects a float"),
+        (["--trials", "4"], "--trials and --concurrency apply to tuned runs"),
+        (["--quick", "--profile", "standard"], "not allowed with argument"),
+        (["--datasets", "nowhere/at/all"], "nowhere/at/all"),
+    ],
+)
+def test_malformed_options_are_errors(benchmark_cli, capsys, argv, message):
+    with pytest.raises(SystemExit) as stopped:
+        benchmark_cli.resolve(argv)
+    assert stopped.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_options_narrow_the_profile(benchmark_cli, tmp_path):
+    profile, given, overrides, args = benchmark_cli.resolve(
+        [*SHORT_GRID, "--seeds", "1", "--set", "lr=0.01", "--out", str(tmp_path)]
+    )
+    assert profile.name == "tiny" and profile.entries == ("none", "ig") and profile.seeds == 1
+    assert profile.ratio_study == (10.0,) and profile.tune is None
+    assert overrides == {"lr": 0.01} and given is None and args.out == tmp_path
+
+
+@pytest.mark.ray
+def test_the_main_job_writes_the_table_figures_and_mlflow_runs(
+    benchmark_cli, ray_session, tmp_path, capsys
+):
+    out = tmp_path / "bench"
+    assert benchmark_cli.main([*SHORT_GRID, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| GMF | IG |" in printed and "wall time:" in printed
+
+    with (out / "results.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert {row["method"] for row in rows} >= {"None", "IG"}
+    assert all(0.0 <= float(row["auc_mean"]) <= 1.0 for row in rows if row["auc_mean"])
+    figures = {path.name for path in (out / "figures").glob("*.png")}
+    assert any("direction" in name for name in figures), figures
+    assert any("weight" in name for name in figures), figures
+
+    # 2 methods x 2 seeds + 2 seeds of the ratio study, each an MLflow run with params and
+    # metrics, plus the summary run that holds the table.
+    mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["benchmark-tiny"])
+    training = runs[runs["tags.role"] == "cell"]
+    assert len(training) == 6 and set(training["status"]) == {"FINISHED"}
+    assert set(training["params.method"]) == {"none", "ig"}
+    assert training["metrics.test/auc"].between(0, 1).all()
+    assert training["metrics.valid/gauc"].notna().all()
+    assert (runs["tags.role"] == "benchmark").sum() == 1 and len(runs) == 7
+
+
+def _ray_cli() -> str:
+    found = Path(sys.executable).parent / "ray"
+    return str(found) if found.exists() else shutil.which("ray") or "ray"
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ray_job_submit_runs_the_main_job_on_a_running_cluster(ray_session, tmp_path):
+    """The README's cluster flow, end to end, against the test session's local cluster.
+
+    The session's Ray is started with its dashboard (the job server), as `ray start --head
+    --include-dashboard=true` starts it; `ray start`/`ray stop` themselves are not run here, since
+    `ray stop` would stop every Ray process on the machine, the session's included.
+    """
+    from ray._private.worker import get_dashboard_url
+
+    dashboard = get_dashboard_url()
+    if not dashboard:
+        pytest.skip("the session's Ray has no dashboard, so no job server")
+    out = tmp_path / "submitted"
+    env = {**os.environ, "RAY_API_SERVER_ADDRESS": f"http://{dashboard}"}
+    env.pop("RAY_ADDRESS", None)
+    completed = subprocess.run(
+        [
+            _ray_cli(),
+            "job",
+            "submit",
+            "--working-dir",
+            str(REPO_ROOT),
+            "--",
+            # The job's `python` would be whatever the raylet's PATH finds; name this one.
+            sys.executable,
+            "pipelines/full_benchmark.py",
+            "--smoke-test",
+            "--methods",
+            "none",
+            "--seeds",
+            "1",
+            "--ratios",
+            "",
+            "--out",
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    log = completed.stdout + completed.stderr
+    assert completed.returncode == 0, log[-4000:]
+    assert "succeeded" in log, log[-4000:]
+    assert "| GMF | None |" in log
+    assert (out / "results.md").is_file() and (out / "mlflow.db").is_file()
