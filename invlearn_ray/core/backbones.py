@@ -98,25 +98,36 @@ def _normal_embedding(rows: int, dim: int, std: float = 0.01) -> nn.Parameter:
     return nn.Parameter(torch.randn(rows, dim) * std)
 
 
-class MF(Backbone):
-    """Matrix factorisation: ``f(u, i) = <p_u, q_i>``."""
+class _EmbeddingPair(Backbone):
+    """One user table and one item table; subclasses differ only in how a pair is scored."""
 
-    name = "mf"
     table_names = ("user_embedding", "item_embedding")
     table_index = {"user_embedding": "user", "item_embedding": "item"}
 
-    def __init__(self, n_users: int, n_items: int, embedding_dim: int = 32) -> None:
+    def __init__(self, n_users: int, n_items: int, embedding_dim: int, init_std: float) -> None:
         super().__init__(n_users, n_items)
         self.embedding_dim = embedding_dim
-        # A larger init than NCF's 0.01 keeps dot products from starting at ~1e-4 (no head scale).
-        self.user_embedding = _normal_embedding(n_users, embedding_dim, std=0.1)
-        self.item_embedding = _normal_embedding(n_items, embedding_dim, std=0.1)
+        self.user_embedding = _normal_embedding(n_users, embedding_dim, std=init_std)
+        self.item_embedding = _normal_embedding(n_items, embedding_dim, std=init_std)
 
     def representations(self, users: Tensor, items: Tensor, params: Params) -> Representations:
         return (
             F.embedding(users, params["user_embedding"]),
             F.embedding(items, params["item_embedding"]),
         )
+
+    def config(self) -> dict[str, Any]:
+        return {"embedding_dim": self.embedding_dim}
+
+
+class MF(_EmbeddingPair):
+    """Matrix factorisation: ``f(u, i) = <p_u, q_i>``."""
+
+    name = "mf"
+
+    def __init__(self, n_users: int, n_items: int, embedding_dim: int = 32) -> None:
+        # A larger init than NCF's 0.01 keeps dot products from starting at ~1e-4 (no head scale).
+        super().__init__(n_users, n_items, embedding_dim, init_std=0.1)
 
     def head(self, reps: Representations, params: Params) -> Tensor:
         user_rows, item_rows = reps
@@ -126,33 +137,19 @@ class MF(Backbone):
     def score_all(self, users: Tensor, pair_budget: int = 1 << 19) -> Tensor:
         return self.user_embedding[users] @ self.item_embedding.T
 
-    def config(self) -> dict[str, Any]:
-        return {"embedding_dim": self.embedding_dim}
 
-
-class GMF(Backbone):
+class GMF(_EmbeddingPair):
     """Generalized MF (He et al. 2017): ``f(u, i) = hᵀ(p_u ⊙ q_i) + b``."""
 
     name = "gmf"
-    table_names = ("user_embedding", "item_embedding")
-    table_index = {"user_embedding": "user", "item_embedding": "item"}
 
     def __init__(self, n_users: int, n_items: int, embedding_dim: int = 32) -> None:
-        super().__init__(n_users, n_items)
-        self.embedding_dim = embedding_dim
-        self.user_embedding = _normal_embedding(n_users, embedding_dim)
-        self.item_embedding = _normal_embedding(n_items, embedding_dim)
+        super().__init__(n_users, n_items, embedding_dim, init_std=0.01)
         predict = nn.Linear(embedding_dim, 1)
         nn.init.kaiming_uniform_(predict.weight, a=1, nonlinearity="sigmoid")
         nn.init.zeros_(predict.bias)
         self.predict_weight = nn.Parameter(predict.weight.detach().view(-1).clone())
         self.predict_bias = nn.Parameter(predict.bias.detach().clone())
-
-    def representations(self, users: Tensor, items: Tensor, params: Params) -> Representations:
-        return (
-            F.embedding(users, params["user_embedding"]),
-            F.embedding(items, params["item_embedding"]),
-        )
 
     def head(self, reps: Representations, params: Params) -> Tensor:
         user_rows, item_rows = reps
@@ -164,9 +161,6 @@ class GMF(Backbone):
     def score_all(self, users: Tensor, pair_budget: int = 1 << 19) -> Tensor:
         weighted_users = self.user_embedding[users] * self.predict_weight
         return weighted_users @ self.item_embedding.T + self.predict_bias
-
-    def config(self) -> dict[str, Any]:
-        return {"embedding_dim": self.embedding_dim}
 
 
 class NeuMF(Backbone):

@@ -343,7 +343,23 @@ def _parse_inter(
     text, lines = _read_text_columns(
         data, path=path, names=names, delimiter="\t", header_lines=1, quoting=False
     )
-    mapping = _resolve_mapping(fmt, names, _DEFAULT_INTER_FIELDS, path=path)
+    return _mapped_text_table(
+        text, lines, fmt, names, _DEFAULT_INTER_FIELDS, path, file_index, given_split
+    )
+
+
+def _mapped_text_table(
+    text: dict[str, pa.Array],
+    lines: np.ndarray,
+    fmt: FileFormat,
+    names: list[str],
+    defaults: Mapping[str, str],
+    path: str,
+    file_index: int,
+    given_split: int | None,
+) -> pa.Table:
+    """Text columns of a headed file (raw string ids) → the canonical table, via the mapping."""
+    mapping = _resolve_mapping(fmt, names, defaults, path=path)
     raw = {canon: text[source] for canon, source in mapping.items()}
     return _canonical_table(
         raw,
@@ -374,16 +390,8 @@ def _parse_csv(
     text, lines = _read_text_columns(
         data, path=path, names=header, delimiter=fmt.delimiter, header_lines=1, quoting=True
     )
-    mapping = _resolve_mapping(fmt, header, _identity_defaults(), path=path)
-    raw = {canon: text[source] for canon, source in mapping.items()}
-    return _canonical_table(
-        raw,
-        lines,
-        path=path,
-        file_index=file_index,
-        integer_ids=False,
-        given_split=given_split,
-        source_names=mapping,
+    return _mapped_text_table(
+        text, lines, fmt, header, _identity_defaults(), path, file_index, given_split
     )
 
 
