@@ -192,6 +192,18 @@ class Trainer:
                 f"cuda_graphs needs the data on a CUDA device, not {self.device}; "
                 "move it with RecData.to('cuda') or turn cuda_graphs off"
             )
+        if (
+            config.needs_unlabeled
+            and config.unlabeled_source == "observed"
+            and not len(data.observed_unlabeled)
+        ):
+            # Not a silent fallback: with no unlabeled rows the method would train as None does.
+            raise ValueError(
+                f"method {config.method!r} with unlabeled_source='observed' needs "
+                f"observed-unlabeled rows, and dataset {data.name!r} has none (no unclear band, "
+                "label fraction 1); use unlabeled_source='sampled' or 'both', or build the "
+                "dataset with --label-fraction below 1"
+            )
         self.model = build_model(config, data).to(self.device)
         self.optimizer = make_optimizer(self.model, config)
         rows = rows or training_rows(config, data)

@@ -260,7 +260,9 @@ def results_markdown(rows: Sequence[SummaryRow], title: str, notes: Sequence[str
             ]
             name = method_name(row.entry)
             if row.entry == "best_explicit" and row.methods_run:
-                name += f" ({', '.join(method_name(m) for m in row.methods_run)})"
+                # The row is whichever explicit-negative loss tuned best: name it.
+                chosen = ", ".join(method_name(m) for m in row.methods_run)
+                name = f"Best explicit-negative: {chosen}"
             runs = f"{row.ok}/{row.runs}" + ("" if row.ok == row.runs else " ⚠ failed")
             lines.append(f"| {backbone_name(row.backbone)} | {name} | " + " | ".join(cells))
             lines[-1] += f" | {runs} |"

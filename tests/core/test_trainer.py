@@ -103,6 +103,15 @@ def test_hidden_labels_never_reach_training(small):
     assert a.history[-1].annotation != b.history[-1].annotation
 
 
+def test_observed_source_without_observed_rows_is_an_error_not_a_silent_none(small):
+    bare = dataclasses.replace(small, observed_unlabeled=ObservedUnlabeled.empty())
+    for method in ("ns", "idl", "ig"):
+        with pytest.raises(ValueError, match="has none .*unlabeled_source='sampled' or 'both'"):
+            Trainer(config(method=method, unlabeled_source="observed"), bare)
+        Trainer(config(method=method, unlabeled_source="both"), bare)  # sampled rows remain
+    Trainer(config(method="none", unlabeled_source="observed"), bare)  # reads no unlabeled rows
+
+
 def test_the_selected_model_is_the_best_validation_epoch(small):
     trainer = Trainer(config(method="ns", epochs=5, patience=5, lr=0.05), small)
     result = trainer.fit()
