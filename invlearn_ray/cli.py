@@ -55,3 +55,11 @@ def comma_floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated numbers, got {text!r}"
         ) from None
+
+
+def add_ray_options(group: argparse._ActionsContainer) -> None:
+    """``--address`` / ``--num-cpus``: which Ray a pipeline joins or starts (see ``ensure_ray``)."""
+    group.add_argument(
+        "--address", help="Ray cluster address (default: RAY_ADDRESS, else start a local Ray)"
+    )
+    group.add_argument("--num-cpus", type=positive_int, help="CPUs of a local Ray")

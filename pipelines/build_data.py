@@ -21,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-from invlearn_ray.cli import nonnegative_int, positive_int
+from invlearn_ray.cli import add_ray_options, nonnegative_int, positive_int
 from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
 from invlearn_ray.data.errors import DataError
 from invlearn_ray.data.labels import RULES, make_rule
@@ -165,8 +165,7 @@ def make_parser() -> argparse.ArgumentParser:
         default="ray",
         help="ray (default) or memory (no Ray; same rows)",
     )
-    output.add_argument("--address", help="Ray cluster address (default: start local Ray)")
-    output.add_argument("--num-cpus", type=positive_int, help="CPUs for local Ray")
+    add_ray_options(output)
     return parser
 
 

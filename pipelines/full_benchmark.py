@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from invlearn_ray.cli import (
+    add_ray_options,
     comma_floats,
     comma_names,
     nonnegative_int,
@@ -112,8 +113,7 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--no-reuse", action="store_true", help="retrain runs an earlier invocation finished"
     )
-    run.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local Ray)")
-    run.add_argument("--num-cpus", type=positive_int, help="CPUs of a local Ray")
+    add_ray_options(run)
     return parser
 
 

@@ -21,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-from invlearn_ray.cli import positive_int
+from invlearn_ray.cli import add_ray_options, positive_int
 from invlearn_ray.core.checkpoint import MODEL_CONFIG
 from invlearn_ray.distributed.recommend import (
     UnknownUserError,
@@ -53,8 +53,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--actors", type=positive_int, default=1, help="scoring actors")
     parser.add_argument("--gpu", action="store_true", help="one GPU per scoring actor")
-    parser.add_argument("--address", help="Ray cluster address (default: start local Ray)")
-    parser.add_argument("--num-cpus", type=positive_int, help="CPUs for the local Ray")
+    add_ray_options(parser)
     parser.add_argument(
         "--smoke-test",
         action="store_true",

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from invlearn_ray.cli import nonnegative_int
+from invlearn_ray.cli import add_ray_options, nonnegative_int
 from invlearn_ray.core.backbones import BACKBONES
 from invlearn_ray.core.config import METHODS, TrainConfig
 from invlearn_ray.data.errors import DataError
@@ -74,8 +74,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", type=Path, help="run folder (default: runs/<dataset>-<method>-…)")
     parser.add_argument("--storage-path", type=Path, help="Ray Train checkpoints (<out>/ray)")
-    parser.add_argument("--address", help="Ray cluster address (default: start local Ray)")
-    parser.add_argument("--num-cpus", type=int, help="CPUs for the local Ray")
+    add_ray_options(parser)
     parser.add_argument(
         "--smoke-test",
         action="store_true",

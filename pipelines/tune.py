@@ -22,7 +22,7 @@ import json
 import sys
 from pathlib import Path
 
-from invlearn_ray.cli import nonnegative_int, positive_float, positive_int
+from invlearn_ray.cli import add_ray_options, nonnegative_int, positive_float, positive_int
 from invlearn_ray.distributed.benchmark import BenchmarkConfigError, ensure_dataset, parse_dataset
 from invlearn_ray.distributed.spaces import SpaceError, load_space, parse_overrides
 from invlearn_ray.distributed.tracking import Tracker
@@ -82,8 +82,7 @@ def make_parser() -> argparse.ArgumentParser:
     output.add_argument(
         "--no-final", action="store_true", help="skip the final run (no test scoring)"
     )
-    output.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local)")
-    output.add_argument("--num-cpus", type=positive_int, help="CPUs of a local Ray")
+    add_ray_options(output)
     return parser
 
 
