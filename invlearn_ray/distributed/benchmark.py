@@ -54,6 +54,7 @@ from invlearn_ray.distributed.runs import RunOutcome, RunSpec, execute_runs
 from invlearn_ray.distributed.spaces import (
     KeyPath,
     SpaceError,
+    StudySpace,
     check_field_value,
     load_space,
     load_yaml_with_lines,
@@ -451,6 +452,33 @@ def entry_method(entry: str, overrides: Mapping[str, Any]) -> str:
     return overrides.get("method", UNTUNED_BEST_EXPLICIT)
 
 
+def study_pins(
+    profile: Profile,
+    entry: str,
+    backbone: str,
+    space: StudySpace,
+    given: Mapping[str, Any],
+    dataset_path: Path,
+) -> dict[str, Any]:
+    """The fields a row's study fixes: profile settings the space does not search, given
+    settings (even searched ones: the user narrowed the study on purpose), the row itself.
+
+    On a dataset without observed-unlabeled rows the unlabeled source is pinned to ``sampled``:
+    ``observed`` cannot train there and ``both`` would equal ``sampled``, so trials spent on
+    them would be wasted budget that the other methods' studies do not lose.
+    """
+    pins = {key: value for key, value in profile.train.items() if key not in space.search}
+    pins.update(given)
+    pins["backbone"] = backbone
+    if entry != BEST_EXPLICIT:
+        pins["method"] = entry
+    if "unlabeled_source" in space.search and "unlabeled_source" not in given:
+        observed_rows = dd.read_manifest(dataset_path)["counts"]["unclear"]["rows"]
+        if observed_rows == 0:
+            pins["unlabeled_source"] = "sampled"
+    return pins
+
+
 def tune_entry(
     profile: Profile,
     entry: str,
@@ -463,18 +491,10 @@ def tune_entry(
     spaces_dir: Path,
     progress: Callable[[str], None],
 ) -> dict[str, Any]:
-    """Run (or reuse) the study of one row; returns its best configuration.
-
-    Profile ``train`` settings pin what the space does not search; given settings pin even
-    searched fields (the user narrowed the study on purpose).
-    """
+    """Run (or reuse) the study of one row (fields pinned by :func:`study_pins`); returns its
+    best configuration."""
     space = load_space(spaces_dir / ENTRY_SPACES[entry])
-    pins = {key: value for key, value in profile.train.items() if key not in space.search}
-    pins.update(given)
-    pins["backbone"] = backbone
-    if entry != BEST_EXPLICIT:
-        pins["method"] = entry
-    space = space.pinned(**pins)
+    space = space.pinned(**study_pins(profile, entry, backbone, space, given, dataset_path))
     study_dir = out / "studies" / dataset_name / backbone / entry
     progress(
         f"tuning {dataset_name}/{backbone}/{entry}: {profile.tune.trials} trials -> {study_dir}"
