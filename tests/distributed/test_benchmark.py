@@ -395,5 +395,12 @@ def test_label_fraction_figure_needs_several_fractions(tmp_path):
     assert report.plot_label_fraction(rows[:1], tmp_path / "none") == []
 
 
+def test_the_shipped_given_configs_are_valid():
+    shipped = sorted((SPACES_DIR.parent / "pipelines" / "configs").glob("*.yaml"))
+    assert shipped
+    for path in shipped:
+        assert load_given_configs(path).scopes, path
+
+
 def test_given_configs_default_is_empty():
     assert GivenConfigs().for_run("ig", "gmf") == {}
