@@ -705,12 +705,26 @@ def run_benchmark(
     )
 
 
+def _profile_line(profile: Profile) -> str:
+    """The profile as it ran: its own description, or the grid the command line narrowed it to
+    (a canned description such as "each tuned" would be false after ``--no-tune``)."""
+    if profile == PROFILES.get(profile.name):
+        return f"Profile `{profile.name}`: {profile.description}."
+    fractions = ", ".join(f"{f:g}" for f in profile.label_fractions)
+    return (
+        f"Profile `{profile.name}` as narrowed on the command line: "
+        f"{', '.join(d.base_name for d in profile.datasets)} at label fraction(s) {fractions}; "
+        f"{', '.join(report.backbone_name(b) for b in profile.backbones)}; "
+        f"{', '.join(report.method_name(e) for e in profile.entries)}; {profile.seeds} seed(s)."
+    )
+
+
 def write_report(
     profile: Profile, outcomes: Sequence[RunOutcome], rows: Sequence[report.SummaryRow], out: Path
 ) -> list[Path]:
     """Tables and figures into ``out`` (see :mod:`~invlearn_ray.distributed.report`)."""
     notes = [
-        f"Profile `{profile.name}`: {profile.description}.",
+        _profile_line(profile),
         f"Test metrics, mean ± sample std over {profile.seeds} seed(s); the best mean per "
         "backbone in bold. AUC over all test rows; GAUC = unweighted mean of per-user AUC; "
         "NDCG@K and MRR over each user's labeled test rows (read them against the random floors "

@@ -19,7 +19,7 @@ from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
 from invlearn_ray.data.sources import SourceSpec
 from invlearn_ray.data.splits import SplitOptions
 from invlearn_ray.data.synthetic import SyntheticConfig
-from invlearn_ray.distributed import report
+from invlearn_ray.distributed import benchmark, report
 from invlearn_ray.distributed.benchmark import (
     BEST_EXPLICIT,
     ENTRIES,
@@ -400,6 +400,14 @@ def test_the_shipped_given_configs_are_valid():
     assert shipped
     for path in shipped:
         assert load_given_configs(path).scopes, path
+
+
+def test_the_report_describes_a_narrowed_profile_by_its_grid_not_its_canned_text():
+    standard = PROFILES["standard"]
+    assert benchmark._profile_line(standard).endswith(standard.description + ".")
+    narrowed = standard.replace(tune=None, datasets=(DatasetSpec("ml100k"),), entries=("ig",))
+    line = benchmark._profile_line(narrowed)
+    assert "tuned" not in line and "ml100k" in line and "GMF, NeuMF; IG; 3 seed(s)" in line
 
 
 def test_given_configs_default_is_empty():
