@@ -21,7 +21,7 @@ reconciled row by row.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -88,6 +88,26 @@ def first_failure(mask: np.ndarray) -> int | None:
     return int(bad[0]) if len(bad) else None
 
 
+def require_rows(
+    ok: np.ndarray,
+    lines: np.ndarray,
+    problem: Callable[[int], str],
+    *,
+    path: str,
+    column: str,
+    fix: str,
+) -> None:
+    """Raise :class:`InputFormatError` at the first row where ``ok`` is False, if any.
+
+    ``problem(row)`` words the error for that row (e.g. quoting its value).
+    """
+    bad = first_failure(ok)
+    if bad is not None:
+        raise InputFormatError(
+            problem(bad), path=path, line=int(lines[bad]), column=column, fix=fix
+        )
+
+
 def parse_float_column(values: pa.Array, lines: np.ndarray, *, path: str, column: str) -> pa.Array:
     """Convert text values to float64, refusing non-numbers, NaN and infinities.
 
@@ -130,24 +150,22 @@ def parse_float_column(values: pa.Array, lines: np.ndarray, *, path: str, column
                 fix="Map a numeric column onto it.",
             ) from None
     array = numbers.to_numpy(zero_copy_only=False)
-    missing = first_failure(~np.isnan(array) & numbers.is_valid().to_numpy(zero_copy_only=False))
-    if missing is not None:
-        raise InputFormatError(
-            "value is missing or NaN",
-            path=path,
-            line=int(lines[missing]),
-            column=column,
-            fix="Fill in a number or remove that line.",
-        )
-    infinite = first_failure(np.isfinite(array))
-    if infinite is not None:
-        raise InputFormatError(
-            f"value {array[infinite]} is infinite",
-            path=path,
-            line=int(lines[infinite]),
-            column=column,
-            fix="Fill in a finite number or remove that line.",
-        )
+    present = ~np.isnan(array) & numbers.is_valid().to_numpy(zero_copy_only=False)
+    where = {"path": path, "column": column}
+    require_rows(
+        present,
+        lines,
+        lambda row: "value is missing or NaN",
+        fix="Fill in a number or remove that line.",
+        **where,
+    )
+    require_rows(
+        np.isfinite(array),
+        lines,
+        lambda row: f"value {array[row]} is infinite",
+        fix="Fill in a finite number or remove that line.",
+        **where,
+    )
     return pa.array(array, type=pa.float64())
 
 
@@ -164,15 +182,14 @@ def parse_id_column(
         InputFormatError: naming the first empty or non-integer id's line.
     """
     if pa.types.is_integer(values.type):
-        if values.null_count:
-            bad = first_failure(values.is_valid().to_numpy(zero_copy_only=False))
-            raise InputFormatError(
-                "id is missing",
-                path=path,
-                line=int(lines[bad]),
-                column=column,
-                fix="Fill in the id or remove that row.",
-            )
+        require_rows(
+            values.is_valid().to_numpy(zero_copy_only=False),
+            lines,
+            lambda row: "id is missing",
+            path=path,
+            column=column,
+            fix="Fill in the id or remove that row.",
+        )
         return pc.cast(values, pa.string())
     if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
         raise InputFormatError(
@@ -182,27 +199,25 @@ def parse_id_column(
             fix="Map an integer or string column onto it.",
         )
     text = pc.utf8_trim_whitespace(pc.cast(values, pa.string()))
-    empty = first_failure(pc.fill_null(pc.utf8_length(text), 0).to_numpy(zero_copy_only=False) > 0)
-    if empty is not None:
-        raise InputFormatError(
-            "id is empty",
-            path=path,
-            line=int(lines[empty]),
-            column=column,
-            fix="Fill in the id or remove that line.",
-        )
+    require_rows(
+        pc.fill_null(pc.utf8_length(text), 0).to_numpy(zero_copy_only=False) > 0,
+        lines,
+        lambda row: "id is empty",
+        path=path,
+        column=column,
+        fix="Fill in the id or remove that line.",
+    )
     if not integer:
         return text
     is_integer = pc.match_substring_regex(text, r"^[+-]?[0-9]+$").to_numpy(zero_copy_only=False)
-    bad = first_failure(is_integer)
-    if bad is not None:
-        raise InputFormatError(
-            f"id {text[bad].as_py()!r} is not an integer, as this format requires",
-            path=path,
-            line=int(lines[bad]),
-            column=column,
-            fix="Correct that line, or read the file as CSV if its ids are tokens.",
-        )
+    require_rows(
+        is_integer,
+        lines,
+        lambda row: f"id {text[row].as_py()!r} is not an integer, as this format requires",
+        path=path,
+        column=column,
+        fix="Correct that line, or read the file as CSV if its ids are tokens.",
+    )
     return pc.cast(pc.cast(text, pa.int64()), pa.string())
 
 
@@ -212,31 +227,29 @@ def check_nonnegative(
     """Refuse negative (or, with ``strictly``, zero) values, naming the first bad line."""
     array = values.to_numpy(zero_copy_only=False)
     ok = array > 0 if strictly else array >= 0
-    bad = first_failure(ok)
-    if bad is not None:
-        bound = "positive" if strictly else "zero or more"
-        raise InputFormatError(
-            f"value {array[bad]} is not {bound}",
-            path=path,
-            line=int(lines[bad]),
-            column=column,
-            fix=f"A {column} must be {bound}; correct or remove that line.",
-        )
+    bound = "positive" if strictly else "zero or more"
+    require_rows(
+        ok,
+        lines,
+        lambda row: f"value {array[row]} is not {bound}",
+        path=path,
+        column=column,
+        fix=f"A {column} must be {bound}; correct or remove that line.",
+    )
 
 
 def check_binary_labels(values: pa.Array, lines: np.ndarray, *, path: str, column: str) -> None:
     """Refuse labels other than 0 and 1, naming the first bad line."""
     array = values.to_numpy(zero_copy_only=False)
-    bad = first_failure((array == 0) | (array == 1))
-    if bad is not None:
-        raise InputFormatError(
-            f"label {array[bad]} is neither 0 nor 1",
-            path=path,
-            line=int(lines[bad]),
-            column=column,
-            fix="Labels must be 0 or 1; rows without a reliable label belong in a rating or "
-            "play-time source whose rule marks them unclear.",
-        )
+    require_rows(
+        (array == 0) | (array == 1),
+        lines,
+        lambda row: f"label {array[row]} is neither 0 nor 1",
+        path=path,
+        column=column,
+        fix="Labels must be 0 or 1; rows without a reliable label belong in a rating or "
+        "play-time source whose rule marks them unclear.",
+    )
 
 
 def file_offsets(rows_per_file: Mapping[int, int], n_files: int) -> np.ndarray:
