@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -343,13 +343,13 @@ def _parse_inter(
     text, lines = _read_text_columns(
         data, path=path, names=names, delimiter="\t", header_lines=1, quoting=False
     )
-    return _mapped_text_table(
-        text, lines, fmt, names, _DEFAULT_INTER_FIELDS, path, file_index, given_split
+    return _mapped_table(
+        text.__getitem__, lines, fmt, names, _DEFAULT_INTER_FIELDS, path, file_index, given_split
     )
 
 
-def _mapped_text_table(
-    text: dict[str, pa.Array],
+def _mapped_table(
+    column: Callable[[str], pa.Array],
     lines: np.ndarray,
     fmt: FileFormat,
     names: list[str],
@@ -358,9 +358,10 @@ def _mapped_text_table(
     file_index: int,
     given_split: int | None,
 ) -> pa.Table:
-    """Text columns of a headed file (raw string ids) → the canonical table, via the mapping."""
+    """A headed file's columns (``column(name)``; raw string ids) → the canonical table, through
+    the explicit mapping or the format's defaults."""
     mapping = _resolve_mapping(fmt, names, defaults, path=path)
-    raw = {canon: text[source] for canon, source in mapping.items()}
+    raw = {canon: column(source) for canon, source in mapping.items()}
     return _canonical_table(
         raw,
         lines,
@@ -390,8 +391,8 @@ def _parse_csv(
     text, lines = _read_text_columns(
         data, path=path, names=header, delimiter=fmt.delimiter, header_lines=1, quoting=True
     )
-    return _mapped_text_table(
-        text, lines, fmt, header, _identity_defaults(), path, file_index, given_split
+    return _mapped_table(
+        text.__getitem__, lines, fmt, header, _identity_defaults(), path, file_index, given_split
     )
 
 
@@ -406,17 +407,15 @@ def _parse_parquet(
             path=path,
             fix="Check the file, or read it with another --source kind.",
         ) from None
-    mapping = _resolve_mapping(fmt, table.column_names, _identity_defaults(), path=path)
-    raw = {canon: table.column(source).combine_chunks() for canon, source in mapping.items()}
-    lines = np.arange(1, table.num_rows + 1, dtype=np.int64)
-    return _canonical_table(
-        raw,
-        lines,
-        path=path,
-        file_index=file_index,
-        integer_ids=False,
-        given_split=given_split,
-        source_names=mapping,
+    return _mapped_table(
+        lambda name: table.column(name).combine_chunks(),
+        np.arange(1, table.num_rows + 1, dtype=np.int64),
+        fmt,
+        table.column_names,
+        _identity_defaults(),
+        path,
+        file_index,
+        given_split,
     )
 
 
