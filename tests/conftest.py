@@ -34,3 +34,25 @@ def ray_session():
         )
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def no_tracking_env(monkeypatch):
+    """Runs use their default MLflow store (under their output folder), whatever the shell says."""
+    from invlearn_ray.distributed.tracking import TRACKING_ENV
+
+    monkeypatch.delenv(TRACKING_ENV, raising=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """The tiny synthetic preset, built once (in memory, no Ray) for the pipeline-level tests."""
+    from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
+    from invlearn_ray.data.sources import SourceSpec
+    from invlearn_ray.data.splits import SplitOptions
+    from invlearn_ray.data.synthetic import SyntheticConfig
+
+    out = tmp_path_factory.mktemp("shared") / "tiny"
+    source = SourceSpec.from_synthetic(SyntheticConfig.preset("tiny"))
+    build_dataset_in_memory(BuildConfig(source=source, split=SplitOptions(seed=0)), out)
+    return out

@@ -15,10 +15,6 @@ import torch
 
 from invlearn_ray.core.config import METHODS, TrainConfig
 from invlearn_ray.core.inverse_gradient import CANDIDATES
-from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
-from invlearn_ray.data.sources import SourceSpec
-from invlearn_ray.data.splits import SplitOptions
-from invlearn_ray.data.synthetic import SyntheticConfig
 from invlearn_ray.distributed import benchmark, report
 from invlearn_ray.distributed.benchmark import (
     BEST_EXPLICIT,
@@ -43,23 +39,13 @@ from invlearn_ray.distributed.runs import (
     finished_outcome,
 )
 from invlearn_ray.distributed.spaces import load_space
-from invlearn_ray.distributed.tracking import TRACKING_ENV, Tracker
+from invlearn_ray.distributed.tracking import Tracker
 from invlearn_ray.distributed.train import DIRECTION_LOG_FILE
 
 TINY_TRAIN = {"epochs": 2, "batch_size": 64, "test_batch_size": 64, "embedding_dim": 8}
 
 
-@pytest.fixture(autouse=True)
-def no_tracking_env(monkeypatch):
-    monkeypatch.delenv(TRACKING_ENV, raising=False)
-
-
-@pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("bench") / "tiny"
-    source = SourceSpec.from_synthetic(SyntheticConfig.preset("tiny"))
-    build_dataset_in_memory(BuildConfig(source=source, split=SplitOptions(seed=0)), out)
-    return out
+pytestmark = pytest.mark.usefixtures("no_tracking_env")
 
 
 # ------------------------------------------------------------------------------ the grid

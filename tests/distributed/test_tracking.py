@@ -22,10 +22,7 @@ from invlearn_ray.distributed.tracking import (
     run_tags,
 )
 
-
-@pytest.fixture(autouse=True)
-def no_tracking_env(monkeypatch):
-    monkeypatch.delenv(TRACKING_ENV, raising=False)
+pytestmark = pytest.mark.usefixtures("no_tracking_env")
 
 
 def test_default_store_is_an_absolute_sqlite_file_under_the_output_dir(tmp_path, monkeypatch):

@@ -13,12 +13,8 @@ import mlflow
 import pytest
 from ray.tune import Callback
 
-from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
-from invlearn_ray.data.sources import SourceSpec
-from invlearn_ray.data.splits import SplitOptions
-from invlearn_ray.data.synthetic import SyntheticConfig
 from invlearn_ray.distributed.spaces import load_space
-from invlearn_ray.distributed.tracking import TRACKING_ENV, Tracker
+from invlearn_ray.distributed.tracking import Tracker
 from invlearn_ray.distributed.tune import (
     BEST_FILE,
     TRIALS_FILE,
@@ -36,17 +32,7 @@ EPOCHS = 3
 TINY = {"backbone": "gmf", "epochs": EPOCHS, "batch_size": 64, "embedding_dim": 8}
 
 
-@pytest.fixture(autouse=True)
-def no_tracking_env(monkeypatch):
-    monkeypatch.delenv(TRACKING_ENV, raising=False)
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("tune") / "tiny"
-    source = SourceSpec.from_synthetic(SyntheticConfig.preset("tiny"))
-    build_dataset_in_memory(BuildConfig(source=source, split=SplitOptions(seed=0)), out)
-    return out
+pytestmark = pytest.mark.usefixtures("no_tracking_env")
 
 
 class InterruptAfter(Callback):
@@ -111,18 +97,18 @@ def test_epochs_a_resumed_train_run_finished_without_telling_tune_are_reported_a
     assert missing_reports(history, [], resumed_from_epoch=None) == []
 
 
-def test_a_study_folder_refuses_a_different_study(dataset, tmp_path):
+def test_a_study_folder_refuses_a_different_study(tiny_dataset, tmp_path):
     space = load_space(SPACES / "ig.yaml").pinned(**TINY)
     (tmp_path / "study.json").write_text(
-        json.dumps({"space": {}, "dataset": str(dataset), "budget": {}})
+        json.dumps({"space": {}, "dataset": str(tiny_dataset), "budget": {}})
     )
     with pytest.raises(StudyMismatchError, match=r"its budget, space differ"):
-        run_study(space, dataset, StudyBudget(trials=2), tmp_path)
+        run_study(space, tiny_dataset, StudyBudget(trials=2), tmp_path)
 
 
 @pytest.mark.ray
 def test_an_interrupted_ig_study_resumes_without_redoing_finished_trials(
-    ray_session, dataset, tmp_path
+    ray_session, tiny_dataset, tmp_path
 ):
     space = load_space(SPACES / "ig.yaml").pinned(**TINY)
     budget = StudyBudget(trials=4, concurrency=2, grace_period=EPOCHS)
@@ -131,7 +117,7 @@ def test_an_interrupted_ig_study_resumes_without_redoing_finished_trials(
 
     first = run_study(
         space,
-        dataset,
+        tiny_dataset,
         budget,
         tmp_path / "study",
         tracker=tracker,
@@ -149,7 +135,7 @@ def test_an_interrupted_ig_study_resumes_without_redoing_finished_trials(
         if trial_id in finished
     }
 
-    second = run_study(space, dataset, budget, tmp_path / "study", tracker=tracker, verbose=0)
+    second = run_study(space, tiny_dataset, budget, tmp_path / "study", tracker=tracker, verbose=0)
     assert second.complete and len(second.trials) == 4
     assert all(t["status"] == "TERMINATED" for t in second.trials)
     # Finished trials were not run again: their reports are exactly the ones from before.
@@ -200,10 +186,10 @@ def _trial_paths(study_dir: Path) -> dict[str, Path]:
 
 
 @pytest.mark.ray
-def test_trials_on_ray_train_report_every_epoch_to_tune(ray_session, dataset, tmp_path):
+def test_trials_on_ray_train_report_every_epoch_to_tune(ray_session, tiny_dataset, tmp_path):
     space = load_space(SPACES / "ig.yaml").pinned(**{**TINY, "epochs": 2})
     budget = StudyBudget(trials=2, concurrency=2, workers=1, grace_period=2)
-    result = run_study(space, dataset, budget, tmp_path, score_best=False, verbose=0)
+    result = run_study(space, tiny_dataset, budget, tmp_path, score_best=False, verbose=0)
     assert result.complete and result.final is None
     assert [t["epochs_reported"] for t in result.trials] == [2, 2]
     assert result.best_valid == max(t["best_valid"] for t in result.trials)

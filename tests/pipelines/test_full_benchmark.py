@@ -13,17 +13,13 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from invlearn_ray.distributed.tracking import TRACKING_ENV
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PIPELINES = REPO_ROOT / "pipelines"
 # A short grid: two methods (IG brings the direction-log figure), two seeds, one alpha/gamma ratio.
 SHORT_GRID = ["--smoke-test", "--methods", "none,ig", "--ratios", "10"]
 
 
-@pytest.fixture(autouse=True)
-def no_tracking_env(monkeypatch):
-    monkeypatch.delenv(TRACKING_ENV, raising=False)
+pytestmark = pytest.mark.usefixtures("no_tracking_env")
 
 
 @pytest.fixture(scope="module")
