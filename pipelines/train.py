@@ -25,7 +25,8 @@ from typing import Any
 
 from invlearn_ray.cli import add_ray_options, nonnegative_int
 from invlearn_ray.core.backbones import BACKBONES
-from invlearn_ray.core.config import METHODS, TrainConfig
+from invlearn_ray.core.config import TrainConfig
+from invlearn_ray.core.methods import METHODS
 from invlearn_ray.data.errors import DataError
 from invlearn_ray.distributed.spaces import parse_overrides
 

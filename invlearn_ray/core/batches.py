@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from invlearn_ray.core.config import TrainConfig
+from invlearn_ray.core.methods import method_spec
 from invlearn_ray.core.objectives import TrainBatch
 from invlearn_ray.data.hashing import stream_seed
 from invlearn_ray.data.recdata import Interactions, UserItemIndex
@@ -164,12 +165,12 @@ class BatchSource:
         config, labeled = self.config, self.rows.labeled
         draws: dict[str, Tensor] = {}
         wants_sampled = config.unlabeled_source in ("sampled", "both")
-        method = config.supervised_method
-        if method in ("ns", "tce", "rce", "idl") and wants_sampled:
+        method = method_spec(config.supervised_method)
+        if method.needs_unlabeled and wants_sampled:
             draws["unlabeled"] = self.sampler.sample(
                 labeled.users, config.sampling_rate, self._generator(epoch, _UNLABELED)
             )
-        if method in ("sl", "bsl", "sl_epsce", "sl_complement", "sl_focal"):
+        if method.sampled_negatives:
             draws["negatives"] = self.sampler.sample(
                 labeled.users, config.n_negatives, self._generator(epoch, _NEGATIVES)
             )
@@ -194,8 +195,8 @@ class BatchSource:
         users = labeled.users[rows]
         batch = {"rows": rows, "users": users, "items": labeled.items[rows]}
         batch["labels"] = labeled.labels[rows]
-        method = config.supervised_method
-        if method in ("ns", "tce", "rce", "idl"):
+        method = method_spec(config.supervised_method)
+        if method.needs_unlabeled:
             unlabeled_users = [self.rows.observed_users[observed]]
             unlabeled_items = [self.rows.observed_items[observed]]
             if "unlabeled" in draws:
@@ -204,10 +205,10 @@ class BatchSource:
                 unlabeled_items.insert(0, sampled.reshape(-1))
             batch["unlabeled_users"] = torch.cat(unlabeled_users)
             batch["unlabeled_items"] = torch.cat(unlabeled_items)
-        if method == "dns":
+        if method.candidates == "per_step":
             generator = self._generator(epoch * 100_003 + step, _CANDIDATES)
             batch["candidates"] = self.sampler.sample(users, config.n_candidates, generator)
-        if method == "srns":
+        if method.candidates == "fixed_pool":
             batch["candidates"] = self.candidate_pools()[rows]
         if "negatives" in draws:
             batch["negatives"] = draws["negatives"][rows]

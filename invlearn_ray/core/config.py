@@ -12,30 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from invlearn_ray.core.backbones import BACKBONES
+from invlearn_ray.core.methods import BASE_METHODS, METHODS, STATIC_STEP_METHODS, method_spec
 
-METHODS = (
-    "none",  # BCE on labeled rows only
-    "ns",  # + sampled unlabeled rows as negatives
-    "tce",  # NS with truncated BCE (DenoisingRec T-CE)
-    "rce",  # NS with reweighted BCE (DenoisingRec R-CE)
-    "dns",  # + the highest-scored of M candidates as the negative
-    "srns",  # + a high-variance, high-score candidate as the negative
-    "idl",  # + the inverse dual loss on unlabeled rows
-    "ig",  # Inverse Gradient: IDL steps judged on training-test data (Algorithm 1)
-    "sl",  # sampled softmax loss on positives
-    "bsl",  # bilateral softmax loss on positives
-    "sl_epsce",  # SL + ε-smoothed negative-weight CE on explicit dislikes
-    "sl_complement",  # SL + complement likelihood log(1 − p) on explicit dislikes
-    "sl_focal",  # SL + focal-modulated complement likelihood on explicit dislikes
-)
 UNLABELED_SOURCES = ("sampled", "observed", "both")
 SELECT_METRICS = ("gauc", "auc", "ndcg_at_10", "ndcg_at_20", "mrr")
 STEP_RULES = ("sgd", "sign", "adam")
 META_STEP_COUNTS = ("train_test", "train_train")
 IG_SCHEDULES = ("sequential", "interleaved")
-STATIC_STEP_METHODS = ("none", "ns", "rce", "idl", "ig")
-"""Methods whose step has no step-dependent constants or host syncs: the ones ``compile`` and
-``cuda_graphs`` support (T-CE's drop rate changes every step; DNS/SRNS/softmax batches vary)."""
 
 
 @dataclass
@@ -43,7 +26,8 @@ class TrainConfig:
     """Options of one training run. Paper symbols in brackets.
 
     Attributes:
-        method: one of :data:`METHODS`.
+        method: one of :data:`~invlearn_ray.core.methods.METHODS` (their facts:
+            :mod:`invlearn_ray.core.methods`).
         backbone: ``mf`` | ``gmf`` | ``neumf`` | ``lightgcn``.
         embedding_dim: factor size (the paper: 32).
         mlp_layers: NeuMF tower depth (He et al.: 3).
@@ -147,7 +131,7 @@ class TrainConfig:
             "step_rule": STEP_RULES,
             "meta_steps": META_STEP_COUNTS,
             "ig_schedule": IG_SCHEDULES,
-            "ig_base": tuple(m for m in METHODS if m != "ig"),
+            "ig_base": BASE_METHODS,
         }
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
@@ -189,7 +173,7 @@ class TrainConfig:
 
     @property
     def needs_unlabeled(self) -> bool:
-        return self.method in ("ns", "tce", "rce", "idl", "ig")
+        return method_spec(self.method).needs_unlabeled
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:

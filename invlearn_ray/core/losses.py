@@ -1,6 +1,6 @@
 """Every training loss of the method and its baselines, as pure functions of logits.
 
-Four call shapes, one registry each (and ``LOSSES`` for all of them):
+Four call shapes (:mod:`invlearn_ray.core.objectives` decides which rows feed which loss):
 
 * **pointwise** ``(logits [B], labels [B], ...)``: BCE (methods *None* and *NS*), T-CE, R-CE,
   binary focal loss;
@@ -25,7 +25,6 @@ The pointwise and unlabeled losses do no data-dependent checks, so they run unde
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -391,24 +390,6 @@ def inverse_dual_loss(
     return DualLossResult(loss, pos_weight, neg_weight)
 
 
-def inverse_dual_loss_value(
-    logits: Tensor,
-    *,
-    temperature: float = 1.0,
-    weights: Tensor | None = None,
-    reduction: str = "mean",
-) -> Tensor:
-    """``inverse_dual_loss(...).loss``: the IDL as a plain tensor-valued loss, for the registry."""
-    return inverse_dual_loss(
-        logits, temperature=temperature, weights=weights, reduction=reduction
-    ).loss
-
-
-# --------------------------------------------------------------------------------------------
-# Sampled softmax losses: SL, BSL
-# --------------------------------------------------------------------------------------------
-
-
 def softmax_loss(
     pos_logits: Tensor,
     neg_logits: Tensor,
@@ -614,57 +595,3 @@ def focal_softmax_loss(
     modulating = torch.exp(gamma * _log_one_minus_softmax(logits, target))
     per_row = -modulating * log_p_target
     return _reduce(per_row, weights, reduction, "focal_softmax_loss")
-
-
-# --------------------------------------------------------------------------------------------
-# Registries
-# --------------------------------------------------------------------------------------------
-
-POINTWISE_LOSSES: dict[str, Callable[..., Tensor]] = {
-    "bce": bce_with_logits,
-    "truncated_bce": truncated_bce,
-    "reweighted_bce": reweighted_bce,
-    "focal_bce": focal_bce,
-}
-"""``(logits [B], labels [B], **params)`` losses: None/NS (bce), T-CE, R-CE, focal."""
-
-UNLABELED_LOSSES: dict[str, Callable[..., Tensor]] = {
-    "inverse_dual": inverse_dual_loss_value,
-}
-"""``(logits [B], **params)`` losses of unlabeled rows. Use ``inverse_dual_loss`` for weights."""
-
-SAMPLED_SOFTMAX_LOSSES: dict[str, Callable[..., Tensor]] = {
-    "softmax": softmax_loss,
-    "bilateral_softmax": bilateral_softmax_loss,
-}
-"""``(pos_logits [B], neg_logits [B, N], ...)`` losses: SL (``tau``), BSL (``users``, τ1, τ2)."""
-
-CANDIDATE_LOSSES: dict[str, Callable[..., Tensor]] = {
-    "eps_negative_ce": eps_negative_ce,
-    "complement_nll": complement_nll,
-    "focal_softmax": focal_softmax_loss,
-}
-"""``(logits [B, C], target [B], **params)`` losses over a candidate set."""
-
-LOSSES: dict[str, Callable[..., Tensor]] = {
-    **POINTWISE_LOSSES,
-    **UNLABELED_LOSSES,
-    **SAMPLED_SOFTMAX_LOSSES,
-    **CANDIDATE_LOSSES,
-}
-"""Every loss by name; the four registries above say which call shape each name has."""
-
-
-def get_loss(
-    name: str, registry: dict[str, Callable[..., Tensor]] | None = None
-) -> Callable[..., Tensor]:
-    """Look a loss up by name in ``registry`` (default: ``LOSSES``).
-
-    Raises:
-        KeyError: the name is unknown; the message lists the valid names.
-    """
-    registry = LOSSES if registry is None else registry
-    try:
-        return registry[name]
-    except KeyError:
-        raise KeyError(f"unknown loss {name!r}; valid names: {sorted(registry)}") from None

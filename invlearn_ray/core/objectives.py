@@ -7,7 +7,8 @@ sizes). Objectives are pure: the trainer differentiates them with ``torch.func``
 ``torch.compile`` them), which forbids side effects, so the one stateful method (SRNS) returns
 what it wants recorded in ``BatchLoss.record`` and the trainer hands it back through the
 objective's ``record`` method after the step. The losses themselves live in
-:mod:`invlearn_ray.core.losses`; this module only decides which rows each method feeds them.
+:mod:`invlearn_ray.core.losses`; this module only decides which rows each method feeds them,
+and :mod:`invlearn_ray.core.methods` says which objective each method uses.
 
 Conventions shared by all methods:
 
@@ -23,12 +24,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from invlearn_ray.core import losses
-from invlearn_ray.core.config import TrainConfig
 from invlearn_ray.core.hard_negatives import (
     ScoreHistory,
     dns_select,
@@ -37,6 +38,9 @@ from invlearn_ray.core.hard_negatives import (
     srns_likelihood,
     srns_select,
 )
+
+if TYPE_CHECKING:  # only an annotation: config -> methods -> this module at run time
+    from invlearn_ray.core.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -258,23 +262,3 @@ def make_softmax_objective(config: TrainConfig) -> Objective:
         return BatchLoss(total, _count(count, total))
 
     return objective
-
-
-def build_objective(config: TrainConfig, n_rows: int, device: torch.device) -> Objective:
-    """The objective of the supervised steps (IG's: that of its ``ig_base``, *None* by default)."""
-    method = config.supervised_method
-    if method == "none":
-        return none_objective
-    if method == "ns":
-        return ns_objective
-    if method == "dns":
-        return dns_objective
-    factories: dict[str, Callable[[], Objective]] = {
-        "tce": lambda: make_tce_objective(config),
-        "rce": lambda: make_rce_objective(config),
-        "idl": lambda: make_idl_objective(config),
-        "srns": lambda: SRNSObjective(config, n_rows, device),
-    }
-    if method in factories:
-        return factories[method]()
-    return make_softmax_objective(config)

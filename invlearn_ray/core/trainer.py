@@ -39,7 +39,8 @@ from invlearn_ray.core.evaluation import (
 from invlearn_ray.core.gradients import grad_and_value, reduce_mean_
 from invlearn_ray.core.inverse_gradient import CANDIDATES, InverseGradient
 from invlearn_ray.core.losses import idl_weights
-from invlearn_ray.core.objectives import BatchLoss, Objective, TrainBatch, build_objective
+from invlearn_ray.core.methods import build_objective, method_spec
+from invlearn_ray.core.objectives import BatchLoss, Objective, TrainBatch
 from invlearn_ray.data.hashing import stream_seed
 from invlearn_ray.data.recdata import Interactions, RecData
 from invlearn_ray.data.sampling import epoch_generator, sample_unlabeled
@@ -450,7 +451,7 @@ class Trainer:
     @torch.no_grad()
     def _record_weights(self, epoch: int) -> None:
         """Histogram of the IDL positive weight w¹ over the diagnostic rows (paper Fig. 4–5)."""
-        if self.config.method not in ("idl", "ig"):
+        if not method_spec(self.config.method).idl_weights:
             return
         rows = self._diagnostic_rows
         users = torch.cat([rows["sampled_users"], rows["observed_users"]])

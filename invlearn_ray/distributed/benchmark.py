@@ -43,7 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from invlearn_ray.core.backbones import BACKBONES
-from invlearn_ray.core.config import METHODS, TrainConfig
+from invlearn_ray.core.config import TrainConfig
+from invlearn_ray.core.methods import METHOD_SPECS, METHODS
 from invlearn_ray.data import dataset_dir as dd
 from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
 from invlearn_ray.data.sources import SourceSpec
@@ -71,19 +72,7 @@ BEST_EXPLICIT = "best_explicit"
 ENTRIES = (*METHODS, BEST_EXPLICIT)
 """Table rows: every method, plus the explicit-negative loss that tunes best."""
 ENTRY_SPACES = {
-    "none": "none.yaml",
-    "ns": "ns.yaml",
-    "tce": "tce.yaml",
-    "rce": "rce.yaml",
-    "dns": "dns.yaml",
-    "srns": "srns.yaml",
-    "idl": "idl.yaml",
-    "ig": "ig.yaml",
-    "sl": "sl.yaml",
-    "bsl": "bsl.yaml",
-    "sl_epsce": "explicit_negative.yaml",
-    "sl_complement": "explicit_negative.yaml",
-    "sl_focal": "explicit_negative.yaml",
+    **{name: spec.space_file for name, spec in METHOD_SPECS.items()},
     BEST_EXPLICIT: "explicit_negative.yaml",
 }
 """The space that tunes each entry (the explicit-negative one is pinned to a single loss,

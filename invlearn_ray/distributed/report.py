@@ -38,6 +38,7 @@ import torch
 from matplotlib.figure import Figure
 
 from invlearn_ray.core.inverse_gradient import CANDIDATES
+from invlearn_ray.core.methods import METHOD_SPECS
 from invlearn_ray.core.metrics import display_name
 from invlearn_ray.distributed.runs import RunOutcome
 from invlearn_ray.distributed.train import DIRECTION_LOG_FILE
@@ -55,21 +56,10 @@ ANNOTATION_METRICS = (
     "observed_recall",
 )
 METHOD_NAMES = {
-    "none": "None",
-    "ns": "NS",
-    "tce": "T-CE",
-    "rce": "R-CE",
-    "dns": "DNS",
-    "srns": "SRNS",
-    "idl": "IDL",
-    "ig": "IG",
-    "sl": "SL",
-    "bsl": "BSL",
-    "sl_epsce": "SL + ε-CE",
-    "sl_complement": "SL + complement",
-    "sl_focal": "SL + focal",
+    **{name: spec.display_name for name, spec in METHOD_SPECS.items()},
     "best_explicit": "SL + explicit (best)",
 }
+"""Row names of the tables: every method's display name, and the benchmark's extra entry."""
 BACKBONE_NAMES = {"mf": "MF", "gmf": "GMF", "neumf": "NeuMF", "lightgcn": "LightGCN"}
 DIRECTION_STYLE = {
     "none": ("tab:gray", "o"),

@@ -40,7 +40,8 @@ from typing import Any
 
 import yaml
 
-from invlearn_ray.core.config import METHODS, SELECT_METRICS, TrainConfig
+from invlearn_ray.core.config import SELECT_METRICS, TrainConfig
+from invlearn_ray.core.methods import METHODS
 
 TOP_LEVEL_KEYS = ("description", "metric", "mode", "fixed", "search")
 REQUIRED_KEYS = ("metric", "search")

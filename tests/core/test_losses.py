@@ -588,34 +588,3 @@ def test_focal_bce_matches_naive_formula_where_stable():
         labels * (1 - prob) ** 2 * torch.log(prob) + (1 - labels) * prob**2 * torch.log(1 - prob)
     ).mean()
     torch.testing.assert_close(L.focal_bce(logits, labels, gamma=2.0), expected)
-
-
-# ----------------------------------------------------------------------------------------------
-# Registry
-# ----------------------------------------------------------------------------------------------
-
-
-def test_registry_holds_every_loss_family():
-    assert L.get_loss("bce") is L.bce_with_logits
-    assert L.get_loss("bilateral_softmax") is L.bilateral_softmax_loss
-    assert set(L.LOSSES) == (
-        set(L.POINTWISE_LOSSES)
-        | set(L.UNLABELED_LOSSES)
-        | set(L.SAMPLED_SOFTMAX_LOSSES)
-        | set(L.CANDIDATE_LOSSES)
-    )
-
-
-def test_registry_inverse_dual_entry_returns_the_loss_tensor():
-    logits = _logits(10)
-    torch.testing.assert_close(L.get_loss("inverse_dual")(logits), L.inverse_dual_loss(logits).loss)
-
-
-def test_unknown_loss_name_lists_valid_names():
-    with pytest.raises(KeyError, match="valid names: .*'bce'.*'truncated_bce'"):
-        L.get_loss("bpr")
-
-
-def test_lookup_in_a_named_registry_only_sees_that_family():
-    with pytest.raises(KeyError, match="complement_nll"):
-        L.get_loss("bce", L.CANDIDATE_LOSSES)

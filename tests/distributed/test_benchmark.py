@@ -13,8 +13,9 @@ import mlflow
 import pytest
 import torch
 
-from invlearn_ray.core.config import METHODS, TrainConfig
+from invlearn_ray.core.config import TrainConfig
 from invlearn_ray.core.inverse_gradient import CANDIDATES
+from invlearn_ray.core.methods import METHODS
 from invlearn_ray.distributed import benchmark, report
 from invlearn_ray.distributed.benchmark import (
     BEST_EXPLICIT,

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from invlearn_ray.core.config import METHODS, TrainConfig
+from invlearn_ray.core.config import TrainConfig
+from invlearn_ray.core.methods import METHODS
 from invlearn_ray.distributed.spaces import (
     Distribution,
     SpaceError,

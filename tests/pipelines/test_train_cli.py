@@ -48,6 +48,7 @@ def smoke_run(train_cli, tmp_path_factory) -> Path:
         (["--smoke-test", "--method", "ig", "--set", "method=ns"], "method is given twice"),
         (["--smoke-test", "--set", "lr=1", "--set", "lr=2"], "lr is given twice"),
         (["--smoke-test", "--method", "magic"], "invalid choice: 'magic'"),
+        (["--smoke-test", "--set", "method=magic"], "method = 'magic' is not one of"),
         (["--smoke-test", "--set", "step_rule=newton"], "step_rule = 'newton' is not one of"),
         (["--smoke-test", "--set", "batch_size=0"], "batch_size must be > 0"),
         (["--smoke-test", "--workers", "-1"], "expected an integer >= 0"),
