@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from invlearn_ray.core.config import TrainConfig  # noqa: E402
 from invlearn_ray.core.evaluation import evaluate_full_ranking, evaluate_split  # noqa: E402
 from invlearn_ray.core.trainer import Trainer  # noqa: E402
-from invlearn_ray.data.synthetic import SyntheticConfig, make_synthetic_recdata  # noqa: E402
+from invlearn_ray.data.build import make_synthetic_recdata  # noqa: E402
+from invlearn_ray.data.synthetic import SyntheticConfig  # noqa: E402
 
 
 def _sync(device: str) -> None:

@@ -539,11 +539,23 @@ def build_dataset_in_memory(
     return built.manifest
 
 
-def build_recdata_in_memory(synthetic: SyntheticConfig, **options: Any) -> RecData:
-    """Generate and build a synthetic dataset straight into a :class:`RecData` (no files)."""
-    options.setdefault("split", sp.SplitOptions(seed=synthetic.seed))
-    config = BuildConfig(source=SourceSpec.from_synthetic(synthetic), **options)
-    built = build_in_memory(config)
+def make_synthetic_recdata(config: SyntheticConfig | None = None, **build_options: Any) -> RecData:
+    """Generate and build a synthetic dataset in memory — no Ray, no files.
+
+    Args:
+        config: generator parameters (default: the ``default`` preset).
+        **build_options: fields of :class:`BuildConfig` other than the source (e.g.
+            ``split=SplitOptions(label_fraction=0.3)``, ``rule=...``). The split seed defaults
+            to ``config.seed``.
+
+    Returns:
+        A :class:`~invlearn_ray.data.recdata.RecData` with ``truth`` set to the planted truth.
+    """
+    synthetic = config or SyntheticConfig()
+    build_options.setdefault("split", sp.SplitOptions(seed=synthetic.seed))
+    built = build_in_memory(
+        BuildConfig(source=SourceSpec.from_synthetic(synthetic), **build_options)
+    )
     return recdata_from_tables(
         built.tables,
         n_users=built.manifest["n_users"],

@@ -342,21 +342,3 @@ def generate_interactions(config: SyntheticConfig) -> SyntheticSource:
         else 1.0,
     }
     return SyntheticSource(table=pa.table(columns), truth=truth, stats=stats)
-
-
-def make_synthetic_recdata(config: SyntheticConfig | None = None, **build_options: Any):
-    """Generate and build a synthetic dataset in memory — no Ray, no files.
-
-    Args:
-        config: generator parameters (default: the ``default`` preset).
-        **build_options: fields of :class:`invlearn_ray.data.build.BuildConfig` other than the
-            source (e.g. ``split=SplitOptions(label_fraction=0.3)``, ``rule=...``). The split
-            seed defaults to ``config.seed``.
-
-    Returns:
-        A :class:`~invlearn_ray.data.recdata.RecData` with ``truth`` set to the planted truth.
-    """
-    # Imported here: the builder reads synthetic sources through this module.
-    from invlearn_ray.data.build import build_recdata_in_memory
-
-    return build_recdata_in_memory(config or SyntheticConfig(), **build_options)

@@ -10,7 +10,8 @@ import torch
 from invlearn_ray.core.batches import BatchSource, TrainingRows, local_step_counts
 from invlearn_ray.core.config import TrainConfig
 from invlearn_ray.core.trainer import training_rows
-from invlearn_ray.data.synthetic import SyntheticConfig, make_synthetic_recdata
+from invlearn_ray.data.build import make_synthetic_recdata
+from invlearn_ray.data.synthetic import SyntheticConfig
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,8 @@ from invlearn_ray.core.methods import (
     method_spec,
 )
 from invlearn_ray.core.trainer import Trainer
-from invlearn_ray.data.synthetic import SyntheticConfig, make_synthetic_recdata
+from invlearn_ray.data.build import make_synthetic_recdata
+from invlearn_ray.data.synthetic import SyntheticConfig
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "tune_spaces"
 

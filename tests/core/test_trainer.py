@@ -12,8 +12,9 @@ from invlearn_ray.core.config import TrainConfig
 from invlearn_ray.core.inverse_gradient import CANDIDATES
 from invlearn_ray.core.methods import METHODS
 from invlearn_ray.core.trainer import WEIGHT_BINS, Trainer
+from invlearn_ray.data.build import make_synthetic_recdata
 from invlearn_ray.data.recdata import ObservedUnlabeled
-from invlearn_ray.data.synthetic import SyntheticConfig, make_synthetic_recdata
+from invlearn_ray.data.synthetic import SyntheticConfig
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from invlearn_ray.data import canonical as cn
+from invlearn_ray.data.build import make_synthetic_recdata
 from invlearn_ray.data.labels import UNCLEAR, FinishRateRule, RatingRule
 from invlearn_ray.data.splits import SplitOptions
 from invlearn_ray.data.synthetic import (
@@ -15,7 +16,6 @@ from invlearn_ray.data.synthetic import (
     PlantedTruth,
     SyntheticConfig,
     generate_interactions,
-    make_synthetic_recdata,
 )
 
 SMALL = SyntheticConfig(n_users=200, n_items=300, labeled_density=0.04, seed=3)
