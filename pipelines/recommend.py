@@ -29,8 +29,8 @@ from invlearn_ray.distributed.recommend import (
     read_raw_ids,
     recommend_to_parquet,
 )
+from invlearn_ray.distributed.run_dir import MODEL_DIR
 from invlearn_ray.distributed.session import ensure_ray
-from invlearn_ray.distributed.train import MODEL_DIR
 
 SMOKE_TEST_USERS = 10
 SMOKE_TEST_K = 5

@@ -158,14 +158,13 @@ def main(argv: list[str] | None = None) -> int:
         resolved.update(cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures)
     print("resolved config:\n" + json.dumps(resolved, indent=2), flush=True)
 
-    from invlearn_ray.distributed.train import (
+    from invlearn_ray.distributed.run_dir import (
         DIRECTION_LOG_FILE,
         METRICS_FILE,
         MODEL_DIR,
         RunConflictError,
-        TrainingRunError,
-        run_training,
     )
+    from invlearn_ray.distributed.train import TrainingRunError, run_training
 
     try:
         if args.workers:

@@ -51,6 +51,7 @@ from invlearn_ray.data.sources import SourceSpec
 from invlearn_ray.data.splits import SplitOptions
 from invlearn_ray.data.synthetic import PRESETS, SyntheticConfig
 from invlearn_ray.distributed import report
+from invlearn_ray.distributed.build import build_dataset
 from invlearn_ray.distributed.runs import RunOutcome, RunSpec, execute_runs
 from invlearn_ray.distributed.spaces import (
     KeyPath,
@@ -199,8 +200,6 @@ def ensure_dataset(
         return out
     started = time.perf_counter()
     if engine == "ray":
-        from invlearn_ray.distributed.build import build_dataset
-
         manifest = build_dataset(config, out, overwrite=True)
     else:
         manifest = build_dataset_in_memory(config, out, overwrite=True)

@@ -32,7 +32,7 @@ from invlearn_ray.core.backbones import Backbone
 from invlearn_ray.core.checkpoint import load_model
 from invlearn_ray.data import dataset_dir as dd
 from invlearn_ray.data.recdata import UserItemIndex
-from invlearn_ray.distributed.train import SEEN_ITEMS_FILE
+from invlearn_ray.distributed.run_dir import SEEN_ITEMS_FILE
 
 USER, RANK, ITEM, SCORE = "user", "rank", "item", "score"
 USER_INDEX = "user_index"

@@ -40,8 +40,8 @@ from matplotlib.figure import Figure
 from invlearn_ray.core.inverse_gradient import CANDIDATES
 from invlearn_ray.core.methods import METHOD_SPECS
 from invlearn_ray.core.metrics import display_name
+from invlearn_ray.distributed.run_dir import read_direction_log
 from invlearn_ray.distributed.runs import RunOutcome
-from invlearn_ray.distributed.train import DIRECTION_LOG_FILE
 
 TABLE_METRICS = ("auc", "gauc", "ndcg_at_10", "ndcg_at_20", "mrr", "full_recall_at_20")
 FLOOR_METRICS = ("random_ndcg_at_10", "random_ndcg_at_20", "random_mrr")
@@ -324,10 +324,9 @@ def annotation_markdown(rows: Sequence[SummaryRow]) -> str:
 
 def load_direction_log(outcome: RunOutcome) -> dict[str, Any] | None:
     """A run's direction log and weight histograms (``direction_log.pt``), or None."""
-    path = Path(outcome.spec.output_dir) / DIRECTION_LOG_FILE
-    if not outcome.ok or not path.is_file():
+    if not outcome.ok:
         return None
-    return torch.load(path, weights_only=True)
+    return read_direction_log(Path(outcome.spec.output_dir))
 
 
 def _slug(*parts: str) -> str:

@@ -31,8 +31,9 @@ from typing import Any
 import torch
 
 from invlearn_ray.core.config import TrainConfig
+from invlearn_ray.distributed.run_dir import read_direction_log, read_metrics
 from invlearn_ray.distributed.tracking import Tracker, config_params, run_tags
-from invlearn_ray.distributed.train import DIRECTION_LOG_FILE, METRICS_FILE, run_training
+from invlearn_ray.distributed.train import run_training
 
 SPEC_FILE = "run_spec.json"
 OUTCOME_FILE = "outcome.json"
@@ -118,7 +119,7 @@ def execute_run(spec: RunSpec, workers: int = 0, cpus_per_worker: float = 0.5) -
             cpus_per_worker=cpus_per_worker,
             run_name="train",
         )
-        metrics = json.loads((output_dir / METRICS_FILE).read_text())
+        metrics = read_metrics(output_dir)
         write_weight_histograms(output_dir)
         outcome = RunOutcome(
             spec=spec,
@@ -161,10 +162,9 @@ def _numbers(values: dict[str, Any]) -> dict[str, float]:
 
 def write_weight_histograms(output_dir: Path) -> Path | None:
     """The IDL weight histograms of ``direction_log.pt`` as readable JSON (an MLflow artifact)."""
-    path = output_dir / DIRECTION_LOG_FILE
-    if not path.is_file():
+    log = read_direction_log(output_dir)
+    if log is None:
         return None
-    log = torch.load(path, weights_only=True)
     histograms = {
         str(epoch): counts.tolist() for epoch, counts in sorted(log["weight_histograms"].items())
     }

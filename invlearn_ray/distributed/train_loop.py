@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import ray.data
 import ray.train
 import ray.train.torch
 import torch
@@ -53,9 +54,13 @@ from invlearn_ray.core.trainer import EpochRecord, Trainer
 from invlearn_ray.data import canonical as cn
 from invlearn_ray.data.loading import load_dataset
 from invlearn_ray.data.recdata import Interactions, RecData
-from invlearn_ray.distributed.train import SHARD_COLUMNS, write_run_outputs
+from invlearn_ray.distributed.run_dir import write_run_outputs
 
 CHECKPOINT_FILE = "trainer.pt"
+SHARDED_SPLITS = ("train_train", "train_test")
+"""Splits read through Ray Data and divided among workers; every other split is small and
+global (validation, test, the seen-item index), so each worker loads it whole."""
+SHARD_COLUMNS = (cn.ROW, cn.USER, cn.ITEM, cn.LABEL)
 
 
 class InjectedFailure(RuntimeError):
@@ -98,6 +103,19 @@ class ExactSplitConfig(DataConfig):
             for rank, piece in enumerate(materialized.split_at_indices(bounds)):
                 output[rank][name] = piece.iterator()
         return output
+
+
+def read_shard_dataset(dataset_path: Path, split: str) -> Dataset:
+    """A labeled split as a materialised Ray Dataset, rows in file order.
+
+    Materialised once, on the driver, before the workers hold their CPUs: the read cannot be
+    starved by the workers (the 2-CPU hang of ray_notes.md), and a restarted worker group
+    re-splits the same blocks instead of re-reading Parquet. File order (``preserve_order``)
+    makes :class:`ExactSplitConfig`'s row ranges the same rows on every run.
+    """
+    dataset = ray.data.read_parquet(str(dataset_path / split))
+    dataset.context.execution_options.preserve_order = True
+    return dataset.select_columns(list(SHARD_COLUMNS)).materialize()
 
 
 class RecordingBatchSource:

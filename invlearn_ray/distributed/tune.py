@@ -62,10 +62,16 @@ from invlearn_ray.core.checkpoint import save_model
 from invlearn_ray.core.trainer import EpochRecord, Trainer
 from invlearn_ray.data import dataset_dir as dd
 from invlearn_ray.data.loading import load_dataset
+from invlearn_ray.distributed.run_dir import DIRECTION_LOG_FILE, MODEL_DIR, read_metrics
 from invlearn_ray.distributed.runs import RunOutcome, RunSpec, execute_runs
 from invlearn_ray.distributed.spaces import StudySpace
 from invlearn_ray.distributed.tracking import Tracker, config_params, run_tags
-from invlearn_ray.distributed.train import DIRECTION_LOG_FILE, METRICS_FILE, MODEL_DIR
+from invlearn_ray.distributed.train_loop import (
+    SHARDED_SPLITS,
+    ExactSplitConfig,
+    read_shard_dataset,
+    train_loop_per_worker,
+)
 
 STUDY_FILE = "study.json"
 BEST_FILE = "best.json"
@@ -252,9 +258,6 @@ def _trial_on_ray_train(config, context: TrialContext, outputs: Path) -> None:
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from invlearn_ray.distributed.train import SHARDED_SPLITS, read_shard_dataset
-    from invlearn_ray.distributed.train_loop import ExactSplitConfig, train_loop_per_worker
-
     dataset = Path(context.dataset)
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -281,7 +284,7 @@ def _trial_on_ray_train(config, context: TrialContext, outputs: Path) -> None:
     # reports are all on disk when a restored trial starts.
     reported_before = context.tune_reports(tune.get_context().get_trial_id())
     trainer.fit()
-    summary = json.loads((outputs / METRICS_FILE).read_text())
+    summary = read_metrics(outputs)
     missing = missing_reports(summary["history"], reported_before, summary["resumed_from_epoch"])
     for record in missing:
         tune.report(record)

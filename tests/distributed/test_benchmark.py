@@ -33,6 +33,7 @@ from invlearn_ray.distributed.benchmark import (
     plan_runs,
     study_pins,
 )
+from invlearn_ray.distributed.run_dir import DIRECTION_LOG_FILE
 from invlearn_ray.distributed.runs import (
     RunOutcome,
     RunSpec,
@@ -41,7 +42,6 @@ from invlearn_ray.distributed.runs import (
 )
 from invlearn_ray.distributed.spaces import load_space
 from invlearn_ray.distributed.tracking import Tracker
-from invlearn_ray.distributed.train import DIRECTION_LOG_FILE
 
 TINY_TRAIN = {"epochs": 2, "batch_size": 64, "test_batch_size": 64, "embedding_dim": 8}
 

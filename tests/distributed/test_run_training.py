@@ -18,12 +18,8 @@ from invlearn_ray.data.loading import load_dataset
 from invlearn_ray.data.sources import SourceSpec
 from invlearn_ray.data.splits import SplitOptions
 from invlearn_ray.data.synthetic import SyntheticConfig
-from invlearn_ray.distributed.train import (
-    RUN_DESCRIPTION_FILE,
-    RunConflictError,
-    claim_run_dir,
-    run_training,
-)
+from invlearn_ray.distributed.run_dir import RUN_DESCRIPTION_FILE, RunConflictError, claim_run_dir
+from invlearn_ray.distributed.train import run_training
 
 CONFIG = TrainConfig(method="ig", embedding_dim=8, epochs=2, batch_size=64, test_batch_size=16)
 
