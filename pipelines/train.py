@@ -10,9 +10,11 @@ Examples::
 
 ``--workers 0`` (the default) trains in this process without Ray; ``--workers N`` runs N
 data-parallel Ray Train workers (a local Ray is started unless ``--address`` names a cluster).
-Every ``TrainConfig`` option can be set with ``--set KEY=VALUE``. The run ends by printing where
-its model (``<out>/model``, self-contained: ``pipelines/recommend.py --model`` reads it) and
-metrics (``<out>/metrics.json``) are. All the logic lives in ``invlearn_ray.distributed.train``.
+Every ``TrainConfig`` option can be set with ``--set KEY=VALUE``. The run folder appears whole
+when the run is complete; a finished run already in ``--out`` is refused unless ``--overwrite``.
+The run ends by printing where its model (``<out>/model``, self-contained:
+``pipelines/recommend.py --model`` reads it) and metrics (``<out>/metrics.json``) are. All the
+logic lives in ``invlearn_ray.distributed.train``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,16 @@ from invlearn_ray.core.backbones import BACKBONES
 from invlearn_ray.core.config import TrainConfig
 from invlearn_ray.core.methods import METHODS
 from invlearn_ray.data.errors import DataError
+from invlearn_ray.distributed.run_dir import (
+    DIRECTION_LOG_FILE,
+    METRICS_FILE,
+    MODEL_DIR,
+    RunConflictError,
+    RunExistsError,
+    check_can_publish,
+)
 from invlearn_ray.distributed.spaces import parse_overrides
+from invlearn_ray.distributed.train import TrainingRunError, run_training
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RUNS_ROOT = REPO_ROOT / "runs"
@@ -74,6 +85,9 @@ def make_parser() -> argparse.ArgumentParser:
         help="worker-group restarts from the last checkpoint",
     )
     parser.add_argument("--out", type=Path, help="run folder (default: runs/<dataset>-<method>-…)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace a finished run already in --out"
+    )
     parser.add_argument("--storage-path", type=Path, help="Ray Train checkpoints (<out>/ray)")
     add_ray_options(parser)
     parser.add_argument(
@@ -128,6 +142,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Nam
     config = train_config_from_args(args, parser)
     if args.out is None:
         args.out = _default_out(args.dataset, config)
+    if args.storage_path and args.storage_path.resolve().is_relative_to(args.out.resolve()):
+        parser.error(
+            "--storage-path must lie outside --out (the run folder is replaced as a whole when "
+            "it is published); leave it unset to keep checkpoints in <out>/ray"
+        )
     return config, args
 
 
@@ -146,26 +165,23 @@ def _smoke_dataset(out: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     config, args = parse_args(argv)
     out = args.out.resolve()
+    try:  # before the smoke-test dataset is built into <out>
+        check_can_publish(out, args.overwrite)
+    except RunExistsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     dataset = args.dataset.resolve() if args.dataset else _smoke_dataset(out)
     resolved = {
         "dataset": str(dataset),
         "workers": args.workers,
         "gpu": args.gpu,
         "out": str(out),
+        "overwrite": args.overwrite,
         "train": config.to_dict(),
     }
     if args.workers:
         resolved.update(cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures)
     print("resolved config:\n" + json.dumps(resolved, indent=2), flush=True)
-
-    from invlearn_ray.distributed.run_dir import (
-        DIRECTION_LOG_FILE,
-        METRICS_FILE,
-        MODEL_DIR,
-        RunConflictError,
-    )
-    from invlearn_ray.distributed.train import TrainingRunError, run_training
-
     try:
         if args.workers:
             # Imported only here: one-process training must run where Ray is not installed.
@@ -181,8 +197,9 @@ def main(argv: list[str] | None = None) -> int:
             cpus_per_worker=args.cpus_per_worker,
             max_failures=args.max_failures,
             storage_path=args.storage_path,
+            overwrite=args.overwrite,
         )
-    except (DataError, RunConflictError, TrainingRunError) as error:
+    except (DataError, RunConflictError, RunExistsError, TrainingRunError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     shown = {key: summary["test"][key] for key in SHOWN_METRICS if key in summary["test"]}

@@ -9,9 +9,24 @@ Every training path writes the same folder (:func:`write_run_outputs`)::
     <output_dir>/metrics.json      config, selected epoch, valid/test metrics, epoch history
     <output_dir>/direction_log.pt  IG's per-meta-step choices and losses, IDL weight histograms
 
-A Ray Train run also keeps its checkpoints in a run folder of Ray's storage, claimed with
-:func:`claim_run_dir`. This module is Ray-free: the single-process path, the Ray Train workers,
-the benchmark's runs, its report and the tuning studies all read and write through it.
+    <output_dir>/ray/<run name>/   a Ray Train run's checkpoints (default storage)
+
+**Publishing.** A run is written into a hidden staging folder beside its output folder,
+``.<name>.staging``, and renamed into place when it is complete (:func:`publish_run`), so a
+crash never leaves a new ``model.json`` beside an old ``metrics.json``: the output folder holds
+the previous run, or the new one, whole. A folder holding ``metrics.json`` is a *finished* run
+and is replaced only when asked (``overwrite``, ``--overwrite``; :func:`check_can_publish`):
+then it is retired whole, with everything in it. Anything else already in the output folder
+(an interrupted run's leftovers, files a caller put there) moves into the new run folder.
+
+Ray Train keeps a run's checkpoints in its storage folder, by default ``ray/`` *inside the
+staging folder*: the staging folder's name is fixed, so re-running the same command after a
+crash finds the checkpoints and resumes (:func:`claim_run_dir` refuses another run there);
+after publishing they are at ``<output_dir>/ray/<run name>``. A Ray run that fails keeps its
+staging folder for that reason; a one-process run that fails removes it.
+
+This module is Ray-free: the single-process path, the Ray Train workers, the benchmark's runs,
+its report and the tuning studies all read and write through it.
 """
 
 from __future__ import annotations
@@ -19,6 +34,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +51,69 @@ METRICS_FILE = "metrics.json"
 DIRECTION_LOG_FILE = "direction_log.pt"
 SEEN_ITEMS_FILE = "seen_items.pt"
 RUN_DESCRIPTION_FILE = "invlearn_run.json"
+RAY_STORAGE_DIR = "ray"
 
 
 class RunConflictError(ValueError):
     """The Ray Train run folder already belongs to a different run."""
+
+
+class RunExistsError(ValueError):
+    """The output folder holds a finished run and replacing it was not asked for."""
+
+
+def is_finished_run(output_dir: Path) -> bool:
+    """Whether ``output_dir`` holds a finished run (``metrics.json`` is written last)."""
+    return (output_dir / METRICS_FILE).is_file()
+
+
+def check_can_publish(output_dir: Path, overwrite: bool) -> None:
+    """Refuse, before any work, a run that would replace a finished one unasked.
+
+    Raises:
+        RunExistsError: ``output_dir`` is a file, or holds a finished run and ``overwrite`` is
+            False.
+    """
+    if output_dir.exists() and not output_dir.is_dir():
+        raise RunExistsError(f"{output_dir} is a file, not a run folder; choose another --out")
+    if is_finished_run(output_dir) and not overwrite:
+        raise RunExistsError(
+            f"{output_dir} already holds a finished run; pass --overwrite to replace it, or "
+            "choose another --out"
+        )
+
+
+def staging_dir(output_dir: Path) -> Path:
+    """The hidden folder beside ``output_dir`` that a run is written into. Its name is fixed,
+    so a rerun after a crash finds the Ray Train checkpoints inside it."""
+    return output_dir.parent / f".{output_dir.name}.staging"
+
+
+def publish_run(staging: Path, output_dir: Path, inputs: Sequence[Path] = ()) -> None:
+    """Rename the complete run in ``staging`` into place as ``output_dir``.
+
+    A finished run in ``output_dir`` is retired whole (the caller checked ``overwrite``); the
+    entries of an unfinished one that the new run did not write move into it. ``inputs`` are
+    paths inside ``output_dir`` the new run read (e.g. a smoke-test dataset built there): they
+    move into it even from a finished run, so the published folder still holds them.
+    """
+    retired = None
+    if output_dir.exists():
+        finished = is_finished_run(output_dir)
+        kept = {path.resolve() for path in inputs}
+        for entry in sorted(output_dir.iterdir()):
+            if (not finished or entry.resolve() in kept) and not (staging / entry.name).exists():
+                entry.rename(staging / entry.name)
+        retired = output_dir.parent / f".{output_dir.name}.replaced-{uuid.uuid4().hex[:12]}"
+        output_dir.rename(retired)
+    staging.rename(output_dir)
+    if retired is not None:
+        shutil.rmtree(retired)
+
+
+def discard(staging: Path) -> None:
+    """Remove a staging folder (a failed one-process run, or an interrupted run's leftovers)."""
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def claim_run_dir(run_dir: Path, description: dict[str, Any]) -> None:
@@ -68,15 +144,22 @@ def claim_run_dir(run_dir: Path, description: dict[str, Any]) -> None:
 
 def write_run_outputs(
     result: TrainResult,
-    output_dir: Path,
+    folder: Path,
     dataset_path: Path,
     data: RecData,
     workers: int,
     resumed_from_epoch: int | None = None,
+    output_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Write the selected model, metrics and direction log; return the run's summary."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    model_dir = output_dir / MODEL_DIR
+    """Write the selected model, metrics and direction log; return the run's summary.
+
+    Args:
+        folder: where the files go (a staging folder, published afterwards).
+        output_dir: the run folder the summary names (default: ``folder``).
+    """
+    output_dir = output_dir or folder
+    folder.mkdir(parents=True, exist_ok=True)
+    model_dir = folder / MODEL_DIR
     save_model(
         result.model,
         model_dir,
@@ -100,7 +183,7 @@ def write_run_outputs(
             "direction_log": result.direction_log,
             "weight_histograms": result.weight_histograms,
         },
-        output_dir / DIRECTION_LOG_FILE,
+        folder / DIRECTION_LOG_FILE,
     )
     summary = {
         "valid": result.valid,
@@ -119,7 +202,7 @@ def write_run_outputs(
         "history": [record.flat() for record in result.history],
     }
     # Strict JSON: undefined metrics (e.g. precision with no predicted positives) become null.
-    (output_dir / METRICS_FILE).write_text(
+    (folder / METRICS_FILE).write_text(
         json.dumps(_finite_or_none(metrics), indent=2, allow_nan=False) + "\n"
     )
     return summary

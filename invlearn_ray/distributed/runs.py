@@ -14,7 +14,9 @@ writer, see :mod:`~invlearn_ray.distributed.tracking`) and returns a :class:`Run
 A run that raises — a diverged loss, a broken dataset, a dead worker — becomes a ``failed``
 outcome carrying the error; the other runs go on and the caller reports the failure rather than
 dropping it. A run whose output folder already holds the finished result of the *same* spec
-(and whose MLflow run exists) is reused, not retrained, so an interrupted benchmark resumes.
+(and whose MLflow run exists) is reused, not retrained, so an interrupted benchmark resumes; a
+run folder holding another spec's (or, with ``reuse=False``, any) finished run is retrained and
+replaced whole — these folders belong to the benchmark or study that plans them.
 """
 
 from __future__ import annotations
@@ -109,8 +111,6 @@ def execute_run(spec: RunSpec, workers: int = 0, cpus_per_worker: float = 0.5) -
     started = time.perf_counter()
     output_dir = Path(spec.output_dir)
     try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / SPEC_FILE).write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
         summary = run_training(
             spec.dataset,
             spec.config,
@@ -118,6 +118,7 @@ def execute_run(spec: RunSpec, workers: int = 0, cpus_per_worker: float = 0.5) -
             output_dir,
             cpus_per_worker=cpus_per_worker,
             run_name="train",
+            overwrite=True,
         )
         metrics = read_metrics(output_dir)
         write_weight_histograms(output_dir)
@@ -187,8 +188,11 @@ def write_weight_histograms(output_dir: Path) -> Path | None:
 
 
 def _write_outcome(outcome: RunOutcome) -> None:
-    path = Path(outcome.spec.output_dir) / OUTCOME_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """The run's spec and outcome, beside its outputs (written after the run is published)."""
+    output_dir = Path(outcome.spec.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / SPEC_FILE).write_text(json.dumps(outcome.spec.to_dict(), indent=2) + "\n")
+    path = output_dir / OUTCOME_FILE
     values = outcome.to_dict()
     values.pop("run_id")
     # Strict JSON: undefined metrics become null (read back as NaN by _numbers).

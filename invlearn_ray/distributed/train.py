@@ -13,13 +13,15 @@ around :func:`invlearn_ray.distributed.train_loop.train_loop_per_worker`:
   hold both cores of a 2-CPU machine and no Ray Data task can run beside them (ray_notes.md);
 * rank 0 checkpoints after every epoch, ``FailureConfig(max_failures)`` restarts a failed
   worker group from the last checkpoint, ``CheckpointConfig(num_to_keep)`` prunes old ones;
-* checkpoints live in ``<storage_path>/<run_name>`` (default ``<output_dir>/ray/<output
-  folder name>``). Ray Train resumes a run whose folder holds checkpoints, so re-running the
-  same command after a crash continues where it stopped (a finished run returns at once);
-  :func:`~invlearn_ray.distributed.run_dir.claim_run_dir` refuses a folder that holds a
-  *different* run.
+* checkpoints live in ``<storage_path>/<run_name>`` (default: ``ray/<output folder name>``
+  in the run's staging folder, ``<output_dir>/ray/...`` once published). Ray Train resumes a
+  run whose folder holds checkpoints, so re-running the same command after a crash continues
+  where it stopped; :func:`~invlearn_ray.distributed.run_dir.claim_run_dir` refuses a folder
+  that holds a *different* run.
 
-Both paths write the same run folder (:mod:`invlearn_ray.distributed.run_dir`).
+Both paths write the same run folder (:mod:`invlearn_ray.distributed.run_dir`): into a staging
+folder beside ``output_dir``, renamed into place when the run is complete. A finished run
+already in ``output_dir`` is refused before any work unless ``overwrite``.
 
 On a multi-node cluster ``output_dir`` must be a path rank 0's node can write and the driver
 can read (a shared filesystem): rank 0 writes it.
@@ -36,7 +38,15 @@ from invlearn_ray.core.config import TrainConfig
 from invlearn_ray.core.trainer import Trainer
 from invlearn_ray.data import dataset_dir as dd
 from invlearn_ray.data.loading import load_dataset
-from invlearn_ray.distributed.run_dir import claim_run_dir, write_run_outputs
+from invlearn_ray.distributed.run_dir import (
+    RAY_STORAGE_DIR,
+    check_can_publish,
+    claim_run_dir,
+    discard,
+    publish_run,
+    staging_dir,
+    write_run_outputs,
+)
 
 TEST_SWITCHES = (
     "_test_fail_once_at_epoch",
@@ -64,8 +74,9 @@ def run_training(
     num_to_keep: int = 2,
     run_name: str | None = None,
     test_switches: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Train ``config`` on the dataset at ``dataset_path`` and write the run's outputs.
+    """Train ``config`` on the dataset at ``dataset_path`` and publish the run's outputs.
 
     Args:
         dataset_path: a folder written by ``pipelines/build_data.py``.
@@ -75,10 +86,12 @@ def run_training(
         use_gpu: one GPU per worker (nccl); CPU workers use gloo.
         cpus_per_worker: CPUs reserved per worker (fractions leave room for Ray Data's reads).
         max_failures: worker-group restarts allowed, each resuming from the last checkpoint.
-        storage_path: where Ray Train keeps checkpoints (default ``<output_dir>/ray``).
+        storage_path: where Ray Train keeps checkpoints, outside ``output_dir`` (default: in
+            the run's staging folder, published as ``<output_dir>/ray``).
         num_to_keep: checkpoints kept (the newest ones).
         run_name: Ray Train run name (default: the output folder's name).
         test_switches: test-only worker switches, keys from :data:`TEST_SWITCHES`.
+        overwrite: replace a finished run already in ``output_dir``.
 
     Returns:
         The run's summary: ``valid`` and ``test`` metrics of the selected model,
@@ -86,7 +99,9 @@ def run_training(
         resumed from a checkpoint), ``output_dir``; Ray runs add ``last_checkpoint``.
 
     Raises:
-        ValueError: ``num_workers < 0`` or an unknown test switch.
+        ValueError: ``num_workers < 0``, an unknown test switch, or a ``storage_path`` inside
+            ``output_dir`` (the run folder is replaced as a whole when it is published).
+        RunExistsError: ``output_dir`` holds a finished run and ``overwrite`` is False.
         RunConflictError: the Ray Train run folder holds another run's checkpoints
             (:func:`~invlearn_ray.distributed.run_dir.claim_run_dir`).
         TrainingRunError: a Ray run failed more than ``max_failures`` times.
@@ -98,18 +113,36 @@ def run_training(
         raise ValueError(f"unknown test switch(es) {unknown}; valid: {list(TEST_SWITCHES)}")
     dataset_path, output_dir = Path(dataset_path).resolve(), Path(output_dir).resolve()
     dd.read_manifest(dataset_path)  # fail here, not in every worker, on a non-dataset folder
+    check_can_publish(output_dir, overwrite)
+    staging = staging_dir(output_dir)
     if num_workers == 0:
-        return train_single_process(dataset_path, config, output_dir, use_gpu=use_gpu)
-    storage_path = Path(storage_path).resolve() if storage_path else output_dir / "ray"
+        # A one-process run has nothing to resume: whatever an interrupted run left goes.
+        discard(staging)
+        try:
+            summary = train_single_process(dataset_path, config, staging, output_dir, use_gpu)
+            publish_run(staging, output_dir, inputs=[dataset_path])
+        except BaseException:
+            discard(staging)
+            raise
+        return summary
+    storage_path = Path(storage_path).resolve() if storage_path else staging / RAY_STORAGE_DIR
+    if storage_path.is_relative_to(output_dir):
+        raise ValueError(
+            f"storage path {storage_path} lies inside the output folder {output_dir}, which is "
+            "replaced as a whole when the run is published; leave it unset (checkpoints then "
+            f"end up in {output_dir / RAY_STORAGE_DIR}) or choose a folder outside"
+        )
     run_name = run_name or output_dir.name
     claim_run_dir(
         storage_path / run_name,
         {"dataset": str(dataset_path), "train": config.to_dict(), "num_workers": num_workers},
     )
-    return _train_with_ray(
+    # A failed Ray run keeps its staging folder: its checkpoints let the same command resume.
+    summary = _train_with_ray(
         dataset_path,
         config,
         num_workers,
+        staging,
         output_dir,
         use_gpu=use_gpu,
         cpus_per_worker=cpus_per_worker,
@@ -119,24 +152,35 @@ def run_training(
         run_name=run_name,
         test_switches=test_switches or {},
     )
+    publish_run(staging, output_dir, inputs=[dataset_path])
+    if summary["last_checkpoint"] and Path(summary["last_checkpoint"]).is_relative_to(staging):
+        relative = Path(summary["last_checkpoint"]).relative_to(staging)
+        summary["last_checkpoint"] = str(output_dir / relative)
+    return summary
 
 
 def train_single_process(
-    dataset_path: Path, config: TrainConfig, output_dir: Path, use_gpu: bool = False
+    dataset_path: Path,
+    config: TrainConfig,
+    folder: Path,
+    output_dir: Path,
+    use_gpu: bool = False,
 ) -> dict[str, Any]:
-    """The reference path: :meth:`Trainer.fit` in this process, no Ray."""
+    """The reference path: :meth:`Trainer.fit` in this process, no Ray; writes the run's
+    files into ``folder`` (published as ``output_dir`` by the caller)."""
     if use_gpu and not torch.cuda.is_available():
         raise RuntimeError("use_gpu was requested but torch sees no CUDA device")
     device = torch.device("cuda" if use_gpu else "cpu")
     data = load_dataset(dataset_path, device)
     result = Trainer(config, data).fit()
-    return write_run_outputs(result, output_dir, dataset_path, data, workers=0)
+    return write_run_outputs(result, folder, dataset_path, data, workers=0, output_dir=output_dir)
 
 
 def _train_with_ray(
     dataset_path: Path,
     config: TrainConfig,
     num_workers: int,
+    staging: Path,
     output_dir: Path,
     *,
     use_gpu: bool,
@@ -166,6 +210,7 @@ def _train_with_ray(
             "dataset": str(dataset_path),
             "train": config.to_dict(),
             "output_dir": str(output_dir),
+            "staging_dir": str(staging),
             **test_switches,
         },
         scaling_config=ray.train.ScalingConfig(

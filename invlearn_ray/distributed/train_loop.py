@@ -266,7 +266,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
 
     Args:
         config: ``dataset`` (a built dataset folder), ``train`` (a ``TrainConfig`` dict),
-            ``output_dir``, and optional ``_test_*`` switches.
+            ``output_dir`` (the run folder), optional ``staging_dir`` (where rank 0 writes the
+            run's files when the driver publishes them to ``output_dir`` afterwards) and
+            optional ``_test_*`` switches.
 
     Returns:
         On rank 0, the run's summary (``write_run_outputs``); None on other ranks.
@@ -308,9 +310,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         return None
     return write_run_outputs(
         trainer.result(),
-        Path(config["output_dir"]),
+        Path(config.get("staging_dir", config["output_dir"])),
         dataset_path,
         data,
         workers=world_size,
         resumed_from_epoch=resumed_from_epoch,
+        output_dir=Path(config["output_dir"]),
     )

@@ -1,4 +1,4 @@
-"""run_training without Ray: argument checks, the run-folder guard, and the output layout."""
+"""run_training without Ray: argument checks, the run-folder guards, publishing, the layout."""
 
 from __future__ import annotations
 
@@ -18,7 +18,14 @@ from invlearn_ray.data.loading import load_dataset
 from invlearn_ray.data.sources import SourceSpec
 from invlearn_ray.data.splits import SplitOptions
 from invlearn_ray.data.synthetic import SyntheticConfig
-from invlearn_ray.distributed.run_dir import RUN_DESCRIPTION_FILE, RunConflictError, claim_run_dir
+from invlearn_ray.distributed import run_dir
+from invlearn_ray.distributed.run_dir import (
+    RUN_DESCRIPTION_FILE,
+    RunConflictError,
+    RunExistsError,
+    claim_run_dir,
+    staging_dir,
+)
 from invlearn_ray.distributed.train import run_training
 
 CONFIG = TrainConfig(method="ig", embedding_dim=8, epochs=2, batch_size=64, test_batch_size=16)
@@ -90,7 +97,7 @@ def test_a_folder_that_is_not_a_dataset_is_refused(tmp_path):
 def test_a_run_folder_of_another_run_is_refused_before_ray_starts(dataset, tmp_path):
     out = tmp_path / "out"
     other = {"dataset": str(dataset), "train": CONFIG.replace(lr=0.5).to_dict(), "num_workers": 2}
-    claim_run_dir(out / "ray" / "out", other)
+    claim_run_dir(staging_dir(out) / "ray" / "out", other)
     with pytest.raises(RunConflictError, match=r"differing in \['train.lr'\]"):
         run_training(dataset, CONFIG, num_workers=2, output_dir=out)
 
@@ -102,3 +109,54 @@ def test_the_same_run_may_reclaim_its_folder(tmp_path):
     assert json.loads((tmp_path / RUN_DESCRIPTION_FILE).read_text()) == description
     with pytest.raises(RunConflictError, match=r"differing in \['num_workers'\]"):
         claim_run_dir(tmp_path, {**description, "num_workers": 3})
+
+
+def test_a_storage_path_inside_the_output_folder_is_refused(dataset, tmp_path):
+    with pytest.raises(ValueError, match="lies inside the output folder"):
+        run_training(
+            dataset, CONFIG, num_workers=2, output_dir=tmp_path, storage_path=tmp_path / "ckpt"
+        )
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {
+        str(path.relative_to(folder)): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+FAST = CONFIG.replace(method="none", epochs=1)
+
+
+def test_a_finished_run_is_refused_unchanged_and_replaced_only_with_overwrite(dataset, tmp_path):
+    out = tmp_path / "base"
+    run_training(dataset, FAST, num_workers=0, output_dir=out)
+    before = _files(out)
+    other = FAST.replace(backbone="neumf")
+    message = f"^{out} already holds a finished run; pass --overwrite to replace it"
+    with pytest.raises(RunExistsError, match=message):
+        run_training(dataset, other, num_workers=0, output_dir=out)
+    assert _files(out) == before
+    run_training(dataset, other, num_workers=0, output_dir=out, overwrite=True)
+    assert json.loads((out / "metrics.json").read_text())["config"]["backbone"] == "neumf"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["base"]
+
+
+def test_a_crash_after_the_model_is_written_leaves_the_previous_run_intact(
+    dataset, tmp_path, monkeypatch
+):
+    out = tmp_path / "base"
+    run_training(dataset, FAST, num_workers=0, output_dir=out)
+    before = _files(out)
+    save_model = run_dir.save_model
+
+    def save_then_crash(*args, **kwargs):
+        save_model(*args, **kwargs)
+        raise RuntimeError("crash after the model is written")
+
+    monkeypatch.setattr(run_dir, "save_model", save_then_crash)
+    with pytest.raises(RuntimeError, match="crash after the model"):
+        run_training(dataset, FAST.replace(seed=1), num_workers=0, output_dir=out, overwrite=True)
+    assert _files(out) == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["base"]

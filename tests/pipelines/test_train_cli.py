@@ -125,6 +125,29 @@ def test_a_folder_that_is_not_a_dataset_fails_with_a_clear_message(train_cli, tm
     assert "not a built dataset" in capsys.readouterr().err
 
 
+def test_a_finished_run_is_replaced_only_with_overwrite(train_cli, tiny_dataset, tmp_path, capsys):
+    out = tmp_path / "base"
+    base = ["--dataset", str(tiny_dataset), "--smoke-test", "--epochs", "1", "--out", str(out)]
+    assert train_cli.main(base) == 0
+    before = {path: path.read_bytes() for path in sorted(out.rglob("*")) if path.is_file()}
+    capsys.readouterr()
+    assert train_cli.main([*base, "--backbone", "neumf"]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert error.startswith(f"error: {out} already holds a finished run; pass --overwrite")
+    assert {path: path.read_bytes() for path in sorted(out.rglob("*")) if path.is_file()} == before
+    assert train_cli.main([*base, "--backbone", "neumf", "--overwrite"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["config"]["backbone"] == "neumf"
+
+
+def test_a_storage_path_inside_the_run_folder_is_a_usage_error(train_cli, tmp_path, capsys):
+    argv = ["--smoke-test", "--workers", "2", "--out", str(tmp_path / "run")]
+    with pytest.raises(SystemExit) as stopped:
+        train_cli.parse_args([*argv, "--storage-path", str(tmp_path / "run" / "ckpt")])
+    assert stopped.value.code == 2
+    assert "--storage-path must lie outside --out" in capsys.readouterr().err
+
+
 def _reject(constant: str):
     raise AssertionError(f"metrics.json holds {constant}, which is not JSON")
 
