@@ -37,6 +37,7 @@ from invlearn_ray.cli import (
     positive_float,
     positive_int,
 )
+from invlearn_ray.config_io import parse_overrides
 from invlearn_ray.distributed.benchmark import (
     ENTRIES,
     PROFILES,
@@ -46,7 +47,6 @@ from invlearn_ray.distributed.benchmark import (
     parse_dataset,
     run_benchmark,
 )
-from invlearn_ray.distributed.spaces import parse_overrides
 from invlearn_ray.distributed.tune import StudyBudget
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from invlearn_ray.cli import add_ray_options, nonnegative_int
+from invlearn_ray.config_io import parse_overrides
 from invlearn_ray.core.backbones import BACKBONES
 from invlearn_ray.core.config import TrainConfig
 from invlearn_ray.core.methods import METHODS
@@ -38,7 +39,6 @@ from invlearn_ray.distributed.run_dir import (
     RunExistsError,
     check_can_publish,
 )
-from invlearn_ray.distributed.spaces import parse_overrides
 from invlearn_ray.distributed.train import TrainingRunError, run_training
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -23,8 +23,9 @@ import sys
 from pathlib import Path
 
 from invlearn_ray.cli import add_ray_options, nonnegative_int, positive_float, positive_int
+from invlearn_ray.config_io import parse_overrides
 from invlearn_ray.distributed.benchmark import BenchmarkConfigError, ensure_dataset, parse_dataset
-from invlearn_ray.distributed.spaces import SpaceError, load_space, parse_overrides
+from invlearn_ray.distributed.spaces import SpaceError, load_space
 from invlearn_ray.distributed.tracking import Tracker
 from invlearn_ray.distributed.tune import (
     BEST_FILE,

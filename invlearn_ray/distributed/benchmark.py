@@ -42,6 +42,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from invlearn_ray.config_io import (
+    ConfigFileError,
+    KeyPath,
+    Locator,
+    check_field_value,
+    load_yaml_with_lines,
+)
 from invlearn_ray.core.backbones import BACKBONES
 from invlearn_ray.core.config import TrainConfig
 from invlearn_ray.core.methods import METHOD_SPECS, METHODS
@@ -53,14 +60,7 @@ from invlearn_ray.data.synthetic import PRESETS, SyntheticConfig
 from invlearn_ray.distributed import report
 from invlearn_ray.distributed.build import build_dataset
 from invlearn_ray.distributed.runs import RunOutcome, RunSpec, execute_runs
-from invlearn_ray.distributed.spaces import (
-    KeyPath,
-    SpaceError,
-    StudySpace,
-    check_field_value,
-    load_space,
-    load_yaml_with_lines,
-)
+from invlearn_ray.distributed.spaces import StudySpace, load_space
 from invlearn_ray.distributed.tracking import Tracker
 from invlearn_ray.distributed.tune import StudyBudget, run_study
 
@@ -248,7 +248,7 @@ def load_given_configs(path: str | Path) -> GivenConfigs:
         raise BenchmarkConfigError(f"{path}: no such configs file")
     try:
         values, lines = load_yaml_with_lines(path.read_text(), str(path))
-    except SpaceError as error:
+    except ConfigFileError as error:
         raise BenchmarkConfigError(str(error)) from None
     return parse_given_configs(values, str(path), lines)
 
@@ -257,12 +257,7 @@ def parse_given_configs(
     values: Any, source: str = "<configs>", lines: dict[KeyPath, int] | None = None
 ) -> GivenConfigs:
     """Validate given configurations held as plain data (see :func:`load_given_configs`)."""
-    lines = lines or {}
-
-    def fail(path: KeyPath, problem: str) -> BenchmarkConfigError:
-        line = next((lines[path[:n]] for n in range(len(path), 0, -1) if path[:n] in lines), None)
-        where = f"{source}:{line}" if line else source
-        return BenchmarkConfigError(f"{where}: key {'.'.join(map(str, path))!r}: {problem}")
+    fail = Locator(source, lines or {}, BenchmarkConfigError).error
 
     if values is None:
         return GivenConfigs()

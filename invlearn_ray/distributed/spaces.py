@@ -24,22 +24,26 @@ the space: ``seed`` (every tuning trial uses seed 0; final runs use seeds 0..n-1
 ``select_metric`` (set from ``metric``, so the epoch a trial keeps and the metric Tune compares
 are the same one).
 
-PyYAML follows YAML 1.1, which reads ``1e-4`` as a *string*; the loader here also reads
-exponent-only numbers as floats, so the obvious spelling works.
+Files are read with :func:`invlearn_ray.config_io.load_yaml_with_lines` (so ``1e-4`` is a
+float, as the obvious spelling suggests) and values typed by its ``check_field_value``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import re
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from invlearn_ray.config_io import (
+    TRAIN_FIELDS,
+    ConfigFileError,
+    KeyPath,
+    Locator,
+    check_field_value,
+    field_type,
+    load_yaml_with_lines,
+)
 from invlearn_ray.core.config import SELECT_METRICS, TrainConfig
 from invlearn_ray.core.methods import METHODS
 
@@ -54,131 +58,13 @@ METRIC_PREFIX = "valid/"
 TRIAL_SEED = 0
 """Seed of every tuning trial: configurations are compared on equal initialisation/sampling."""
 
-_TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
-_FIELD_TYPES = typing.get_type_hints(TrainConfig)
 
-
-class SpaceError(ValueError):
+class SpaceError(ConfigFileError):
     """A space file (or mapping) is malformed; the message names the file, line and key."""
 
 
-# ------------------------------------------------------------------------------------------
-# YAML with line numbers
-# ------------------------------------------------------------------------------------------
-
-
-class _SpaceLoader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-4`` (no dot) as a float, as YAML 1.2 does."""
-
-
-_SpaceLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-KeyPath = tuple[Any, ...]
-
-
-def load_yaml_with_lines(text: str, source: str) -> tuple[Any, dict[KeyPath, int]]:
-    """Parse YAML; return the value and the 1-based line of every key path.
-
-    ``lines[("search", "lr")]`` is the line of the ``lr`` key under ``search``. Duplicate keys
-    (which PyYAML silently collapses to the last one) are errors.
-
-    Raises:
-        SpaceError: on a YAML syntax error or a duplicate key, with ``source:line:column``.
-    """
-    loader = _SpaceLoader(text)
-    try:
-        node = loader.get_single_node()
-        value = loader.construct_document(node) if node is not None else None
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        raise SpaceError(f"{where}: not valid YAML: {error.problem or error}") from None
-    finally:
-        loader.dispose()
-    lines: dict[KeyPath, int] = {}
-    if node is not None:
-        _record_lines(node, (), lines, source)
-    return value, lines
-
-
-def _record_lines(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], source: str) -> None:
-    lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = key_node.value
-            if path + (key,) in lines:
-                raise SpaceError(
-                    f"{source}:{key_node.start_mark.line + 1}: key {_dotted(path + (key,))!r} "
-                    f"appears twice (first on line {lines[path + (key,)]}); keep one"
-                )
-            lines[path + (key,)] = key_node.start_mark.line + 1
-            _record_lines(value_node, path + (key,), lines, source)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _record_lines(item, path + (index,), lines, source)
-
-
-def _dotted(path: KeyPath) -> str:
-    return ".".join(str(part) for part in path)
-
-
-class _Locator:
-    """Formats errors as ``file:line: key: problem``."""
-
-    def __init__(self, source: str, lines: dict[KeyPath, int]) -> None:
-        self.source, self.lines = source, lines
-
-    def error(self, path: KeyPath, problem: str) -> SpaceError:
-        line = None
-        for depth in range(len(path), -1, -1):
-            line = self.lines.get(path[:depth])
-            if line is not None:
-                break
-        where = f"{self.source}:{line}" if line else self.source
-        key = f" {_dotted(path)!r}" if path else ""
-        return SpaceError(f"{where}: key{key}: {problem}" if path else f"{where}: {problem}")
-
-
-# ------------------------------------------------------------------------------------------
-# Values against TrainConfig fields
-# ------------------------------------------------------------------------------------------
-
-
-def _field_type(name: str) -> type:
-    return _FIELD_TYPES[name]
-
-
-def _article(kind: type) -> str:
-    name = kind.__name__
-    return f"an {name}" if name[0] in "aeiou" else f"a {name}"
-
-
-def check_field_value(name: str, value: Any) -> Any:
-    """``value`` as the type of ``TrainConfig.name`` (ints are accepted for float fields).
-
-    Raises:
-        ValueError: the value has the wrong type (booleans are never numbers here).
-    """
-    expected = _field_type(name)
-    if expected is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"expects true or false, got {value!r}")
-        return value
-    if isinstance(value, bool):
-        raise ValueError(f"expects {_article(expected)}, got the boolean {value!r}")
-    if expected is float and isinstance(value, int | float):
-        if not math.isfinite(value):
-            raise ValueError(f"expects a finite number, got {value!r}")
-        return float(value)
-    if expected is int and isinstance(value, int):
-        return value
-    if expected is str and isinstance(value, str):
-        return value
-    raise ValueError(f"expects {_article(expected)}, got {type(value).__name__} {value!r}")
+def _locator(source: str, lines: dict[KeyPath, int]) -> Locator:
+    return Locator(source, lines, SpaceError)
 
 
 @dataclass(frozen=True)
@@ -217,7 +103,7 @@ class Distribution:
         return {self.kind: list(self.args)}
 
 
-def _parse_distribution(name: str, spec: Any, at: _Locator, path: KeyPath) -> Distribution:
+def _parse_distribution(name: str, spec: Any, at: Locator, path: KeyPath) -> Distribution:
     if not isinstance(spec, dict) or len(spec) != 1:
         raise at.error(
             path,
@@ -243,7 +129,7 @@ def _parse_distribution(name: str, spec: Any, at: _Locator, path: KeyPath) -> Di
     if len(values) != 2:
         raise at.error(where, f"{kind} takes [low, high], got {list(args)}")
     low, high = values
-    expected = _field_type(name)
+    expected = field_type(name)
     if kind == "randint" and expected is not int:
         raise at.error(where, f"randint needs an integer field; {name} is a {expected.__name__}")
     if kind in ("loguniform", "uniform") and expected is not float:
@@ -322,7 +208,7 @@ class StudySpace:
                 or makes an invalid ``TrainConfig``.
         """
         fixed, search = dict(self.fixed), dict(self.search)
-        at = _Locator(self.source, self._lines)
+        at = _locator(self.source, self._lines)
         for name, value in values.items():
             _check_field_name(name, at, ("pinned", name))
             try:
@@ -363,16 +249,16 @@ class StudySpace:
         }
 
 
-def _check_field_name(name: Any, at: _Locator, path: KeyPath) -> None:
+def _check_field_name(name: Any, at: Locator, path: KeyPath) -> None:
     if name in STUDY_OWNED_FIELDS:
         raise at.error(path, f"{name} is set by the study, not a space: {STUDY_OWNED_FIELDS[name]}")
-    if name not in _TRAIN_FIELDS:
+    if name not in TRAIN_FIELDS:
         raise at.error(
-            path, f"{name!r} is not a TrainConfig field; valid fields: {sorted(_TRAIN_FIELDS)}"
+            path, f"{name!r} is not a TrainConfig field; valid fields: {sorted(TRAIN_FIELDS)}"
         )
 
 
-def _check_configs(space: StudySpace, at: _Locator) -> None:
+def _check_configs(space: StudySpace, at: Locator) -> None:
     """Every range end and every choice must make a valid ``TrainConfig`` with the fixed part."""
     base = {**space.fixed, "select_metric": space.select_metric}
     try:
@@ -398,7 +284,7 @@ def parse_space(
         SpaceError: on anything malformed; the message names ``source``, the line and the key.
     """
     lines = lines or {}
-    at = _Locator(source, lines)
+    at = _locator(source, lines)
     if not isinstance(values, dict):
         raise at.error((), f"a space file holds a mapping with keys {list(TOP_LEVEL_KEYS)}")
     for key in values:
@@ -478,33 +364,8 @@ def load_space(path: str | Path) -> StudySpace:
     path = Path(path)
     if not path.is_file():
         raise SpaceError(f"{path}: no such space file (spaces live in tune_spaces/*.yaml)")
-    values, lines = load_yaml_with_lines(path.read_text(), str(path))
+    try:
+        values, lines = load_yaml_with_lines(path.read_text(), str(path))
+    except ConfigFileError as error:
+        raise SpaceError(str(error)) from None
     return parse_space(values, path.stem, str(path), lines)
-
-
-def parse_overrides(assignments: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """``["epochs=10", "lr=1e-3"]`` (command-line ``--set``) as checked ``TrainConfig`` values.
-
-    Values are read as YAML scalars (``1e-3`` is a float, ``true`` a boolean, ``gmf`` a
-    string), then checked against the field's type.
-
-    Raises:
-        ValueError: not ``KEY=VALUE``, an unknown field, or a value of the wrong type.
-    """
-    values: dict[str, Any] = {}
-    for text in assignments:
-        name, equals, raw = text.partition("=")
-        name = name.strip()
-        if not equals or not name:
-            raise ValueError(f"--set takes KEY=VALUE, got {text!r}")
-        if name not in _TRAIN_FIELDS:
-            raise ValueError(
-                f"--set {text!r}: {name!r} is not a TrainConfig field; "
-                f"valid: {sorted(_TRAIN_FIELDS)}"
-            )
-        value = yaml.load(raw, Loader=_SpaceLoader) if raw.strip() else raw
-        try:
-            values[name] = check_field_value(name, value)
-        except ValueError as error:
-            raise ValueError(f"--set {text!r}: TrainConfig.{name} {error}") from None
-    return values

@@ -11,13 +11,7 @@ import pytest
 
 from invlearn_ray.core.config import TrainConfig
 from invlearn_ray.core.methods import METHODS
-from invlearn_ray.distributed.spaces import (
-    Distribution,
-    SpaceError,
-    load_space,
-    load_yaml_with_lines,
-    parse_overrides,
-)
+from invlearn_ray.distributed.spaces import Distribution, SpaceError, load_space
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "tune_spaces"
 
@@ -68,11 +62,6 @@ def test_baseline_spaces_search_their_own_knobs():
     assert "beta" in load_space(SPACES_DIR / "rce.yaml").search
     assert "sampling_rate" in load_space(SPACES_DIR / "ns.yaml").search
     assert {"tau_pos", "tau_neg"} <= set(load_space(SPACES_DIR / "bsl.yaml").search)
-
-
-def test_exponent_only_numbers_read_as_floats():
-    values, _ = load_yaml_with_lines("a: [1e-4, 2E+3, -1e-8, 1.5e-2]\n", "x.yaml")
-    assert values["a"] == [1e-4, 2e3, -1e-8, 1.5e-2]
 
 
 def test_a_valid_space_becomes_trial_configs_with_seed_zero_and_its_select_metric(tmp_path):
@@ -194,14 +183,3 @@ def test_pinning_outside_the_searched_values_or_against_fixed_fails():
         space.pinned(lrr=0.1)
     with pytest.raises(SpaceError, match=r"make no valid TrainConfig.*batch_size"):
         space.pinned(batch_size=0)
-
-
-def test_command_line_overrides_are_typed_and_checked():
-    values = parse_overrides(["epochs=3", "lr=1e-3", "backbone=neumf", "compile=false"])
-    assert values == {"epochs": 3, "lr": 1e-3, "backbone": "neumf", "compile": False}
-    with pytest.raises(ValueError, match="takes KEY=VALUE"):
-        parse_overrides(["epochs"])
-    with pytest.raises(ValueError, match="'epoch' is not a TrainConfig field"):
-        parse_overrides(["epoch=3"])
-    with pytest.raises(ValueError, match="TrainConfig.epochs expects an int, got str 'three'"):
-        parse_overrides(["epochs=three"])
