@@ -25,6 +25,7 @@ from invlearn_ray.cli import add_ray_options, nonnegative_int, positive_int
 from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
 from invlearn_ray.data.errors import DataError
 from invlearn_ray.data.labels import RULES, make_rule
+from invlearn_ray.data.manifest import Manifest
 from invlearn_ray.data.readers import MAPPABLE_COLUMNS
 from invlearn_ray.data.sources import SourceSpec
 from invlearn_ray.data.splits import COLD_POLICIES, SplitOptions
@@ -267,14 +268,14 @@ def config_from_args(argv: list[str] | None = None) -> tuple[BuildConfig, argpar
     return config, args
 
 
-def _print_counts(manifest: dict) -> None:
+def _print_counts(manifest: Manifest) -> None:
     print(f"{'split':<12}{'rows':>10}{'label 0':>10}{'label 1':>10}")
-    for name, counts in manifest["counts"].items():
+    for name, counts in manifest.counts.items():
         print(
             f"{name:<12}{counts['rows']:>10}{counts.get('label_0', ''):>10}"
             f"{counts.get('label_1', ''):>10}"
         )
-    conservation = manifest["conservation"]
+    conservation = manifest.conservation
     print(
         f"input rows {conservation['input_rows']} = written "
         f"{sum(conservation['written_rows'].values())} + duplicates "
@@ -308,9 +309,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(
-        f"dataset {manifest['name']!r} written to {Path(args.out).resolve()} "
-        f"({manifest['n_users']} users, {manifest['n_items']} items, "
-        f"{manifest['input_rows']} input rows, rule {manifest['rule']})"
+        f"dataset {manifest.name!r} written to {Path(args.out).resolve()} "
+        f"({manifest.n_users} users, {manifest.n_items} items, "
+        f"{manifest.input_rows} input rows, rule {manifest.rule})"
     )
     _print_counts(manifest)
     return 0

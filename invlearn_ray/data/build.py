@@ -19,7 +19,7 @@ same rows (a Ray test checks it).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from invlearn_ray.data.labels import (
     rule_to_dict,
 )
 from invlearn_ray.data.loading import recdata_from_tables
+from invlearn_ray.data.manifest import SCHEMA_VERSION, Manifest
 from invlearn_ray.data.recdata import UNKNOWN_LABEL, RecData, UserItemIndex
 from invlearn_ray.data.sampling import epoch_generator, sample_unlabeled
 from invlearn_ray.data.sources import ParsedSource, SourceSpec, read_source
@@ -379,8 +380,9 @@ def make_manifest(
     counts: dict[str, dict[str, int]],
     files: dict[str, int],
     synthetic_stats: dict[str, float] | None,
-) -> dict[str, Any]:
-    """Assemble the manifest and check that every input row is accounted for.
+) -> Manifest:
+    """Assemble the manifest and check that every input row is accounted for (its
+    ``shard_files`` are filled when the dataset is written).
 
     Raises:
         RuntimeError: the outputs do not add up to the input (a bug; nothing is published).
@@ -402,46 +404,47 @@ def make_manifest(
     if total != input_rows:
         raise RuntimeError(f"row conservation violated (bug): {conservation}")
     split = _split_dict(config.split)
-    manifest = {
-        "schema_version": dd.SCHEMA_VERSION,
-        "name": config.dataset_name,
-        "engine": engine,
-        "source": config.source.to_dict(),
-        "feedback": feedback,
-        "rule": rule_to_dict(rule),
-        "seed": config.split.seed,
-        "split": {
+    synthetic = None
+    if config.source.synthetic is not None:
+        synthetic = {
+            "config": config.source.synthetic.to_dict(),
+            "stats": synthetic_stats,
+            "truth_file": dd.TRUTH_FILE,
+        }
+    return Manifest(
+        schema_version=SCHEMA_VERSION,
+        name=config.dataset_name,
+        engine=engine,
+        source=config.source.to_dict(),
+        feedback=feedback,
+        rule=rule_to_dict(rule),
+        seed=config.split.seed,
+        split={
             "kind": "given" if config.source.kind == "presplit" else "random",
             "fractions": None if config.source.kind == "presplit" else split["fractions"],
             "train_test_fraction": split["train_test_fraction"],
             "cold_policy": split["cold_policy"],
             "rounding": "range ends at floor(n * cumulative_fraction + 1/2)",
         },
-        "label_fraction": config.split.label_fraction,
-        "sampling": {
+        label_fraction=config.split.label_fraction,
+        sampling={
             "rate": config.sampling_rate,
             "seed": config.split.seed,
             "epoch": 0,
             "rows": "labeled training rows: train_train by row, then train_test by row",
         },
-        "shards": config.shards,
-        "files": files,
-        "n_users": n_users,
-        "n_items": n_items,
-        "input_rows": input_rows,
-        "duplicates_dropped": facts.duplicates_dropped,
-        "cold": facts.cold,
-        "counts": counts,
-        "conservation": conservation,
-        "inputs": config.inputs(),
-    }
-    if config.source.synthetic is not None:
-        manifest["synthetic"] = {
-            "config": config.source.synthetic.to_dict(),
-            "stats": synthetic_stats,
-            "truth_file": dd.TRUTH_FILE,
-        }
-    return manifest
+        shards=config.shards,
+        files=files,
+        n_users=n_users,
+        n_items=n_items,
+        input_rows=input_rows,
+        duplicates_dropped=facts.duplicates_dropped,
+        cold=facts.cold,
+        counts=counts,
+        conservation=conservation,
+        inputs=config.inputs(),
+        synthetic=synthetic,
+    )
 
 
 @dataclass
@@ -452,7 +455,7 @@ class BuiltDataset:
     user_map: pa.Table
     item_map: pa.Table
     truth: PlantedTruth | None
-    manifest: dict[str, Any]
+    manifest: Manifest
 
 
 def build_in_memory(config: BuildConfig, parsed: ParsedSource | None = None) -> BuiltDataset:
@@ -463,7 +466,7 @@ def build_in_memory(config: BuildConfig, parsed: ParsedSource | None = None) -> 
         parsed: the already-read source; read from ``config.source`` when None.
 
     Returns:
-        The built dataset, with ``manifest["files"]`` as if written with ``config.shards``.
+        The built dataset, with ``manifest.files`` as if written with ``config.shards``.
     """
     parsed = parsed or read_source(config.source)
     table = parsed.table
@@ -506,10 +509,11 @@ def build_in_memory(config: BuildConfig, parsed: ParsedSource | None = None) -> 
 
 def write_built_dataset(
     built: BuiltDataset, out_dir: str | Path, *, shards: int, overwrite: bool = False
-) -> Path:
-    """Write a :class:`BuiltDataset` to ``out_dir`` (see :mod:`dataset_dir` for the policy)."""
+) -> Manifest:
+    """Write a :class:`BuiltDataset` to ``out_dir`` (see :mod:`dataset_dir` for the policy);
+    returns the manifest as written, every file fingerprinted."""
     out = Path(out_dir).resolve()
-    dd.check_output_dir(out, built.manifest["inputs"], overwrite)
+    dd.check_output_dir(out, built.manifest.inputs, overwrite)
     staging = dd.staging_dir(out)
     try:
         for name, table in built.tables.items():
@@ -517,17 +521,18 @@ def write_built_dataset(
         dd.write_id_maps(staging, built.user_map, built.item_map)
         if built.truth is not None:
             built.truth.save(staging / dd.TRUTH_FILE)
-        dd.write_manifest(staging, built.manifest)
+        manifest = replace(built.manifest, shard_files=dd.fingerprint_files(staging))
+        manifest.write(staging)
         dd.publish(staging, out)
     except BaseException:
         dd.discard(staging)
         raise
-    return out
+    return manifest
 
 
 def build_dataset_in_memory(
     config: BuildConfig, out_dir: str | Path, *, overwrite: bool = False
-) -> dict[str, Any]:
+) -> Manifest:
     """Build ``config`` without Ray and write it to ``out_dir``; returns the manifest.
 
     For machines without Ray (the GPU benchmark host); the Ray pipeline writes the same rows.
@@ -535,8 +540,7 @@ def build_dataset_in_memory(
     out = Path(out_dir).resolve()
     dd.check_output_dir(out, config.inputs(), overwrite)
     built = build_in_memory(config)
-    write_built_dataset(built, out, shards=config.shards, overwrite=overwrite)
-    return built.manifest
+    return write_built_dataset(built, out, shards=config.shards, overwrite=overwrite)
 
 
 def make_synthetic_recdata(config: SyntheticConfig | None = None, **build_options: Any) -> RecData:
@@ -558,9 +562,9 @@ def make_synthetic_recdata(config: SyntheticConfig | None = None, **build_option
     )
     return recdata_from_tables(
         built.tables,
-        n_users=built.manifest["n_users"],
-        n_items=built.manifest["n_items"],
+        n_users=built.manifest.n_users,
+        n_items=built.manifest.n_items,
         truth=built.truth,
-        name=built.manifest["name"],
+        name=built.manifest.name,
         manifest=built.manifest,
     )

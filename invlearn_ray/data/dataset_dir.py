@@ -1,8 +1,9 @@
-"""The on-disk layout of a built dataset (schema version 1), and safe writing of it.
+"""The on-disk layout of a built dataset, safe writing of it, and proof that it is unchanged.
 
 ::
 
-    <out>/manifest.json          provenance, counts and the conservation proof
+    <out>/manifest.json          provenance, counts, the conservation proof, every file's
+                                 fingerprint (:mod:`invlearn_ray.data.manifest`)
     <out>/id_map/users.parquet   raw_id (string) -> index (int64); items.parquet likewise
     <out>/train_train/ train_test/ valid/ test/   labeled rows, Parquet shards
     <out>/unclear/               observed-unlabeled rows (hidden_label, origin)
@@ -16,13 +17,25 @@ Rebuild policy: an output folder that already holds a dataset built from the *sa
 (same manifest ``inputs`` block: options and source file sizes/mtimes) is rebuilt in place; a
 *different* dataset is refused unless ``overwrite``; a non-empty folder without a manifest is
 always refused, so an overwrite can never delete unrelated files.
+
+Verification: a build records every Parquet file it wrote (:func:`fingerprint_files`); loading
+checks them (:func:`verify_dataset`) before reading a row, so an edited manifest, a replaced or
+truncated shard, or a split whose count no longer matches its files is a one-line
+:class:`DatasetFormatError` naming the split and the file. The default check reads each file's
+size and its Parquet footer (rows, row groups, column offsets and statistics): on a 1 M-row
+dataset (21 MB, 8 files) it took 0.4 ms against ~105 ms to load it, measured with
+``benchmarks/dataset_verification.py``. The full check (``full_hash=True``) also hashes every
+byte — 18 ms there, ~18 % of a load — and catches changes inside data pages that leave the
+footer alone; the build records both.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +44,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from invlearn_ray.data.errors import DatasetFormatError, OutputDirectoryError
+from invlearn_ray.data.manifest import MANIFEST_FILE, Manifest, ShardFile
 
-SCHEMA_VERSION = 1
-MANIFEST_FILE = "manifest.json"
 ID_MAP_DIR = "id_map"
 TRUTH_FILE = "truth.npz"
 LABELED_SPLITS = ("train_train", "train_test", "valid", "test")
 OUTPUT_SPLITS = (*LABELED_SPLITS, "unclear")
 """Folders holding input rows (their counts add up to the input)."""
 ALL_SPLITS = (*OUTPUT_SPLITS, "unlabeled")
+FINGERPRINTED = (*ALL_SPLITS, ID_MAP_DIR)
+"""Folders whose Parquet files the manifest records and loading verifies."""
+_PARQUET_MAGIC = b"PAR1"
+_REBUILD = "Rebuild the dataset with pipelines/build_data.py."
 
 HIDDEN_LABEL = "hidden_label"
 """Column of ``unclear/`` and ``unlabeled/``: the true label, -1 where unknown."""
@@ -140,51 +156,151 @@ def read_split(directory: Path, columns: list[str] | None = None) -> pa.Table:
     """Read every Parquet shard of a split folder into one table.
 
     Raises:
-        DatasetFormatError: the folder is missing or holds no shards.
+        DatasetFormatError: the folder is missing, holds no shards, or a shard is unreadable.
     """
     files = parquet_files(directory) if directory.is_dir() else []
     if not files:
-        raise DatasetFormatError(
-            f"{directory}: missing or empty split folder. Rebuild the dataset with "
-            "pipelines/build_data.py."
-        )
-    return pa.concat_tables([pq.read_table(path, columns=columns) for path in files])
+        raise DatasetFormatError(f"{directory}: missing or empty split folder. {_REBUILD}")
+    tables = []
+    for path in files:
+        try:
+            tables.append(pq.read_table(path, columns=columns))
+        except (pa.ArrowException, OSError) as error:
+            problem = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise DatasetFormatError(
+                f"{path}: split {directory.name!r}: not readable as Parquet ({problem}). {_REBUILD}"
+            ) from None
+    return pa.concat_tables(tables)
 
 
-def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
-    (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
-
-
-def read_manifest(directory: Path) -> dict[str, Any]:
-    """Read and check a dataset's manifest.
+def verified_manifest(directory: Path, full_hash: bool = False) -> Manifest:
+    """The manifest of the dataset folder ``directory``, every file verified against it.
 
     Raises:
-        DatasetFormatError: no such folder, no manifest, unreadable JSON, or another schema
-            version.
+        DatasetFormatError: not a dataset, another schema version, or a file changed since
+            the build (:func:`verify_dataset`).
     """
-    if not directory.is_dir():
-        raise DatasetFormatError(
-            f"{directory}: no such dataset folder. Build one with pipelines/build_data.py."
-        )
-    path = directory / MANIFEST_FILE
-    if not path.is_file():
-        raise DatasetFormatError(
-            f"{directory}: not a built dataset (no {MANIFEST_FILE}). Point at a folder written "
-            "by pipelines/build_data.py."
-        )
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise DatasetFormatError(
-            f"{path}: not valid JSON ({error}). Rebuild the dataset."
-        ) from None
-    version = manifest.get("schema_version") if isinstance(manifest, dict) else None
-    if version != SCHEMA_VERSION:
-        raise DatasetFormatError(
-            f"{path}: schema_version {version!r}, but this code reads version {SCHEMA_VERSION}. "
-            "Rebuild the dataset with this version's pipelines/build_data.py."
-        )
+    manifest = Manifest.read(directory)
+    verify_dataset(directory, manifest, full_hash=full_hash)
     return manifest
+
+
+def _footer(handle, size: int) -> bytes | None:
+    """A Parquet file's footer and its 8-byte trailer, or None when the file is not one."""
+    if size < 12:
+        return None
+    handle.seek(size - 8)
+    trailer = handle.read(8)
+    length = int.from_bytes(trailer[:4], "little")
+    if trailer[4:] != _PARQUET_MAGIC or length > size - 12:
+        return None
+    handle.seek(size - 8 - length)
+    return handle.read(length) + trailer
+
+
+def _sha256(handle) -> str:
+    """SHA-256 of a whole open file, read in 1 MiB chunks."""
+    handle.seek(0)
+    digest = hashlib.sha256()
+    while chunk := handle.read(1 << 20):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fingerprint(path: Path) -> ShardFile:
+    """What :func:`verify_dataset` checks of one Parquet file written by a build."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        footer = _footer(handle, size)
+        if footer is None:
+            raise DatasetFormatError(f"{path}: not a complete Parquet file")
+        digest = _sha256(handle)
+    return ShardFile(
+        name=path.name,
+        rows=pq.ParquetFile(path).metadata.num_rows,
+        bytes=size,
+        footer_sha256=hashlib.sha256(footer).hexdigest(),
+        sha256=digest,
+    )
+
+
+def fingerprint_files(directory: Path) -> dict[str, list[ShardFile]]:
+    """Every Parquet file of a dataset folder being written, per folder (for the manifest)."""
+    return {
+        folder: [fingerprint(path) for path in parquet_files(directory / folder)]
+        for folder in FINGERPRINTED
+    }
+
+
+def verify_dataset(
+    directory: Path,
+    manifest: Manifest,
+    folders: Sequence[str] = FINGERPRINTED,
+    full_hash: bool = False,
+) -> None:
+    """Check that ``folders`` hold exactly the files the build recorded, unchanged.
+
+    Per file: present, the recorded size, the recorded footer hash (and with ``full_hash`` the
+    hash of every byte). Per split: the manifest's row count equals its files' rows; and
+    ``n_users``/``n_items`` equal the id maps' sizes. Time: a stat and a footer read per file
+    (the full hash reads every byte).
+
+    Raises:
+        DatasetFormatError: one line naming the split, the file and what differs.
+    """
+    for folder in folders:
+        where = directory / folder
+        recorded = {record.name: record for record in manifest.shard_files.get(folder, [])}
+        on_disk = {path.name: path for path in (parquet_files(where) if where.is_dir() else [])}
+        if not on_disk:
+            raise DatasetFormatError(f"{where}: missing or empty split folder. {_REBUILD}")
+        unexpected = sorted(on_disk.keys() - recorded.keys())
+        if unexpected:
+            raise DatasetFormatError(
+                f"{where / unexpected[0]}: split {folder!r}: a file the build did not write. "
+                f"{_REBUILD}"
+            )
+        for name, record in sorted(recorded.items()):
+            if name not in on_disk:
+                raise DatasetFormatError(
+                    f"{where / name}: split {folder!r}: missing (the build wrote "
+                    f"{len(recorded)} files). {_REBUILD}"
+                )
+            _check_file(on_disk[name], folder, record, full_hash)
+        if folder in manifest.counts:
+            held = sum(record.rows for record in recorded.values())
+            if held != manifest.rows(folder):
+                raise DatasetFormatError(
+                    f"{directory / MANIFEST_FILE}: split {folder!r}: the manifest counts "
+                    f"{manifest.rows(folder)} rows, but its files {sorted(recorded)} hold "
+                    f"{held}. {_REBUILD}"
+                )
+        if folder == ID_MAP_DIR:
+            for kind, count in (("users", manifest.n_users), ("items", manifest.n_items)):
+                mapped = recorded[f"{kind}.parquet"].rows
+                if mapped != count:
+                    raise DatasetFormatError(
+                        f"{directory / MANIFEST_FILE}: n_{kind} is {count}, but "
+                        f"{where / f'{kind}.parquet'} maps {mapped} {kind}. {_REBUILD}"
+                    )
+
+
+def _check_file(path: Path, folder: str, record: ShardFile, full_hash: bool) -> None:
+    def fail(problem: str) -> DatasetFormatError:
+        return DatasetFormatError(
+            f"{path}: split {folder!r}: {problem}; the file was changed after the build. {_REBUILD}"
+        )
+
+    size = path.stat().st_size
+    if size != record.bytes:
+        raise fail(f"{size} bytes, but the build wrote {record.bytes}")
+    with path.open("rb") as handle:
+        footer = _footer(handle, size)
+        if footer is None or hashlib.sha256(footer).hexdigest() != record.footer_sha256:
+            raise fail("its Parquet footer differs from the one the build wrote")
+        if full_hash:
+            if _sha256(handle) != record.sha256:
+                raise fail("its content differs from what the build wrote")
 
 
 def write_id_maps(directory: Path, user_map: pa.Table, item_map: pa.Table) -> None:

@@ -1,14 +1,15 @@
 """Load a built dataset directory into :class:`RecData` tensors — pyarrow only, no Ray.
 
 The GPU benchmark host has torch and pyarrow but may lack Ray, so loading never imports it.
-Rows of every split are sorted by ``row`` (their input position), so the tensors do not depend
-on how many shards, or which engine, wrote the folder.
+Every file read is first verified against the manifest
+(:func:`~invlearn_ray.data.dataset_dir.verify_dataset`). Rows of every split are sorted by
+``row`` (their input position), so the tensors do not depend on how many shards, or which
+engine, wrote the folder.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -16,6 +17,7 @@ import torch
 
 from invlearn_ray.data import canonical as cn
 from invlearn_ray.data import dataset_dir as dd
+from invlearn_ray.data.manifest import Manifest
 from invlearn_ray.data.recdata import Interactions, ObservedUnlabeled, RecData, UserItemIndex
 from invlearn_ray.data.splits import COLD
 from invlearn_ray.data.synthetic import PlantedTruth
@@ -40,7 +42,7 @@ def recdata_from_tables(
     n_items: int,
     truth: PlantedTruth | None,
     name: str,
-    manifest: dict[str, Any],
+    manifest: Manifest,
 ) -> RecData:
     """Assemble :class:`RecData` from output tables (as written to, or read from, a folder).
 
@@ -79,32 +81,36 @@ def recdata_from_tables(
     )
 
 
-def load_dataset(path: str | Path, device: torch.device | str = "cpu") -> RecData:
+def load_dataset(
+    path: str | Path, device: torch.device | str = "cpu", full_hash: bool = False
+) -> RecData:
     """Load a dataset folder written by ``pipelines/build_data.py`` (either engine).
 
     Args:
         path: the dataset folder (holding ``manifest.json``).
         device: where to put the tensors.
+        full_hash: verify every byte of every file, not only sizes and Parquet footers.
 
     Returns:
         Every :class:`RecData` field filled; ``truth`` is the planted truth for synthetic data.
 
     Raises:
         DatasetFormatError: a missing folder, a folder that is not a dataset, a schema-version
-            mismatch, or a missing split folder.
+            mismatch, or a file or count that differs from what the build wrote.
     """
     directory = Path(path)
-    manifest = dd.read_manifest(directory)
+    manifest = Manifest.read(directory)
+    dd.verify_dataset(directory, manifest, (*dd.OUTPUT_SPLITS, dd.ID_MAP_DIR), full_hash)
     tables = {name: dd.read_split(directory / name) for name in dd.OUTPUT_SPLITS}
     truth = None
     if (directory / dd.TRUTH_FILE).is_file():
         truth = PlantedTruth.load(directory / dd.TRUTH_FILE)
     data = recdata_from_tables(
         tables,
-        n_users=manifest["n_users"],
-        n_items=manifest["n_items"],
+        n_users=manifest.n_users,
+        n_items=manifest.n_items,
         truth=truth,
-        name=manifest["name"],
+        name=manifest.name,
         manifest=manifest,
     )
     return data.to(device) if torch.device(device) != torch.device("cpu") else data
@@ -117,7 +123,7 @@ def load_unlabeled_draw(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, t
     repeated ``sampling.rate`` times (see ``build.draw_unlabeled``).
     """
     directory = Path(path)
-    dd.read_manifest(directory)
+    dd.verify_dataset(directory, Manifest.read(directory), ("unlabeled", "train_test"))
     table = dd.read_split(directory / "unlabeled")
     rows = table.column(dd.SOURCE_ROW).to_numpy()
     train_test_rows = dd.read_split(directory / "train_test", columns=[cn.ROW])

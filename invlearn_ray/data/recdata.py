@@ -9,11 +9,12 @@ they exist to *measure* how well IDL/IG annotate unlabeled rows.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
+
+from invlearn_ray.data.manifest import Manifest
 
 UNKNOWN_LABEL = -1
 """Value of ``hidden_labels`` where the true label of an unlabeled row is not known."""
@@ -172,7 +173,8 @@ class RecData:
             and unlabeled) — the exclusion set of unlabeled sampling and full-ranking metrics.
         truth: planted-truth oracle for synthetic data (None for real data).
         cold_valid / cold_test: True where the row's user or item never occurs in training.
-        manifest: the dataset's manifest (provenance), as loaded.
+        manifest: the dataset's manifest (provenance), as loaded or built; None for data
+            assembled by hand.
     """
 
     n_users: int
@@ -187,7 +189,7 @@ class RecData:
     cold_valid: torch.Tensor | None = None
     cold_test: torch.Tensor | None = None
     name: str = "dataset"
-    manifest: dict[str, Any] = field(default_factory=dict)
+    manifest: Manifest | None = None
 
     def to(self, device: torch.device | str) -> RecData:
         """Copy every tensor to ``device`` (the truth oracle stays where it is)."""

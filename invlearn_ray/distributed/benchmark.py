@@ -54,6 +54,8 @@ from invlearn_ray.core.config import TrainConfig
 from invlearn_ray.core.methods import METHOD_SPECS, METHODS
 from invlearn_ray.data import dataset_dir as dd
 from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
+from invlearn_ray.data.errors import DatasetFormatError
+from invlearn_ray.data.manifest import Manifest
 from invlearn_ray.data.sources import SourceSpec
 from invlearn_ray.data.splits import SplitOptions
 from invlearn_ray.data.synthetic import PRESETS, SyntheticConfig
@@ -195,7 +197,7 @@ def ensure_dataset(
         return Path(spec.path).resolve()
     out = (root / spec.name).resolve()
     wanted = json.loads(json.dumps(config.inputs()))
-    if (out / dd.MANIFEST_FILE).is_file() and dd.read_manifest(out).get("inputs") == wanted:
+    if _built_from(out) == wanted:
         progress(f"dataset {spec.name}: reusing {out}")
         return out
     started = time.perf_counter()
@@ -203,12 +205,21 @@ def ensure_dataset(
         manifest = build_dataset(config, out, overwrite=True)
     else:
         manifest = build_dataset_in_memory(config, out, overwrite=True)
-    counts = ", ".join(f"{split} {c['rows']}" for split, c in manifest["counts"].items())
+    counts = ", ".join(f"{split} {manifest.rows(split)}" for split in manifest.counts)
     progress(
         f"dataset {spec.name}: built with {engine} in {time.perf_counter() - started:.1f} s "
         f"({counts}) -> {out}"
     )
     return out
+
+
+def _built_from(out: Path) -> dict[str, Any] | None:
+    """The inputs of the dataset built in ``out``; None when there is none this code reads
+    (an older schema is rebuilt) or its files changed since the build."""
+    try:
+        return dd.verified_manifest(out).inputs
+    except DatasetFormatError:
+        return None
 
 
 # ------------------------------------------------------------------------------------------
@@ -456,8 +467,7 @@ def study_pins(
     if entry != BEST_EXPLICIT:
         pins["method"] = entry
     if "unlabeled_source" in space.search and "unlabeled_source" not in given:
-        observed_rows = dd.read_manifest(dataset_path)["counts"]["unclear"]["rows"]
-        if observed_rows == 0:
+        if Manifest.read(dataset_path).rows("unclear") == 0:
             pins["unlabeled_source"] = "sampled"
     return pins
 

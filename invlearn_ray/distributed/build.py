@@ -21,7 +21,8 @@ The same code runs on a laptop's local Ray and on a cluster (``ray.init(address=
    exclusion needs each user's whole training item set, and the draw must not depend on
    blocks) and written with Ray Data;
 7. **manifest** — counts are read back from the written files, so the conservation check in
-   the manifest proves what is on disk.
+   the manifest proves what is on disk, and every written file is fingerprinted for loading to
+   verify.
 
 The result equals :func:`~invlearn_ray.data.build.build_in_memory` row for row (tested).
 """
@@ -31,6 +32,7 @@ from __future__ import annotations
 import os
 import pickle
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,7 @@ from invlearn_ray.data.build import (
     summary_columns,
 )
 from invlearn_ray.data.errors import DataError
+from invlearn_ray.data.manifest import Manifest
 from invlearn_ray.data.readers import parse_file
 from invlearn_ray.data.sources import SourceSpec, check_not_empty, synthetic_universe
 from invlearn_ray.data.synthetic import PlantedTruth, generate_interactions
@@ -191,9 +194,7 @@ def _read(source: SourceSpec) -> tuple[ray.data.Dataset, PlantedTruth | None, di
     return parsed.materialize(), None, None
 
 
-def build_dataset(
-    config: BuildConfig, out_dir: str | Path, *, overwrite: bool = False
-) -> dict[str, Any]:
+def build_dataset(config: BuildConfig, out_dir: str | Path, *, overwrite: bool = False) -> Manifest:
     """Build ``config`` with Ray Data and write it to ``out_dir``; returns the manifest.
 
     Ray is used as initialized by the caller (see ``invlearn_ray.distributed.session``), or
@@ -284,7 +285,8 @@ def build_dataset(
             dd.write_id_maps(staging, cn.id_map_table(user_map), cn.id_map_table(item_map))
             if truth is not None:
                 truth.save(staging / dd.TRUTH_FILE)
-            dd.write_manifest(staging, manifest)
+            manifest = replace(manifest, shard_files=dd.fingerprint_files(staging))
+            manifest.write(staging)
             dd.publish(staging, out)
         except BaseException:
             dd.discard(staging)

@@ -112,7 +112,7 @@ def run_training(
     if unknown:
         raise ValueError(f"unknown test switch(es) {unknown}; valid: {list(TEST_SWITCHES)}")
     dataset_path, output_dir = Path(dataset_path).resolve(), Path(output_dir).resolve()
-    dd.read_manifest(dataset_path)  # fail here, not in every worker, on a non-dataset folder
+    dd.verified_manifest(dataset_path)  # fail here, not in every worker, on a bad dataset
     check_can_publish(output_dir, overwrite)
     staging = staging_dir(output_dir)
     if num_workers == 0:

@@ -509,7 +509,7 @@ def run_study(
         StudyFailedError: every trial failed.
     """
     dataset = Path(dataset).resolve()
-    manifest = dd.read_manifest(dataset)
+    manifest = dd.verified_manifest(dataset)  # here, not in every trial
     study_dir = Path(output_dir).resolve()
     name = name or space.name
     _claim_study_dir(study_dir, study_identity(space, dataset, budget))
@@ -535,7 +535,7 @@ def run_study(
         budget,
         trainable,
         experiment_dir,
-        [MlflowTrialCallback(tracker, context, manifest["name"], name), *callbacks],
+        [MlflowTrialCallback(tracker, context, manifest.name, name), *callbacks],
         verbose,
     )
     tuner.fit()
@@ -572,7 +572,7 @@ def run_study(
         spec = RunSpec(
             key=f"{name}/final",
             dataset=str(dataset),
-            dataset_name=manifest["name"],
+            dataset_name=manifest.name,
             config=config,
             output_dir=str(study_dir / FINAL_DIR),
             tags={"study": name, "best_trial_id": best["trial_id"]},

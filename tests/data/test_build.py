@@ -27,6 +27,7 @@ from invlearn_ray.data.errors import (
 )
 from invlearn_ray.data.labels import FinishRateRule, PlaytimeQuartileRule, RatingRule
 from invlearn_ray.data.loading import load_dataset, load_unlabeled_draw
+from invlearn_ray.data.manifest import SCHEMA_VERSION
 from invlearn_ray.data.sampling import epoch_generator, sample_unlabeled
 from invlearn_ray.data.sources import SourceSpec
 from invlearn_ray.data.splits import SplitOptions
@@ -64,12 +65,12 @@ def test_every_input_row_is_written_once_or_counted_as_dropped(tmp_path):
     written = _all_rows(built)
     assert len(written) == len(np.unique(written))
     manifest = built.manifest
-    assert manifest["input_rows"] == 1000
-    assert len(written) + manifest["duplicates_dropped"] == 1000
-    assert manifest["duplicates_dropped"] > 0
-    assert manifest["conservation"]["holds"]
+    assert manifest.input_rows == 1000
+    assert len(written) + manifest.duplicates_dropped == 1000
+    assert manifest.duplicates_dropped > 0
+    assert manifest.conservation["holds"]
     for name in dd.OUTPUT_SPLITS:
-        assert manifest["counts"][name]["rows"] == built.tables[name].num_rows
+        assert manifest.rows(name) == built.tables[name].num_rows
     unclear = built.tables["unclear"]
     assert (unclear.column("hidden_label").to_numpy() == -1).all()
     assert set(unclear.column(cn.RATING).to_pylist()) == {3.0}
@@ -81,7 +82,7 @@ def test_duplicates_keep_the_last_line(tmp_path):
     rows.append("1::1::1::2")  # later rating of an earlier pair: this one must win
     path.write_text("\n".join(rows) + "\n")
     built = build_in_memory(_config(path))
-    assert built.manifest["duplicates_dropped"] == 1
+    assert built.manifest.duplicates_dropped == 1
     for name in dd.LABELED_SPLITS:
         table = built.tables[name]
         first = (table.column(cn.USER).to_numpy() == 0) & (table.column(cn.ITEM).to_numpy() == 0)
@@ -94,14 +95,14 @@ def test_cold_rows_are_flagged_or_dropped_and_still_conserved(tmp_path):
     path = _ratings_file(tmp_path, n_users=300, n_items=400)
     kept = build_in_memory(_config(path, split=SplitOptions(seed=2, cold_policy="keep")))
     dropped = build_in_memory(_config(path, split=SplitOptions(seed=2, cold_policy="drop")))
-    cold_valid = kept.manifest["cold"]["valid"]["rows"]
+    cold_valid = kept.manifest.cold["valid"]["rows"]
     assert cold_valid > 0
     assert kept.tables["valid"].column("cold").to_numpy(zero_copy_only=False).sum() == cold_valid
-    assert dropped.manifest["cold"]["valid"]["dropped"] == cold_valid
+    assert dropped.manifest.cold["valid"]["dropped"] == cold_valid
     assert dropped.tables["valid"].num_rows == kept.tables["valid"].num_rows - cold_valid
     assert not dropped.tables["test"].column("cold").to_numpy(zero_copy_only=False).any()
-    assert dropped.manifest["conservation"]["holds"]
-    assert len(_all_rows(dropped)) + dropped.manifest["conservation"]["cold_rows_dropped"] == len(
+    assert dropped.manifest.conservation["holds"]
+    assert len(_all_rows(dropped)) + dropped.manifest.conservation["cold_rows_dropped"] == len(
         _all_rows(kept)
     )
 
@@ -118,8 +119,8 @@ def test_presplit_files_keep_their_splits(tmp_path):
     test_rows = built.tables["test"].column(cn.ROW).to_numpy()
     assert valid_rows.min() >= 300 and valid_rows.max() < 400
     assert test_rows.min() >= 400
-    assert built.manifest["split"]["kind"] == "given"
-    assert built.manifest["conservation"]["holds"]
+    assert built.manifest.split["kind"] == "given"
+    assert built.manifest.conservation["holds"]
 
 
 def test_micro_video_csv_with_quartile_rule(tmp_path):
@@ -134,13 +135,11 @@ def test_micro_video_csv_with_quartile_rule(tmp_path):
         "csv", path, columns={"user": "uid", "item": "vid", "play_time": "pt", "duration": "dur"}
     )
     built = build_in_memory(BuildConfig(source=spec, rule=PlaytimeQuartileRule()))
-    rule = built.manifest["rule"]
+    rule = built.manifest.rule
     assert rule["kind"] == "playtime-quartile" and rule["lower_value"] < rule["upper_value"]
-    unclear_share = built.manifest["counts"]["unclear"]["rows"] / (
-        800 - built.manifest["duplicates_dropped"]
-    )
+    unclear_share = built.manifest.rows("unclear") / (800 - built.manifest.duplicates_dropped)
     assert unclear_share == pytest.approx(0.5, abs=0.05)
-    assert built.manifest["feedback"] == "micro_video"
+    assert built.manifest.feedback == "micro_video"
     assert "play_time" in built.tables["test"].column_names
 
 
@@ -184,7 +183,7 @@ def test_written_dataset_loads_back_to_the_same_tensors(tmp_path):
     )
     built = build_in_memory(config)
     manifest = build_dataset_in_memory(config, tmp_path / "ds")
-    assert manifest["counts"] == built.manifest["counts"]
+    assert manifest.counts == built.manifest.counts
     data = load_dataset(tmp_path / "ds")
     train = built.tables["train_train"].sort_by(cn.ROW)
     assert torch.equal(data.train_train.users, torch.tensor(train.column(cn.USER).to_numpy()))
@@ -214,13 +213,13 @@ def test_output_folder_policy(tmp_path):
     out = tmp_path / "ds"
     first = build_dataset_in_memory(_config(path), out)
     again = build_dataset_in_memory(_config(path), out)  # same inputs: rebuilt in place
-    assert again["counts"] == first["counts"]
+    assert again.counts == first.counts
     with pytest.raises(OutputDirectoryError, match="already holds a different dataset"):
         build_dataset_in_memory(_config(path, split=SplitOptions(seed=9)), out)
     replaced = build_dataset_in_memory(
         _config(path, split=SplitOptions(seed=9)), out, overwrite=True
     )
-    assert json.loads((out / "manifest.json").read_text())["seed"] == replaced["seed"] == 9
+    assert json.loads((out / "manifest.json").read_text())["seed"] == replaced.seed == 9
     foreign = tmp_path / "home"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
@@ -242,7 +241,7 @@ def test_loading_refuses_what_is_not_a_dataset(tmp_path):
     (out / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DatasetFormatError, match="schema_version 99, but this code reads"):
         load_dataset(out)
-    manifest["schema_version"] = dd.SCHEMA_VERSION
+    manifest["schema_version"] = SCHEMA_VERSION
     (out / "manifest.json").write_text(json.dumps(manifest))
     for shard in (out / "valid").glob("*.parquet"):
         shard.unlink()
@@ -254,9 +253,9 @@ def test_loading_refuses_what_is_not_a_dataset(tmp_path):
 def test_ml100k_inter_builds_with_its_published_counts(ml100k_dir, tmp_path):
     spec = SourceSpec.from_files("inter", ml100k_dir / "ml-100k.inter", name="ml100k")
     manifest = build_dataset_in_memory(BuildConfig(source=spec), tmp_path / "ml100k")
-    assert (manifest["input_rows"], manifest["n_users"], manifest["n_items"]) == (100000, 943, 1682)
-    assert manifest["duplicates_dropped"] == 0
-    counts = manifest["counts"]
+    assert (manifest.input_rows, manifest.n_users, manifest.n_items) == (100000, 943, 1682)
+    assert manifest.duplicates_dropped == 0
+    counts = manifest.counts
     assert [counts[s]["rows"] for s in dd.LABELED_SPLITS] == [54000, 6000, 20000, 20000]
     assert counts["unclear"]["rows"] == 0
     data = load_dataset(tmp_path / "ml100k")
@@ -267,7 +266,7 @@ def test_ml100k_inter_builds_with_its_published_counts(ml100k_dir, tmp_path):
 @pytest.mark.ml100k
 def test_ml100k_presplit_files_keep_their_sizes(ml100k_dir):
     built = build_in_memory(BuildConfig(source=SourceSpec.presplit(ml100k_dir / "split", "ml100k")))
-    counts = built.manifest["counts"]
+    counts = built.manifest.counts
     assert counts["train_train"]["rows"] + counts["train_test"]["rows"] == 60000
     assert (counts["valid"]["rows"], counts["test"]["rows"]) == (20000, 20000)
-    assert (built.manifest["n_users"], built.manifest["n_items"]) == (943, 1682)
+    assert (built.manifest.n_users, built.manifest.n_items) == (943, 1682)

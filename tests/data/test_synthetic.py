@@ -117,7 +117,7 @@ def test_make_synthetic_recdata_fills_every_field_and_hides_truth():
     training = data.labeled_training()
     assert data.seen_in_training.contains(training.users, training.items).all()
     assert data.seen_in_training.contains(unlabeled.users, unlabeled.items).all()
-    assert data.manifest["conservation"]["holds"]
+    assert data.manifest.conservation["holds"]
 
 
 def test_label_fraction_turns_labeled_rows_into_hidden_unlabeled_rows():
@@ -131,5 +131,5 @@ def test_label_fraction_turns_labeled_rows_into_hidden_unlabeled_rows():
     assert n_kept == round(0.3 * n_full)
     assert torch.equal(sparse.train_train.users, again.train_train.users)
     assert len(sparse.valid) == len(full.valid) and len(sparse.test) == len(full.test)
-    counts = sparse.manifest["counts"]["unclear"]
+    counts = sparse.manifest.counts["unclear"]
     assert counts["origin_label_fraction"] == n_hidden

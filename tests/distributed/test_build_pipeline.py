@@ -63,12 +63,12 @@ def test_ray_build_equals_in_memory_build_row_for_row(ray_session, tmp_path):
     manifest = build_dataset(config, tmp_path / "ray")
     built = build_in_memory(config)
     _assert_same_folders(tmp_path / "ray", built)
-    assert manifest["engine"] == "ray"
+    assert manifest.engine == "ray"
     for key in ("counts", "cold", "conservation", "n_users", "n_items", "rule"):
-        assert manifest[key] == built.manifest[key], key
-    conservation = manifest["conservation"]
-    assert conservation["holds"] and manifest["input_rows"] == 1400
-    assert manifest["duplicates_dropped"] > 0 and conservation["cold_rows_dropped"] > 0
+        assert getattr(manifest, key) == getattr(built.manifest, key), key
+    conservation = manifest.conservation
+    assert conservation["holds"] and manifest.input_rows == 1400
+    assert manifest.duplicates_dropped > 0 and conservation["cold_rows_dropped"] > 0
     rows = np.concatenate(
         [
             dd.read_split(tmp_path / "ray" / name, columns=[cn.ROW]).column(cn.ROW).to_numpy()
@@ -76,8 +76,8 @@ def test_ray_build_equals_in_memory_build_row_for_row(ray_session, tmp_path):
         ]
     )
     assert len(np.unique(rows)) == len(rows)
-    assert len(rows) + manifest["duplicates_dropped"] + conservation["cold_rows_dropped"] == 1400
-    assert max(manifest["files"].values()) == 3
+    assert len(rows) + manifest.duplicates_dropped + conservation["cold_rows_dropped"] == 1400
+    assert max(manifest.files.values()) == 3
     loaded = load_dataset(tmp_path / "ray")
     assert torch.equal(
         loaded.train_test.items,
@@ -92,7 +92,7 @@ def test_ray_build_of_synthetic_data_matches_and_parse_errors_surface(ray_sessio
     manifest = build_dataset(config, tmp_path / "synthetic")
     _assert_same_folders(tmp_path / "synthetic", build_in_memory(config))
     assert (tmp_path / "synthetic" / dd.TRUTH_FILE).is_file()
-    assert manifest["synthetic"]["stats"]["observed_rows"] == manifest["input_rows"]
+    assert manifest.synthetic["stats"]["observed_rows"] == manifest.input_rows
 
     (tmp_path / "good.csv").write_text("user,item,rating\n1,2,3\n")
     (tmp_path / "bad.csv").write_text("user,item,rating\n1,2,3\n1,3,4\n2,2,lots\n")

@@ -10,6 +10,7 @@ import pytest
 from invlearn_ray.data import dataset_dir as dd
 from invlearn_ray.data.labels import FinishRateRule, RatingRule
 from invlearn_ray.data.loading import load_dataset
+from invlearn_ray.data.manifest import Manifest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "pipelines" / "build_data.py"
 
@@ -115,6 +116,6 @@ def test_ray_smoke_run_writes_a_complete_dataset(cli, ray_session, tmp_path):
     assert cli.main(["--smoke-test", "--shards", "2", "--out", str(out)]) == 0
     assert all((out / name).is_dir() for name in dd.ALL_SPLITS)
     assert (out / dd.TRUTH_FILE).is_file()
-    manifest = dd.read_manifest(out)
-    assert manifest["engine"] == "ray" and manifest["conservation"]["holds"]
+    manifest = Manifest.read(out)
+    assert manifest.engine == "ray" and manifest.conservation["holds"]
     assert cli.main(["--smoke-test", "--seed", "3", "--out", str(out)]) == 1  # different dataset

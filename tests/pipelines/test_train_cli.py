@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -138,6 +139,18 @@ def test_a_finished_run_is_replaced_only_with_overwrite(train_cli, tiny_dataset,
     assert {path: path.read_bytes() for path in sorted(out.rglob("*")) if path.is_file()} == before
     assert train_cli.main([*base, "--backbone", "neumf", "--overwrite"]) == 0
     assert json.loads((out / "metrics.json").read_text())["config"]["backbone"] == "neumf"
+
+
+def test_a_dataset_whose_manifest_was_edited_is_refused(train_cli, tiny_dataset, tmp_path, capsys):
+    dataset = Path(shutil.copytree(tiny_dataset, tmp_path / "tiny"))
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    manifest["n_items"] = 5000
+    (dataset / "manifest.json").write_text(json.dumps(manifest))
+    argv = ["--dataset", str(dataset), "--smoke-test", "--out", str(tmp_path / "run")]
+    assert train_cli.main(argv) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "n_items is 5000, but" in error
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_storage_path_inside_the_run_folder_is_a_usage_error(train_cli, tmp_path, capsys):
