@@ -32,11 +32,11 @@ def tiny():
 
 
 def test_the_derived_tables_follow_the_specs_in_table_order():
-    assert METHODS == tuple(METHOD_SPECS)
-    assert METHODS[:3] == ("none", "ns", "tce")
-    assert STATIC_STEP_METHODS == ("none", "ns", "rce", "idl", "ig")
-    assert "ig" not in BASE_METHODS and set(BASE_METHODS) == set(METHODS) - {"ig"}
+    assert METHODS == tuple(METHOD_SPECS) and METHODS[:3] == ("none", "ns", "tce")
     assert all(spec.name == name for name, spec in METHOD_SPECS.items())
+    assert {"none", "ns", "rce", "idl", "ig"} <= set(STATIC_STEP_METHODS)
+    assert not {"tce", "dns", "srns", "sl", "bsl"} & set(STATIC_STEP_METHODS)
+    assert "ig" not in BASE_METHODS and {"none", "idl", "bsl"} <= set(BASE_METHODS)
 
 
 def test_every_spec_names_a_shipped_space_file():
