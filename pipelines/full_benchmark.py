@@ -43,6 +43,7 @@ from invlearn_ray.distributed.benchmark import (
     PROFILES,
     BenchmarkConfigError,
     BenchmarkInterrupted,
+    check_overrides,
     load_given_configs,
     parse_dataset,
     run_benchmark,
@@ -138,6 +139,7 @@ def resolve(argv: list[str] | None = None):
         if args.ratios is not None:
             changes["ratio_study"] = args.ratios
         overrides = parse_overrides(args.set)
+        check_overrides(overrides)
         if args.epochs:
             overrides["epochs"] = args.epochs
         budget = profile.tune

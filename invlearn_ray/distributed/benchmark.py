@@ -439,6 +439,24 @@ class BenchmarkResult:
         return [outcome for outcome in self.outcomes if not outcome.ok]
 
 
+GRID_FIELDS = {"seed": "--seeds", "backbone": "--backbones", "method": "--methods"}
+"""``TrainConfig`` fields the grid sets for each run; a value for every run would be ignored."""
+
+
+def check_overrides(overrides: Mapping[str, Any]) -> None:
+    """Refuse ``--set`` values of fields the grid sets (they used to be silently ignored).
+
+    Raises:
+        BenchmarkConfigError: ``overrides`` names a field of :data:`GRID_FIELDS`.
+    """
+    for name, option in GRID_FIELDS.items():
+        if name in overrides:
+            raise BenchmarkConfigError(
+                f"--set {name}={overrides[name]!r}: {name} is set by the benchmark grid; "
+                f"use {option}"
+            )
+
+
 def entry_method(entry: str, overrides: Mapping[str, Any]) -> str:
     """The method a row trains: the entry itself, or for ``best_explicit`` the given/tuned loss."""
     if entry != BEST_EXPLICIT:
@@ -607,6 +625,7 @@ def run_benchmark(
     out.mkdir(parents=True, exist_ok=True)
     given = given or GivenConfigs()
     overrides = dict(overrides or {})
+    check_overrides(overrides)
     experiment = experiment or f"benchmark-{profile.name}"
     tracker = Tracker(experiment, out)
     summary_run = tracker.start_run(

@@ -40,6 +40,8 @@ def benchmark_cli():
         (["--seeds", "0"], "expected a positive integer, got 0"),
         (["--label-fractions", "1,x"], "expected comma-separated numbers"),
         (["--set", "lr=fast"], "TrainConfig.lr expects a float"),
+        (["--set", "method=magic"], "method is set by the benchmark grid; use --methods"),
+        (["--set", "backbone=mf"], "backbone is set by the benchmark grid; use --backbones"),
         (["--trials", "4"], "--trials and --concurrency apply to tuned runs"),
         (["--quick", "--profile", "standard"], "not allowed with argument"),
         (["--datasets", "nowhere/at/all"], "nowhere/at/all"),
