@@ -30,7 +30,10 @@ from invlearn_ray.config_io import parse_overrides
 from invlearn_ray.core.backbones import BACKBONES
 from invlearn_ray.core.config import TrainConfig
 from invlearn_ray.core.methods import METHODS
+from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
 from invlearn_ray.data.errors import DataError
+from invlearn_ray.data.sources import SourceSpec
+from invlearn_ray.data.synthetic import SyntheticConfig
 from invlearn_ray.distributed.run_dir import (
     DIRECTION_LOG_FILE,
     METRICS_FILE,
@@ -152,10 +155,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Nam
 
 def _smoke_dataset(out: Path) -> Path:
     """Build the tiny synthetic dataset in memory (no Ray) into ``<out>/dataset``."""
-    from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
-    from invlearn_ray.data.sources import SourceSpec
-    from invlearn_ray.data.synthetic import SyntheticConfig
-
     path = out / "dataset"
     source = SourceSpec.from_synthetic(SyntheticConfig.preset("tiny"), name="smoke")
     build_dataset_in_memory(BuildConfig(source=source), path)

@@ -52,9 +52,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ray.train
 import torch
 from ray import tune
+from ray.train.torch import TorchTrainer
 from ray.tune import Callback
+from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -254,10 +257,6 @@ def _trial_on_ray_train(config, context: TrialContext, outputs: Path) -> None:
     Tune: the resumed run then starts after an epoch Tune never saw. Those epochs are reported
     after ``fit()`` from the run's history, so Tune (and selection) see every epoch once.
     """
-    import ray.train
-    from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
-
     dataset = Path(context.dataset)
     trainer = TorchTrainer(
         train_loop_per_worker,
