@@ -225,7 +225,10 @@ def fingerprint(path: Path) -> ShardFile:
 
 
 def fingerprint_files(directory: Path) -> dict[str, list[ShardFile]]:
-    """Every Parquet file of a dataset folder being written, per folder (for the manifest)."""
+    """Every Parquet file of a dataset folder being written, per folder (for the manifest).
+
+    Time: one read of every byte written (the full hash), ~20 ms per 1 M input rows here.
+    """
     return {
         folder: [fingerprint(path) for path in parquet_files(directory / folder)]
         for folder in FINGERPRINTED
