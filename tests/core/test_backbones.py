@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from invlearn_ray.core.backbones import BACKBONES, Backbone, build_backbone
+from invlearn_ray.core.backbones import (
+    BACKBONES,
+    Backbone,
+    Factors,
+    build_backbone,
+    score_all_pairwise,
+)
 from invlearn_ray.core.checkpoint import load_model, read_model_description, save_model
 
 N_USERS, N_ITEMS = 13, 17
@@ -131,3 +137,82 @@ def test_lightgcn_cache_is_invalidated_by_loading_weights():
 def test_lightgcn_without_a_graph_is_a_clear_error():
     with pytest.raises(ValueError, match="training-positive graph"):
         build_backbone("lightgcn", 3, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Catalogue scoring: the factorized contract and NeuMF's per-side precomputation
+# ---------------------------------------------------------------------------------------------
+
+FACTORIZED = ("gmf", "lightgcn", "mf")
+
+
+def dyadic_(model: Backbone, seed: int = 0) -> Backbone:
+    """Parameters on a coarse dyadic grid: every sum and product is exact in float32, so two
+    scoring paths must agree bit for bit, ties included."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            grid = torch.randint(-4, 5, parameter.shape, generator=generator)
+            parameter.copy_(grid.to(parameter.dtype) / 4)
+    return model
+
+
+def test_factorized_backbones_score_every_item_as_their_forward():
+    users, items = all_pairs()
+    for name in FACTORIZED:
+        model = dyadic_(make_backbone(name)) if name != "lightgcn" else make_backbone(name)
+        factors = model.factors()
+        assert factors is not None, name
+        scores = factors.scores(torch.arange(N_USERS)).reshape(-1)
+        if name == "lightgcn":  # propagation divides by degrees: equal up to float rounding
+            torch.testing.assert_close(scores, model(users, items), rtol=1e-5, atol=1e-6)
+        else:
+            assert torch.equal(scores, model(users, items)), name
+
+
+def test_gmf_folds_its_head_weight_and_bias_into_the_factors():
+    model = dyadic_(make_backbone("gmf"))
+    with torch.no_grad():
+        model.predict_bias.fill_(0.75)
+    factors = model.factors()
+    assert factors.constant == 0.75
+    torch.testing.assert_close(factors.user, model.user_embedding * model.predict_weight)
+
+
+def test_augmented_columns_fold_a_biased_mf_into_one_dot_product():
+    # The contract biased MF (issue 13) will use: mu + b_u + b_i + <p_u, q_i>.
+    generator = torch.Generator().manual_seed(0)
+    p, q = (
+        torch.randn(N_USERS, 4, generator=generator),
+        torch.randn(N_ITEMS, 4, generator=generator),
+    )
+    b_user, b_item, mu = torch.randn(N_USERS, generator=generator), torch.randn(N_ITEMS), 0.3
+    ones_u, ones_i = torch.ones(N_USERS, 1), torch.ones(N_ITEMS, 1)
+    factors = Factors(
+        torch.cat([p, b_user[:, None], ones_u], 1), torch.cat([q, ones_i, b_item[:, None]], 1), mu
+    )
+    expected = mu + b_user[:, None] + b_item[None, :] + p @ q.T
+    torch.testing.assert_close(factors.scores(torch.arange(N_USERS)), expected)
+
+
+def test_neumf_is_not_factorized_and_its_scorer_equals_the_pairwise_forward():
+    model = make_backbone("neumf")
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0.0, 0.5)  # large enough that every ReLU is sometimes active
+    assert model.factors() is None
+    users = torch.tensor([3, 0, 12, 3])
+    for pair_budget in (1, 7, 1 << 16):
+        torch.testing.assert_close(
+            model.catalogue_scorer(pair_budget)(users),
+            score_all_pairwise(model, users),
+            rtol=1e-5,
+            atol=1e-5,
+        )
+
+
+def test_a_scorer_may_reuse_its_buffer_but_score_all_returns_its_own_tensor(backbone):
+    first = backbone.score_all(torch.tensor([0, 1]))
+    kept = first.clone()
+    backbone.score_all(torch.tensor([2, 3]))
+    assert torch.equal(first, kept)
