@@ -136,19 +136,27 @@ class UserItemIndex:
             return torch.zeros_like(query, dtype=torch.bool)
         return keys[position] == query
 
-    def dense_rows(self, users: Tensor) -> Tensor:
-        """``[len(users), n_items]`` bool mask of each given user's items, vectorized.
+    def batch_pairs(self, users: Tensor) -> tuple[Tensor, Tensor]:
+        """``(row, item)`` for every item of each given user, ``row`` its position in ``users``.
 
-        The form full-catalogue rankings need: to exclude training items or mark targets.
+        Rows ascend, and items ascend within a row, so ``row * n_items + item`` is sorted.
+        Vectorized; time and memory ∝ the listed items, never ``len(users) × n_items``.
         """
         starts = self.indptr[users]
         counts = self.indptr[users + 1] - starts
-        total = int(counts.sum())
+        rows = torch.repeat_interleave(torch.arange(len(users), device=users.device), counts)
+        first = torch.repeat_interleave(starts - (torch.cumsum(counts, 0) - counts), counts)
+        return rows, self.items[first + torch.arange(len(rows), device=users.device)]
+
+    def dense_rows(self, users: Tensor) -> Tensor:
+        """``[len(users), n_items]`` bool mask of each given user's items, vectorized.
+
+        For the few rows where a ranking must look at every item (see
+        :mod:`invlearn_ray.core.ranking`); memory ∝ ``len(users) × n_items``.
+        """
         mask = torch.zeros(len(users), self.n_items, dtype=torch.bool, device=users.device)
-        if total:
-            rows = torch.repeat_interleave(torch.arange(len(users), device=users.device), counts)
-            first = torch.repeat_interleave(starts - (torch.cumsum(counts, 0) - counts), counts)
-            mask[rows, self.items[first + torch.arange(total, device=users.device)]] = True
+        rows, items = self.batch_pairs(users)
+        mask[rows, items] = True
         return mask
 
     def to(self, device: torch.device | str) -> UserItemIndex:

@@ -11,18 +11,28 @@ import pytest
 import torch
 from sklearn.metrics import ndcg_score, roc_auc_score
 
+from invlearn_ray.core.backbones import Factors
 from invlearn_ray.core.metrics import (
     GAUC_WEIGHTINGS,
     auc,
     display_name,
+    draw_user_sample,
     evaluate_rows,
+    finalize_full_ranking,
+    finalize_row_metrics,
     full_ranking_metrics,
+    full_ranking_population,
+    full_ranking_stats,
     gauc,
+    merge_row_metric_stats,
+    merge_totals,
     metric_key,
     mrr,
     ndcg_at_k,
     random_mrr_floor,
     random_ndcg_floor,
+    row_metric_stats,
+    user_shard,
 )
 from invlearn_ray.data.recdata import UserItemIndex
 
@@ -523,3 +533,163 @@ def test_every_report_key_round_trips_through_display_name():
     scores, labels, users = make_rows(0)
     for key in evaluate_rows(scores, labels, users):
         assert metric_key(display_name(key)) == key
+
+
+# ---------------------------------------------------------------------------------------------
+# Full-catalogue ranking on wide catalogues (the block path) and factorized scores
+# ---------------------------------------------------------------------------------------------
+
+WIDE_ITEMS = 3100  # >= 4 * (k + 1) blocks of 128 for k = 5: the block path of top_window
+
+
+def make_wide_catalogue(seed: int, levels: int, n_users: int = 40):
+    """Integer factor tables: their products are exact, tied at ``levels`` granularity."""
+    generator = torch.Generator().manual_seed(seed)
+    user_factors = torch.randint(-levels, levels + 1, (n_users, 3), generator=generator).float()
+    item_factors = torch.randint(-levels, levels + 1, (WIDE_ITEMS, 3), generator=generator).float()
+    seen = torch.rand(n_users, WIDE_ITEMS, generator=generator) < 0.2
+    test = (torch.rand(n_users, WIDE_ITEMS, generator=generator) < 0.01) & ~seen
+    test[0] = False  # a user without relevant items
+    test[1, :3] = True  # relevant items that were seen in training
+    seen[1, :3] = True
+    relevant = UserItemIndex.from_pairs(*test.nonzero().T, n_users, WIDE_ITEMS)
+    exclude = UserItemIndex.from_pairs(*seen.nonzero().T, n_users, WIDE_ITEMS)
+    return Factors(user_factors, item_factors), relevant, exclude, test, seen
+
+
+@pytest.mark.parametrize(("seed", "levels"), [(0, 1), (1, 2), (2, 40)])
+def test_factorized_ranking_of_a_wide_catalogue_equals_the_per_user_reference(seed, levels):
+    # levels 1-2: ties cross the top window in most rows; 40: ties are rare at the top.
+    factors, relevant, exclude, test, seen = make_wide_catalogue(seed, levels)
+    table = factors.scores(torch.arange(len(test)))
+    users = torch.arange(len(test))
+    report = full_ranking_metrics(factors.scorer(), users, relevant, exclude, ks=(5,))
+    recall, ndcg, n_users = reference_full_ranking(table, test, seen, range(len(test)), 5)
+    assert report["full_recall_at_5"] == pytest.approx(recall, abs=1e-12)
+    assert report["full_ndcg_at_5"] == pytest.approx(ndcg, abs=1e-12)
+    assert report["full_users"] == n_users
+    assert report["full_relevant_seen"] == 3
+
+
+def test_factorized_ranking_does_not_depend_on_the_user_batch_size():
+    factors, relevant, exclude, _, _ = make_wide_catalogue(3, levels=3)
+    users = torch.arange(40)
+    base = full_ranking_metrics(factors.scorer(), users, relevant, exclude, ks=(5, 20))
+    for batch_size in (1, 7, 64):
+        other = full_ranking_metrics(
+            factors.scorer(), users, relevant, exclude, ks=(5, 20), user_batch_size=batch_size
+        )
+        for key, value in base.items():
+            assert other[key] == pytest.approx(value, abs=1e-12), (batch_size, key)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sharded evaluation: statistics of disjoint user shards merge to the all-at-once report
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_row_metrics_of_user_shards_merged_equal_all_at_once(world_size):
+    scores, labels, users = make_rows(7)
+    whole = evaluate_rows(scores, labels, users)
+    parts = []
+    for rank in range(world_size):
+        mask = user_shard(users, rank, world_size)
+        parts.append(row_metric_stats(scores[mask], labels[mask], users[mask]))
+    merged = finalize_row_metrics(merge_row_metric_stats(parts))
+    assert merged.keys() == whole.keys()
+    for key, value in whole.items():
+        assert merged[key] == pytest.approx(value, abs=1e-12), key
+
+
+def test_an_empty_row_shard_merges_as_nothing():
+    scores, labels, users = make_rows(8)
+    empty = row_metric_stats(scores[:0], labels[:0], users[:0])
+    merged = finalize_row_metrics(
+        merge_row_metric_stats([empty, row_metric_stats(scores, labels, users)])
+    )
+    for key, value in evaluate_rows(scores, labels, users).items():
+        assert merged[key] == pytest.approx(value, abs=1e-12), key
+
+
+def test_full_ranking_of_user_shards_merged_equals_all_at_once():
+    table, relevant, exclude, _, _ = make_catalogue(9)
+    users = torch.arange(len(table))
+    whole = full_ranking_metrics(lambda u: table[u], users, relevant, exclude, ks=(5, 20))
+    parts = [
+        full_ranking_stats(
+            lambda u: table[u], users[user_shard(users, rank, 2)], relevant, exclude, ks=(5, 20)
+        )
+        for rank in range(2)
+    ]
+    parts.append(full_ranking_stats(lambda u: table[u], users[:0], relevant, exclude, ks=(5, 20)))
+    merged = finalize_full_ranking(merge_totals(parts))
+    assert merged.keys() == whole.keys()
+    for key, value in whole.items():
+        assert merged[key] == pytest.approx(value, abs=1e-12), key
+
+
+def test_totals_of_different_cutoffs_do_not_merge():
+    table, relevant, exclude, _, _ = make_catalogue(0)
+    users = torch.arange(10)
+    at_5 = full_ranking_stats(lambda u: table[u], users, relevant, exclude, ks=(5,))
+    at_10 = full_ranking_stats(lambda u: table[u], users, relevant, exclude, ks=(10,))
+    with pytest.raises(ValueError, match="same cut-offs"):
+        merge_totals([at_5, at_10])
+
+
+# ---------------------------------------------------------------------------------------------
+# The sampled-users protocol
+# ---------------------------------------------------------------------------------------------
+
+
+def test_user_sample_is_seeded_sorted_and_drawn_from_the_population():
+    population = torch.randperm(500, generator=torch.Generator().manual_seed(0))[:300] * 3
+    first = draw_user_sample(population, 40, seed=5)
+    assert torch.equal(first.users, draw_user_sample(population.flip(0), 40, seed=5).users)
+    assert not torch.equal(first.users, draw_user_sample(population, 40, seed=6).users)
+    assert len(first.users) == 40 and first.population == 300 and first.seed == 5
+    assert torch.equal(first.users, first.users.sort().values)
+    assert set(first.users.tolist()) <= set(population.tolist())
+    assert len(draw_user_sample(population, 1000, seed=5).users) == 300
+
+
+def test_user_sample_is_uniform_over_the_population():
+    # Every user is drawn with probability size / N: over 400 seeds, 400 * 10/50 = 80 times.
+    population = torch.arange(50)
+    counts = torch.zeros(50)
+    for seed in range(400):
+        counts[draw_user_sample(population, 10, seed).users] += 1
+    assert counts.sum() == 4000
+    assert (counts - 80).abs().max() < 30  # binomial sd 8: a bias of 30 is > 3.5 sd
+
+
+def test_sampled_users_report_is_named_and_has_the_finite_population_standard_error():
+    table, relevant, exclude, test, seen = make_catalogue(10)
+    population = full_ranking_population(torch.arange(len(table)), relevant, exclude)
+    sample = draw_user_sample(population, 20, seed=3)
+    totals = full_ranking_stats(lambda u: table[u], sample.users, relevant, exclude, ks=(10,))
+    report = finalize_full_ranking(totals, sample)
+    assert not any(key.startswith("full_") for key in report)
+    per_user = []
+    for user in sample.users.tolist():
+        per_user.append(reference_full_ranking(table, test, seen, [user], 10)[0])
+    values = np.array(per_user)
+    n, big_n = len(values), len(population)
+    stderr = np.sqrt((1 - n / big_n) * values.var(ddof=1) / n)
+    assert report["sampled_users_recall_at_10"] == pytest.approx(values.mean(), abs=1e-12)
+    assert report["sampled_users_recall_at_10_stderr"] == pytest.approx(stderr, abs=1e-12)
+    assert report["sampled_users_count"] == 20
+    assert report["sampled_users_population"] == big_n
+    assert report["sampled_users_seed"] == 3
+    for key in report:
+        assert metric_key(display_name(key)) == key
+
+
+def test_sampled_report_rejects_totals_that_miss_a_sampled_user():
+    table, relevant, exclude, _, _ = make_catalogue(11)
+    population = full_ranking_population(torch.arange(len(table)), relevant, exclude)
+    sample = draw_user_sample(population, 20, seed=0)
+    totals = full_ranking_stats(lambda u: table[u], sample.users[1:], relevant, exclude)
+    with pytest.raises(ValueError, match="rank each sampled user exactly once"):
+        finalize_full_ranking(totals, sample)
