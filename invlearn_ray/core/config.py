@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from invlearn_ray.core.backbones import BACKBONES
+from invlearn_ray.core.evaluation import FULL_RANKING_PROTOCOLS
 from invlearn_ray.core.methods import BASE_METHODS, METHODS, STATIC_STEP_METHODS, method_spec
 
 UNLABELED_SOURCES = ("sampled", "observed", "both")
@@ -76,7 +77,16 @@ class TrainConfig:
             of that method (e.g. ``idl`` or ``bsl``). The meta step's test loss stays BCE.
         test_batch_size: training-test rows per meta step.
         idl_temperature: exponent generalisation of the IDL weights (1 = paper eq. 4).
-        eval_user_batch: users per batch in full-catalogue evaluation.
+        eval_user_batch: users per batch in full-catalogue evaluation (memory: that many ×
+            n_items scores).
+        full_ranking: how the test split's full-catalogue Recall/NDCG@20 is computed:
+            ``exact`` (every test user), ``sampled_users`` (a seeded sample of
+            ``full_ranking_pairs // n_items`` users, each ranked against the whole catalogue;
+            metrics named ``sampled_users_*``, with standard errors) or ``auto`` (the default:
+            exact for factorized backbones — MF, GMF, LightGCN — and wherever every user fits
+            the budget; sampled otherwise, i.e. NeuMF on large catalogues). See
+            :data:`~invlearn_ray.core.evaluation.FULL_RANKING_PROTOCOLS`.
+        full_ranking_pairs: the pair budget of ``auto`` and ``sampled_users``.
         compile: ``torch.compile`` the step's loss functions (costs seconds once; worth it for
             long runs and GPU benchmarks).
         cuda_graphs: replay each step as a CUDA graph (GPU only; removes launch overhead).
@@ -119,6 +129,8 @@ class TrainConfig:
     test_batch_size: int = 1024
     idl_temperature: float = 1.0
     eval_user_batch: int = 1024
+    full_ranking: str = "auto"
+    full_ranking_pairs: int = 1 << 24
     compile: bool = False
     cuda_graphs: bool = False
 
@@ -132,6 +144,7 @@ class TrainConfig:
             "meta_steps": META_STEP_COUNTS,
             "ig_schedule": IG_SCHEDULES,
             "ig_base": BASE_METHODS,
+            "full_ranking": FULL_RANKING_PROTOCOLS,
         }
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
@@ -140,6 +153,7 @@ class TrainConfig:
                 )
         positive = ("embedding_dim", "batch_size", "epochs", "n_candidates", "n_negatives")
         positive += ("test_batch_size", "lr", "tau", "tau_pos", "tau_neg", "eval_user_batch")
+        positive += ("full_ranking_pairs",)
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)!r}")

@@ -3,7 +3,8 @@
 * :func:`evaluate_split` — AUC, GAUC, NDCG@K, MRR (and random floors) over a split's own
   labeled rows, the paper's protocol;
 * :func:`evaluate_full_ranking` — Recall@K / NDCG@K over every item a user has not trained on
-  (the BSL protocol, the one to use for ranking claims — method.md §6);
+  (the BSL protocol, the one to use for ranking claims — method.md §6), for every test user or,
+  under a budget, for a seeded sample of them (:data:`FULL_RANKING_PROTOCOLS`);
 * :func:`annotation_quality` — how well the model's implied labels of *unlabeled* rows match
   their hidden truth. IDL's weights favour label 1 exactly when ``ℓ(z, 0) > ℓ(z, 1)``, i.e. when
   the logit ``z > 0``, so the annotation of a row is ``1[z > 0]`` for every method.
@@ -17,8 +18,31 @@ import torch
 from torch import Tensor
 
 from invlearn_ray.core.backbones import Backbone
-from invlearn_ray.core.metrics import evaluate_rows, full_ranking_metrics
+from invlearn_ray.core.metrics import (
+    UserSample,
+    draw_user_sample,
+    evaluate_rows,
+    finalize_full_ranking,
+    full_ranking_population,
+    full_ranking_stats,
+)
 from invlearn_ray.data.recdata import UNKNOWN_LABEL, Interactions, UserItemIndex
+
+FULL_RANKING_PROTOCOLS = ("auto", "exact", "sampled_users")
+"""How the test split's full-catalogue ranking is computed:
+
+* ``exact`` — every test user with a target is ranked against the whole catalogue
+  (``full_*`` metrics);
+* ``sampled_users`` — a seeded simple random sample of those users, as many as the pair budget
+  allows (``budget // n_items``), each ranked against the whole catalogue
+  (``sampled_users_*`` metrics, with standard errors). Ranking a sampled user exactly keeps the
+  metric: the sample mean is an unbiased estimate of the exact per-user mean. Ranking each user
+  against a sample of *items* would change the metric itself, and can even reorder models
+  (Krichene & Rendle, *On Sampled Metrics for Item Recommendation*, KDD 2020);
+* ``auto`` — ``exact`` when the backbone is factorized (one matrix product per user batch:
+  time ∝ users × items × dim, memory one batch of scores) or when every user fits the pair
+  budget; ``sampled_users`` otherwise (a NeuMF head pays ~10k multiply-adds per pair).
+"""
 
 
 @torch.no_grad()
@@ -43,26 +67,82 @@ def evaluate_split(model: Backbone, split: Interactions, ks: Sequence[int] = (10
     return evaluate_rows(scores, split.labels, split.users, ks=ks)
 
 
+def resolve_full_ranking(protocol: str, factorized: bool, pairs: int, pair_budget: int) -> str:
+    """``exact`` or ``sampled_users`` for a requested protocol (see :data:`FULL_RANKING_PROTOCOLS`).
+
+    Args:
+        protocol: the requested protocol. factorized: whether the backbone has
+            :meth:`~invlearn_ray.core.backbones.Backbone.factors`. pairs: users × items of the
+            exact ranking. pair_budget: the most pairs ``auto`` scores through another head.
+    """
+    if protocol not in FULL_RANKING_PROTOCOLS:
+        raise ValueError(
+            f"unknown full-ranking protocol {protocol!r}; valid: {list(FULL_RANKING_PROTOCOLS)}"
+        )
+    if protocol != "auto":
+        return protocol
+    return "exact" if factorized or pairs <= pair_budget else "sampled_users"
+
+
 def evaluate_full_ranking(
     model: Backbone,
     split: Interactions,
     seen: UserItemIndex,
     ks: Sequence[int] = (20,),
     user_batch_size: int = 1024,
+    protocol: str = "exact",
+    pair_budget: int = 1 << 24,
+    seed: int = 0,
 ) -> dict:
-    """Full-catalogue Recall@K / NDCG@K for the split's positive items, training items excluded."""
+    """Full-catalogue Recall@K / NDCG@K for the split's positive items, training items excluded.
+
+    Args:
+        model: the backbone; ranked through its
+            :meth:`~invlearn_ray.core.backbones.Backbone.catalogue_scorer`.
+        split: labeled rows; its positives are the targets.
+        seen: each user's training items (never candidates).
+        ks: cut-offs. user_batch_size: users scored at once (memory: that many × n_items).
+        protocol: one of :data:`FULL_RANKING_PROTOCOLS`.
+        pair_budget: user × item pairs the sampled protocol scores (its sample size is
+            ``pair_budget // n_items`` users), and the most ``auto`` ranks exactly through a
+            head that is not factorized.
+        seed: seeds the user sample (drawn once, from these arguments alone).
+
+    Returns:
+        ``full_*`` keys for the exact ranking, ``sampled_users_*`` keys for a sample
+        (:func:`~invlearn_ray.core.metrics.finalize_full_ranking`).
+    """
     positives = split.take(split.labels > 0.5)
     relevant = UserItemIndex.from_pairs(
         positives.users.cpu(), positives.items.cpu(), seen.n_users, seen.n_items
     ).to(split.users.device)
     users = torch.unique(positives.users)
+    population = full_ranking_population(users, relevant, seen.to(users.device))
+    chosen = resolve_full_ranking(
+        protocol, model.factors() is not None, len(population) * seen.n_items, pair_budget
+    )
+    sample = None
+    if chosen == "sampled_users":
+        sample = full_ranking_sample(population, seen.n_items, pair_budget, seed)
+        users = sample.users
     was_training = model.training
     model.eval()
-    report = full_ranking_metrics(
-        model.score_all, users, relevant, seen, ks=ks, user_batch_size=user_batch_size
+    totals = full_ranking_stats(
+        model.catalogue_scorer(), users, relevant, seen, ks=ks, user_batch_size=user_batch_size
     )
     model.train(was_training)
-    return report
+    return finalize_full_ranking(totals, sample)
+
+
+def full_ranking_sample(
+    population: Tensor, n_items: int, pair_budget: int, seed: int
+) -> UserSample:
+    """The ``sampled_users`` protocol's users: ``pair_budget // n_items`` of ``population``
+    (at least one, at most all), drawn by :func:`~invlearn_ray.core.metrics.draw_user_sample`."""
+    if pair_budget < 1:
+        raise ValueError(f"pair_budget must be >= 1, got {pair_budget}")
+    size = min(max(pair_budget // n_items, 1), len(population))
+    return draw_user_sample(population, size, seed)
 
 
 @torch.no_grad()

@@ -379,7 +379,17 @@ class Trainer:
         """Score the selected model on the test split — once, after selection."""
         model = self.selected_model()
         test = evaluate_split(model, self.data.test)
-        test.update(evaluate_full_ranking(model, self.data.test, self.data.seen_in_training))
+        test.update(
+            evaluate_full_ranking(
+                model,
+                self.data.test,
+                self.data.seen_in_training,
+                user_batch_size=self.config.eval_user_batch,
+                protocol=self.config.full_ranking,
+                pair_budget=self.config.full_ranking_pairs,
+                seed=self.config.seed,
+            )
+        )
         test.update(self._annotation(model))
         log = {
             key: torch.cat(values).cpu() if values else torch.zeros(0)

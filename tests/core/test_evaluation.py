@@ -1,0 +1,103 @@
+"""Scoring a model on a split: which full-ranking protocol runs, and that each path is exact."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from invlearn_ray.core.backbones import Backbone, build_backbone, score_all_pairwise
+from invlearn_ray.core.config import TrainConfig
+from invlearn_ray.core.evaluation import evaluate_full_ranking, resolve_full_ranking
+from invlearn_ray.core.metrics import full_ranking_metrics
+from invlearn_ray.data.recdata import UserItemIndex
+from invlearn_ray.data.synthetic import SyntheticConfig, make_synthetic_recdata
+
+
+@pytest.fixture(scope="module")
+def data():
+    config = SyntheticConfig(n_users=120, n_items=160, labeled_density=0.15, dim=4, seed=5)
+    return make_synthetic_recdata(config)
+
+
+def model(name: str, data, seed: int = 0) -> Backbone:
+    torch.manual_seed(seed)
+    return build_backbone(name, data.n_users, data.n_items, embedding_dim=8).eval()
+
+
+def test_auto_is_exact_for_factorized_backbones_and_within_the_budget():
+    assert resolve_full_ranking("auto", True, 10**12, 1) == "exact"
+    assert resolve_full_ranking("auto", False, 100, 100) == "exact"
+    assert resolve_full_ranking("auto", False, 101, 100) == "sampled_users"
+    assert resolve_full_ranking("exact", False, 10**12, 1) == "exact"
+    assert resolve_full_ranking("sampled_users", True, 1, 100) == "sampled_users"
+    with pytest.raises(ValueError, match="valid: \\['auto', 'exact', 'sampled_users'\\]"):
+        resolve_full_ranking("sampled_items", True, 1, 1)
+
+
+def test_a_factorized_model_ranks_as_its_pairwise_forward_ties_and_exclusions_included(data):
+    gmf = model("gmf", data)
+    with torch.no_grad():  # a coarse dyadic grid: exact products, many tied scores
+        for parameter in gmf.parameters():
+            parameter.copy_(torch.randint(-2, 3, parameter.shape).float() / 2)
+    fast = evaluate_full_ranking(gmf, data.test, data.seen_in_training, ks=(5, 20))
+    positives = data.test.take(data.test.labels > 0.5)
+    relevant = UserItemIndex.from_pairs(positives.users, positives.items, 120, 160)
+    generic = full_ranking_metrics(
+        lambda users: score_all_pairwise(gmf, users),
+        torch.unique(positives.users),
+        relevant,
+        data.seen_in_training,
+        ks=(5, 20),
+    )
+    assert fast == generic
+
+
+def test_auto_ranks_a_sample_of_users_for_neumf_beyond_the_budget_seeded(data):
+    neumf = model("neumf", data)
+    budget = 30 * data.n_items
+    report = evaluate_full_ranking(
+        neumf, data.test, data.seen_in_training, protocol="auto", pair_budget=budget, seed=4
+    )
+    assert not any(key.startswith("full_") for key in report)
+    assert report["sampled_users_count"] == 30
+    assert report["sampled_users_seed"] == 4
+    assert report["sampled_users_recall_at_20_stderr"] > 0
+    again = evaluate_full_ranking(
+        neumf, data.test, data.seen_in_training, protocol="auto", pair_budget=budget, seed=4
+    )
+    assert again == report
+    other_seed = evaluate_full_ranking(
+        neumf, data.test, data.seen_in_training, protocol="auto", pair_budget=budget, seed=5
+    )
+    assert other_seed["sampled_users_recall_at_20"] != report["sampled_users_recall_at_20"]
+
+
+def test_exact_ranks_every_user_of_neumf_whatever_the_budget(data):
+    neumf = model("neumf", data)
+    exact = evaluate_full_ranking(
+        neumf, data.test, data.seen_in_training, protocol="exact", pair_budget=1
+    )
+    everyone = evaluate_full_ranking(
+        neumf, data.test, data.seen_in_training, protocol="auto", pair_budget=10**9
+    )
+    assert exact == everyone
+    assert exact["full_users"] > 100
+
+
+def test_a_sample_of_every_user_has_the_exact_means_and_no_standard_error(data):
+    gmf = model("gmf", data)
+    exact = evaluate_full_ranking(gmf, data.test, data.seen_in_training, protocol="exact")
+    sampled = evaluate_full_ranking(
+        gmf, data.test, data.seen_in_training, protocol="sampled_users", pair_budget=10**9
+    )
+    assert sampled["sampled_users_count"] == exact["full_users"]
+    assert sampled["sampled_users_population"] == exact["full_users"]
+    assert sampled["sampled_users_recall_at_20"] == pytest.approx(exact["full_recall_at_20"])
+    assert sampled["sampled_users_recall_at_20_stderr"] == 0.0
+
+
+def test_train_config_names_the_valid_protocols():
+    with pytest.raises(ValueError, match="full_ranking = 'sampled_items' is not one of"):
+        TrainConfig(full_ranking="sampled_items")
+    with pytest.raises(ValueError, match="full_ranking_pairs must be > 0"):
+        TrainConfig(full_ranking_pairs=0)
