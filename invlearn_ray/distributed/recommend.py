@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
+from invlearn_ray.core import ranking
 from invlearn_ray.core.backbones import Backbone
 from invlearn_ray.core.checkpoint import load_model
 from invlearn_ray.data import dataset_dir as dd
@@ -93,9 +94,13 @@ def top_k_unseen(
 ) -> tuple[Tensor, Tensor]:
     """The ``k`` best-scored items per user among those not seen in training.
 
+    The same top-k as the full-ranking metrics (:func:`invlearn_ray.core.ranking.top_k_unseen`):
+    memory ``len(users) × n_items`` scores, time one read of them plus a top-(k+1).
+
     Returns:
-        ``(items, scores)``, both ``[len(users), min(k, n_items)]``, best first; where a user
-        has fewer unseen items than ``k`` the tail holds score ``-inf`` (callers drop it).
+        ``(items, scores)``, both ``[len(users), min(k, n_items)]``, best first, equal scores
+        by lower item index; where a user has fewer unseen items than ``k`` the tail holds
+        score ``-inf`` (callers drop it).
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -103,11 +108,7 @@ def top_k_unseen(
     model.eval()
     scores = model.score_all(users).float()
     model.train(was_training)
-    scores.masked_fill_(seen.dense_rows(users), -torch.inf)
-    # A stable sort, not topk: equal scores keep item order, so rankings are reproducible.
-    order = torch.sort(scores, dim=1, descending=True, stable=True)
-    width = min(k, scores.shape[1])
-    return order.indices[:, :width], order.values[:, :width]
+    return ranking.top_k_unseen(scores, users, seen, k)
 
 
 @dataclass(frozen=True)
