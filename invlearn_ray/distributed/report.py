@@ -3,7 +3,10 @@
 Tables (paper Tables 1–2): one row per (dataset, backbone, method) with the mean ± sample
 standard deviation (ddof = 1) over seeds of the test metrics AUC, GAUC, NDCG@10, NDCG@20, MRR
 (over each user's labeled test rows, paper protocol) and Recall@20 (full catalogue, training
-items excluded — the BSL protocol, the one to read for ranking claims). Under each dataset the
+items excluded — the BSL protocol, the one to read for ranking claims). A run that ranked only a
+seeded sample of users (the ``sampled_users`` protocol, NeuMF on large catalogues) shows its
+estimate marked † with the sample size and standard error under the table, never as the full
+ranking; the CSVs keep the two in separate columns. Under each dataset the
 random-score floors of that test split are printed: with ~80% positives a random scorer already
 reaches NDCG@20 ≈ 0.87 (method.md §6). A row whose runs failed says so, with the error; it is
 never dropped.
@@ -44,6 +47,15 @@ from invlearn_ray.distributed.run_dir import read_direction_log
 from invlearn_ray.distributed.runs import RunOutcome
 
 TABLE_METRICS = ("auc", "gauc", "ndcg_at_10", "ndcg_at_20", "mrr", "full_recall_at_20")
+SAMPLED_ESTIMATES = {"full_recall_at_20": "sampled_users_recall_at_20"}
+"""Table metrics a run may hold only as a user-sample estimate, and that estimate's key."""
+SAMPLE_METRICS = (
+    "sampled_users_recall_at_20",
+    "sampled_users_recall_at_20_stderr",
+    "sampled_users_count",
+    "sampled_users_population",
+)
+SAMPLED_MARK = "†"
 FLOOR_METRICS = ("random_ndcg_at_10", "random_ndcg_at_20", "random_mrr")
 BASE_RATE = "sampled_true_positive_rate"
 """Share of sampled unlabeled items that are truly positive: the annotation's base rate."""
@@ -125,7 +137,9 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 def summarize(
     outcomes: Sequence[RunOutcome],
-    metrics: Sequence[str] = TABLE_METRICS + ANNOTATION_METRICS + FLOOR_METRICS + (BASE_RATE,),
+    metrics: Sequence[str] = (
+        TABLE_METRICS + ANNOTATION_METRICS + FLOOR_METRICS + SAMPLE_METRICS + (BASE_RATE,)
+    ),
     group: str = GROUP_MAIN,
 ) -> list[SummaryRow]:
     """Aggregate the ``group`` runs by (dataset, backbone, entry), in first-seen order."""
@@ -164,7 +178,7 @@ def summarize(
 
 def write_runs_csv(outcomes: Sequence[RunOutcome], path: Path) -> Path:
     """Every run (seed) on its own line: what ran, whether it failed, and its test metrics."""
-    metrics = TABLE_METRICS + ANNOTATION_METRICS
+    metrics = TABLE_METRICS + ANNOTATION_METRICS + SAMPLE_METRICS
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(
@@ -194,7 +208,7 @@ def write_runs_csv(outcomes: Sequence[RunOutcome], path: Path) -> Path:
 
 def write_results_csv(rows: Sequence[SummaryRow], path: Path) -> Path:
     """The summary table, machine-readable: mean and std in separate columns."""
-    metrics = TABLE_METRICS + ANNOTATION_METRICS
+    metrics = TABLE_METRICS + ANNOTATION_METRICS + SAMPLE_METRICS
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(
@@ -244,10 +258,11 @@ def results_markdown(rows: Sequence[SummaryRow], title: str, notes: Sequence[str
         lines.append("|---|---|" + "---|" * len(headers) + "---|")
         best = _best_means(section)
         for row in section:
-            cells = [
-                _cell(row.mean[m], row.std[m], row.mean[m] == best.get((row.backbone, m)))
-                for m in TABLE_METRICS
-            ]
+            cells = []
+            for metric in TABLE_METRICS:
+                mean, std, sampled = _table_value(row, metric)
+                cell = _cell(mean, std, mean == best.get((row.backbone, metric)))
+                cells.append(cell + (f" {SAMPLED_MARK}" if sampled else ""))
             name = method_name(row.entry)
             if row.entry == "best_explicit" and row.methods_run:
                 # The row is whichever explicit-negative loss tuned best: name it.
@@ -259,6 +274,7 @@ def results_markdown(rows: Sequence[SummaryRow], title: str, notes: Sequence[str
         floors = _floors(section)
         if floors:
             lines += ["", f"Random-score floors on this test split: {floors}."]
+        lines += _sample_notes(section)
         failures = [
             f"* {backbone_name(row.backbone)} / {method_name(row.entry)}: {failure}"
             for row in section
@@ -270,11 +286,37 @@ def results_markdown(rows: Sequence[SummaryRow], title: str, notes: Sequence[str
     return "\n".join(lines)
 
 
+def _table_value(row: SummaryRow, metric: str) -> tuple[float, float, bool]:
+    """Mean, std and whether the cell is a user-sample estimate (the run had no full value)."""
+    estimate = SAMPLED_ESTIMATES.get(metric)
+    if estimate is None or math.isfinite(row.mean[metric]):
+        return row.mean[metric], row.std[metric], False
+    mean = row.mean.get(estimate, math.nan)
+    return mean, row.std.get(estimate, math.nan), math.isfinite(mean)
+
+
+def _sample_notes(rows: Sequence[SummaryRow]) -> list[str]:
+    """One line per row whose ranking metric is a user-sample estimate: what was sampled."""
+    notes = []
+    for row in rows:
+        if not any(_table_value(row, metric)[2] for metric in SAMPLED_ESTIMATES):
+            continue
+        notes.append(
+            f"{SAMPLED_MARK} {backbone_name(row.backbone)} / {method_name(row.entry)}: Recall@20 "
+            f"of the `sampled_users` protocol — {row.mean['sampled_users_count']:.0f} of "
+            f"{row.mean['sampled_users_population']:.0f} test users, drawn once (seeded) and "
+            "each ranked against the whole catalogue: an unbiased estimate of the full ranking's "
+            f"mean, not the full ranking (standard error per run "
+            f"{row.mean['sampled_users_recall_at_20_stderr']:.4f})."
+        )
+    return ["", *notes] if notes else []
+
+
 def _best_means(rows: Sequence[SummaryRow]) -> dict[tuple[str, str], float]:
     best: dict[tuple[str, str], float] = {}
     for row in rows:
         for metric in TABLE_METRICS:
-            value = row.mean[metric]
+            value = _table_value(row, metric)[0]
             if math.isfinite(value) and value > best.get((row.backbone, metric), -math.inf):
                 best[(row.backbone, metric)] = value
     return best

@@ -34,7 +34,12 @@ import torch
 
 from invlearn_ray.core.config import TrainConfig
 from invlearn_ray.distributed.run_dir import read_direction_log, read_metrics
-from invlearn_ray.distributed.tracking import Tracker, config_params, run_tags
+from invlearn_ray.distributed.tracking import (
+    Tracker,
+    config_params,
+    ranking_protocol_tags,
+    run_tags,
+)
 from invlearn_ray.distributed.train import run_training
 
 SPEC_FILE = "run_spec.json"
@@ -267,6 +272,7 @@ def track_outcome(
     if outcome.ok:
         tracker.log_history(run_id, outcome.history)
         tracker.log_metrics(run_id, outcome.test, prefix="test/")
+        tracker.set_tags(run_id, ranking_protocol_tags(outcome.test))
         tracker.log_metrics(
             run_id,
             {"best_epoch": outcome.best_epoch, "epochs_run": outcome.epochs_run},

@@ -12,7 +12,10 @@
   method, backbone, seed, git commit, role) and its output folder as artifacts.
 
 MLflow keys cannot hold ``@``: metric dicts here are already keyed by
-:func:`invlearn_ray.core.metrics.metric_key` names (``ndcg_at_10``).
+:func:`invlearn_ray.core.metrics.metric_key` names (``ndcg_at_10``). The keys also name the
+full-ranking protocol (``test/full_recall_at_20`` for every test user,
+``test/sampled_users_recall_at_20`` for a seeded user sample), and the tag
+``full_ranking_protocol`` spells it out (:func:`ranking_protocol_tags`).
 """
 
 from __future__ import annotations
@@ -92,6 +95,22 @@ def run_tags(
     }
     tags.update({key: str(value) for key, value in extra.items() if value is not None})
     return tags
+
+
+def ranking_protocol_tags(test: Mapping[str, Any]) -> dict[str, str]:
+    """The ``full_ranking_protocol`` tag of a run's test metrics: ``exact (N users)`` or
+    ``sampled_users (n of N users, seed s)``; no tag when the run has no full ranking."""
+    if "full_users" in test:
+        return {"full_ranking_protocol": f"exact ({int(test['full_users'])} users)"}
+    if "sampled_users_count" in test:
+        count, population = test["sampled_users_count"], test["sampled_users_population"]
+        seed = test["sampled_users_seed"]
+        return {
+            "full_ranking_protocol": (
+                f"sampled_users ({int(count)} of {int(population)} users, seed {int(seed)})"
+            )
+        }
+    return {}
 
 
 def finite_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:

@@ -312,6 +312,36 @@ def test_summary_rows_aggregate_seeds_and_keep_failures(tmp_path):
     assert "failed" in runs_csv and "ratio_study" in runs_csv
 
 
+def test_a_user_sample_estimate_is_marked_and_described_never_shown_as_the_full_ranking(
+    tmp_path,
+):
+    sampled = {
+        "auc": 0.7,
+        "sampled_users_recall_at_20": 0.05,
+        "sampled_users_recall_at_20_stderr": 0.004,
+        "sampled_users_count": 127,
+        "sampled_users_population": 37000,
+    }
+    outcomes = [
+        _outcome(tmp_path, "ns", 0, {"auc": 0.6, "full_recall_at_20": 0.04}),
+        _outcome(tmp_path, "ig", 0, sampled),
+        _outcome(tmp_path, "ig", 1, {**sampled, "sampled_users_recall_at_20": 0.07}),
+    ]
+    ns, ig = report.summarize(outcomes)
+    markdown = report.results_markdown([ns, ig], "T")
+    assert "| 0.0400 |" in markdown  # the exact value, unmarked
+    assert "| **0.0600 ± 0.0141** † |" in markdown
+    assert "† GMF / IG: Recall@20 of the `sampled_users` protocol — 127 of 37000 test users" in (
+        markdown
+    )
+    assert "standard error per run 0.0040" in markdown
+    csv_text = report.write_results_csv([ns, ig], tmp_path / "results.csv").read_text()
+    header, _, ig_line = csv_text.strip().splitlines()
+    columns = dict(zip(header.split(","), ig_line.split(","), strict=True))
+    assert columns["full_recall_at_20_mean"] == ""
+    assert columns["sampled_users_recall_at_20_mean"] == "0.06"
+
+
 def _write_direction_log(outcome: RunOutcome, generator: torch.Generator, steps: int = 12):
     directory = Path(outcome.spec.output_dir)
     directory.mkdir(parents=True, exist_ok=True)

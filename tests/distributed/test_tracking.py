@@ -18,6 +18,7 @@ from invlearn_ray.distributed.tracking import (
     config_params,
     finite_metrics,
     git_commit,
+    ranking_protocol_tags,
     resolve_tracking_uri,
     run_tags,
 )
@@ -109,3 +110,13 @@ def test_a_deleted_experiment_is_an_error_not_a_silent_new_one(tmp_path):
     tracker.client.delete_experiment(tracker.experiment_id)
     with pytest.raises(RuntimeError, match="'gone' .* is deleted"):
         Tracker("gone", tmp_path)
+
+
+def test_the_ranking_protocol_tag_says_exact_or_which_user_sample():
+    exact = ranking_protocol_tags({"full_recall_at_20": 0.1, "full_users": 900})
+    assert exact == {"full_ranking_protocol": "exact (900 users)"}
+    sampled = ranking_protocol_tags(
+        {"sampled_users_count": 127, "sampled_users_population": 37000, "sampled_users_seed": 2}
+    )
+    assert sampled == {"full_ranking_protocol": "sampled_users (127 of 37000 users, seed 2)"}
+    assert ranking_protocol_tags({"auc": 0.7}) == {}
