@@ -324,6 +324,10 @@ class NeuMF(Backbone):
             float(self.predict_bias),
         )
         mlp_weight = self.predict_weight[self.embedding_dim :]
+        later_layers = [
+            (getattr(self, f"mlp_{layer}_weight"), getattr(self, f"mlp_{layer}_bias"))
+            for layer in range(1, self.mlp_layers)
+        ]
 
         def score(users: Tensor) -> Tensor:
             out = gmf.scores(users)
@@ -331,11 +335,10 @@ class NeuMF(Backbone):
             per_chunk = max(1, pair_budget // max(len(users), 1))
             for start in range(0, self.n_items, per_chunk):
                 chunk = item_pre[start : start + per_chunk]
-                hidden = F.relu(user_pre.unsqueeze(1) + chunk.unsqueeze(0)).flatten(0, 1)
-                for layer in range(1, self.mlp_layers):
-                    weight = getattr(self, f"mlp_{layer}_weight")
-                    bias = getattr(self, f"mlp_{layer}_bias")
-                    hidden = F.relu(F.linear(hidden, weight, bias))
+                # In place where possible: each chunk's activations are the memory traffic.
+                hidden = (user_pre.unsqueeze(1) + chunk.unsqueeze(0)).flatten(0, 1).relu_()
+                for weight, bias in later_layers:
+                    hidden = torch.addmm(bias, hidden, weight.T).relu_()
                 out[:, start : start + len(chunk)] += (hidden @ mlp_weight).view(len(users), -1)
             return out
 

@@ -19,7 +19,6 @@ from torch import Tensor
 
 from invlearn_ray.core.backbones import Backbone
 from invlearn_ray.core.metrics import (
-    UserSample,
     draw_user_sample,
     evaluate_rows,
     finalize_full_ranking,
@@ -33,15 +32,18 @@ FULL_RANKING_PROTOCOLS = ("auto", "exact", "sampled_users")
 
 * ``exact`` — every test user with a target is ranked against the whole catalogue
   (``full_*`` metrics);
-* ``sampled_users`` — a seeded simple random sample of those users, as many as the pair budget
-  allows (``budget // n_items``), each ranked against the whole catalogue
-  (``sampled_users_*`` metrics, with standard errors). Ranking a sampled user exactly keeps the
-  metric: the sample mean is an unbiased estimate of the exact per-user mean. Ranking each user
-  against a sample of *items* would change the metric itself, and can even reorder models
-  (Krichene & Rendle, *On Sampled Metrics for Item Recommendation*, KDD 2020);
-* ``auto`` — ``exact`` when the backbone is factorized (one matrix product per user batch:
-  time ∝ users × items × dim, memory one batch of scores) or when every user fits the pair
-  budget; ``sampled_users`` otherwise (a NeuMF head pays ~10k multiply-adds per pair).
+* ``sampled_users`` — a seeded simple random sample of ``sample_users`` of them, each ranked
+  against the whole catalogue (``sampled_users_*`` metrics, with standard errors). Ranking a
+  sampled user exactly keeps the metric: the sample mean is an unbiased estimate of the exact
+  per-user mean, and its standard error says how far to trust it. Ranking each user against a
+  sample of *items* instead would change the metric itself, and can even reorder models
+  (Krichene & Rendle, *On Sampled Metrics for Item Recommendation*, KDD 2020). Time ∝
+  ``sample_users`` × items: bounded in users, linear in the catalogue;
+* ``auto`` — ``exact`` when the backbone is factorized (one matrix product per user batch: time
+  ∝ users × items × dim, memory one batch of scores) or when there are no more users than the
+  sample would hold; ``sampled_users`` otherwise — a NeuMF head pays ~10k multiply-adds per
+  pair, ~2.5 epochs of IG training for an exact ranking at ML-1M size and ~10⁵ s at Micro-Video
+  size on 2 CPU cores (``benchmarks/eval_speed.py``).
 """
 
 
@@ -67,13 +69,13 @@ def evaluate_split(model: Backbone, split: Interactions, ks: Sequence[int] = (10
     return evaluate_rows(scores, split.labels, split.users, ks=ks)
 
 
-def resolve_full_ranking(protocol: str, factorized: bool, pairs: int, pair_budget: int) -> str:
+def resolve_full_ranking(protocol: str, factorized: bool, users: int, sample_users: int) -> str:
     """``exact`` or ``sampled_users`` for a requested protocol (see :data:`FULL_RANKING_PROTOCOLS`).
 
     Args:
         protocol: the requested protocol. factorized: whether the backbone has
-            :meth:`~invlearn_ray.core.backbones.Backbone.factors`. pairs: users × items of the
-            exact ranking. pair_budget: the most pairs ``auto`` scores through another head.
+            :meth:`~invlearn_ray.core.backbones.Backbone.factors`. users: users an exact ranking
+            would rank. sample_users: the sample's size.
     """
     if protocol not in FULL_RANKING_PROTOCOLS:
         raise ValueError(
@@ -81,7 +83,7 @@ def resolve_full_ranking(protocol: str, factorized: bool, pairs: int, pair_budge
         )
     if protocol != "auto":
         return protocol
-    return "exact" if factorized or pairs <= pair_budget else "sampled_users"
+    return "exact" if factorized or users <= sample_users else "sampled_users"
 
 
 def evaluate_full_ranking(
@@ -91,7 +93,7 @@ def evaluate_full_ranking(
     ks: Sequence[int] = (20,),
     user_batch_size: int = 1024,
     protocol: str = "exact",
-    pair_budget: int = 1 << 24,
+    sample_users: int = 1000,
     seed: int = 0,
 ) -> dict:
     """Full-catalogue Recall@K / NDCG@K for the split's positive items, training items excluded.
@@ -103,9 +105,7 @@ def evaluate_full_ranking(
         seen: each user's training items (never candidates).
         ks: cut-offs. user_batch_size: users scored at once (memory: that many × n_items).
         protocol: one of :data:`FULL_RANKING_PROTOCOLS`.
-        pair_budget: user × item pairs the sampled protocol scores (its sample size is
-            ``pair_budget // n_items`` users), and the most ``auto`` ranks exactly through a
-            head that is not factorized.
+        sample_users: the size of the ``sampled_users`` protocol's sample.
         seed: seeds the user sample (drawn once, from these arguments alone).
 
     Returns:
@@ -119,11 +119,11 @@ def evaluate_full_ranking(
     users = torch.unique(positives.users)
     population = full_ranking_population(users, relevant, seen.to(users.device))
     chosen = resolve_full_ranking(
-        protocol, model.factors() is not None, len(population) * seen.n_items, pair_budget
+        protocol, model.factors() is not None, len(population), sample_users
     )
     sample = None
     if chosen == "sampled_users":
-        sample = full_ranking_sample(population, seen.n_items, pair_budget, seed)
+        sample = draw_user_sample(population, sample_users, seed)
         users = sample.users
     was_training = model.training
     model.eval()
@@ -134,31 +134,20 @@ def evaluate_full_ranking(
     return finalize_full_ranking(totals, sample)
 
 
-def full_ranking_sample(
-    population: Tensor, n_items: int, pair_budget: int, seed: int
-) -> UserSample:
-    """The ``sampled_users`` protocol's users: ``pair_budget // n_items`` of ``population``
-    (at least one, at most all), drawn by :func:`~invlearn_ray.core.metrics.draw_user_sample`."""
-    if pair_budget < 1:
-        raise ValueError(f"pair_budget must be >= 1, got {pair_budget}")
-    size = min(max(pair_budget // n_items, 1), len(population))
-    return draw_user_sample(population, size, seed)
-
-
 @torch.no_grad()
-def annotation_quality(
-    model: Backbone, users: Tensor, items: Tensor, hidden_labels: Tensor, prefix: str
-) -> dict[str, float]:
+def annotation_quality(logits: Tensor, hidden_labels: Tensor, prefix: str) -> dict[str, float]:
     """Precision / recall / accuracy of the annotation ``1[z > 0]`` against hidden labels.
 
-    Rows whose hidden label is unknown are ignored. Keys are ``{prefix}_precision`` etc.;
-    ``{prefix}_rows`` says how many rows were judged, ``{prefix}_true_positive_rate`` how many of
-    them are truly positive (the base rate, to read the others against).
+    ``logits`` are the model's on the rows (:func:`score_pairs`; the trainer scores its
+    diagnostic rows once for this and the IDL weight histogram). Rows whose hidden label is
+    unknown are ignored. Keys are ``{prefix}_precision`` etc.; ``{prefix}_rows`` says how many
+    rows were judged, ``{prefix}_true_positive_rate`` how many of them are truly positive (the
+    base rate, to read the others against).
     """
     known = hidden_labels != UNKNOWN_LABEL
     if not bool(known.any()):
         return {}
-    logits = score_pairs(model, users[known], items[known])
+    logits = logits[known]
     predicted = logits > 0
     truth = hidden_labels[known] == 1
     true_positive = (predicted & truth).sum().item()

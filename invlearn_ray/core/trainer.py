@@ -328,6 +328,7 @@ class Trainer:
 
         started = time.perf_counter()
         valid = evaluate_split(self.model, self.data.valid)
+        diagnostic_logits = self._diagnostic_logits(self.model)
         record = EpochRecord(
             epoch=epoch,
             train_loss=train_loss,
@@ -335,9 +336,9 @@ class Trainer:
             train_seconds=train_seconds,
             eval_seconds=0.0,
             choices=_count_choices(meta_choices),
-            annotation=self._annotation(),
+            annotation=self._annotation(diagnostic_logits),
         )
-        self._record_weights(epoch)
+        self._record_weights(epoch, diagnostic_logits)
         record.eval_seconds = time.perf_counter() - started
         self._select(record)
         self.history.append(record)
@@ -386,11 +387,11 @@ class Trainer:
                 self.data.seen_in_training,
                 user_batch_size=self.config.eval_user_batch,
                 protocol=self.config.full_ranking,
-                pair_budget=self.config.full_ranking_pairs,
+                sample_users=self.config.full_ranking_users,
                 seed=self.config.seed,
             )
         )
-        test.update(self._annotation(model))
+        test.update(self._annotation(self._diagnostic_logits(model)))
         log = {
             key: torch.cat(values).cpu() if values else torch.zeros(0)
             for key, values in self.direction_log.items()
@@ -433,42 +434,35 @@ class Trainer:
         rows["observed_truth"] = observed.hidden_labels[:_DIAGNOSTIC_ROWS]
         return rows
 
-    def _annotation(self, model: Backbone | None = None) -> dict[str, float]:
-        model = model or self.model
+    def _diagnostic_logits(self, model: Backbone) -> Tensor:
+        """The model's logits on the diagnostic rows, sampled then observed: scored once per
+        epoch for both the annotation quality and the IDL weight histogram."""
+        rows = self._diagnostic_rows
+        users = torch.cat([rows["sampled_users"], rows["observed_users"]])
+        items = torch.cat([rows["sampled_items"], rows["observed_items"]])
+        was_training = model.training
+        model.eval()
+        logits = score_pairs(model, users, items)
+        model.train(was_training)
+        return logits
+
+    def _annotation(self, logits: Tensor) -> dict[str, float]:
         rows, report = self._diagnostic_rows, {}
+        n_sampled = len(rows["sampled_users"])
         if "sampled_truth" in rows:
-            report.update(
-                annotation_quality(
-                    model,
-                    rows["sampled_users"],
-                    rows["sampled_items"],
-                    rows["sampled_truth"],
-                    "sampled",
-                )
-            )
+            report.update(annotation_quality(logits[:n_sampled], rows["sampled_truth"], "sampled"))
         if len(rows["observed_users"]):
             report.update(
-                annotation_quality(
-                    model,
-                    rows["observed_users"],
-                    rows["observed_items"],
-                    rows["observed_truth"],
-                    "observed",
-                )
+                annotation_quality(logits[n_sampled:], rows["observed_truth"], "observed")
             )
         return report
 
     @torch.no_grad()
-    def _record_weights(self, epoch: int) -> None:
+    def _record_weights(self, epoch: int, logits: Tensor) -> None:
         """Histogram of the IDL positive weight w¹ over the diagnostic rows (paper Fig. 4–5)."""
         if not method_spec(self.config.method).idl_weights:
             return
-        rows = self._diagnostic_rows
-        users = torch.cat([rows["sampled_users"], rows["observed_users"]])
-        items = torch.cat([rows["sampled_items"], rows["observed_items"]])
-        pos_weight, _ = idl_weights(
-            score_pairs(self.model, users, items), self.config.idl_temperature
-        )
+        pos_weight, _ = idl_weights(logits, self.config.idl_temperature)
         self.weight_histograms[epoch] = torch.histc(
             pos_weight.float(), bins=WEIGHT_BINS, min=0.0, max=1.0
         ).cpu()

@@ -24,11 +24,11 @@ def model(name: str, data, seed: int = 0) -> Backbone:
     return build_backbone(name, data.n_users, data.n_items, embedding_dim=8).eval()
 
 
-def test_auto_is_exact_for_factorized_backbones_and_within_the_budget():
-    assert resolve_full_ranking("auto", True, 10**12, 1) == "exact"
+def test_auto_is_exact_for_factorized_backbones_and_when_every_user_fits_the_sample():
+    assert resolve_full_ranking("auto", True, 10**9, 1) == "exact"
     assert resolve_full_ranking("auto", False, 100, 100) == "exact"
     assert resolve_full_ranking("auto", False, 101, 100) == "sampled_users"
-    assert resolve_full_ranking("exact", False, 10**12, 1) == "exact"
+    assert resolve_full_ranking("exact", False, 10**9, 1) == "exact"
     assert resolve_full_ranking("sampled_users", True, 1, 100) == "sampled_users"
     with pytest.raises(ValueError, match="valid: \\['auto', 'exact', 'sampled_users'\\]"):
         resolve_full_ranking("sampled_items", True, 1, 1)
@@ -52,33 +52,32 @@ def test_a_factorized_model_ranks_as_its_pairwise_forward_ties_and_exclusions_in
     assert fast == generic
 
 
-def test_auto_ranks_a_sample_of_users_for_neumf_beyond_the_budget_seeded(data):
+def test_auto_ranks_a_seeded_sample_of_users_for_neumf_beyond_the_sample_size(data):
     neumf = model("neumf", data)
-    budget = 30 * data.n_items
     report = evaluate_full_ranking(
-        neumf, data.test, data.seen_in_training, protocol="auto", pair_budget=budget, seed=4
+        neumf, data.test, data.seen_in_training, protocol="auto", sample_users=30, seed=4
     )
     assert not any(key.startswith("full_") for key in report)
     assert report["sampled_users_count"] == 30
     assert report["sampled_users_seed"] == 4
     assert report["sampled_users_recall_at_20_stderr"] > 0
     again = evaluate_full_ranking(
-        neumf, data.test, data.seen_in_training, protocol="auto", pair_budget=budget, seed=4
+        neumf, data.test, data.seen_in_training, protocol="auto", sample_users=30, seed=4
     )
     assert again == report
     other_seed = evaluate_full_ranking(
-        neumf, data.test, data.seen_in_training, protocol="auto", pair_budget=budget, seed=5
+        neumf, data.test, data.seen_in_training, protocol="auto", sample_users=30, seed=5
     )
     assert other_seed["sampled_users_recall_at_20"] != report["sampled_users_recall_at_20"]
 
 
-def test_exact_ranks_every_user_of_neumf_whatever_the_budget(data):
+def test_exact_ranks_every_user_of_neumf_whatever_the_sample_size(data):
     neumf = model("neumf", data)
     exact = evaluate_full_ranking(
-        neumf, data.test, data.seen_in_training, protocol="exact", pair_budget=1
+        neumf, data.test, data.seen_in_training, protocol="exact", sample_users=1
     )
     everyone = evaluate_full_ranking(
-        neumf, data.test, data.seen_in_training, protocol="auto", pair_budget=10**9
+        neumf, data.test, data.seen_in_training, protocol="auto", sample_users=10**9
     )
     assert exact == everyone
     assert exact["full_users"] > 100
@@ -88,7 +87,7 @@ def test_a_sample_of_every_user_has_the_exact_means_and_no_standard_error(data):
     gmf = model("gmf", data)
     exact = evaluate_full_ranking(gmf, data.test, data.seen_in_training, protocol="exact")
     sampled = evaluate_full_ranking(
-        gmf, data.test, data.seen_in_training, protocol="sampled_users", pair_budget=10**9
+        gmf, data.test, data.seen_in_training, protocol="sampled_users", sample_users=10**9
     )
     assert sampled["sampled_users_count"] == exact["full_users"]
     assert sampled["sampled_users_population"] == exact["full_users"]
@@ -99,5 +98,5 @@ def test_a_sample_of_every_user_has_the_exact_means_and_no_standard_error(data):
 def test_train_config_names_the_valid_protocols():
     with pytest.raises(ValueError, match="full_ranking = 'sampled_items' is not one of"):
         TrainConfig(full_ranking="sampled_items")
-    with pytest.raises(ValueError, match="full_ranking_pairs must be > 0"):
-        TrainConfig(full_ranking_pairs=0)
+    with pytest.raises(ValueError, match="full_ranking_users must be > 0"):
+        TrainConfig(full_ranking_users=0)

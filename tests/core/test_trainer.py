@@ -180,7 +180,7 @@ def test_ig_can_take_its_supervised_steps_with_another_methods_objective(small, 
 
 def test_the_test_rankings_protocol_follows_the_config(small):
     # NeuMF beyond its pair budget: a named user sample by default, every user on request.
-    settings = config(method="none", backbone="neumf", epochs=1, full_ranking_pairs=20 * 160)
+    settings = config(method="none", backbone="neumf", epochs=1, full_ranking_users=20)
     sampled = Trainer(settings, small).fit().test
     assert sampled["sampled_users_count"] == 20
     assert "full_recall_at_20" not in sampled
