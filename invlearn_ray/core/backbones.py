@@ -64,6 +64,10 @@ class Factors:
         constant = torch.tensor(self.constant, dtype=self.item.dtype, device=self.item.device)
         return torch.addmm(constant, self.user[users], self.item.T, out=out)
 
+    def pair_scores(self, users: Tensor, items: Tensor) -> Tensor:
+        """Logits of ``(users[k], items[k])`` pairs: ``[len(users)]``, time ∝ rows × d."""
+        return (self.user[users] * self.item[items]).sum(-1) + self.constant
+
     def scorer(self) -> CatalogueScorer:
         """:meth:`scores` into one reused buffer: each call overwrites the previous result.
 

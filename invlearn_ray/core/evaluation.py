@@ -49,12 +49,18 @@ FULL_RANKING_PROTOCOLS = ("auto", "exact", "sampled_users")
 
 @torch.no_grad()
 def score_pairs(model: Backbone, users: Tensor, items: Tensor, batch_size: int = 1 << 16) -> Tensor:
-    """Logits of ``(users[k], items[k])`` pairs, in batches (results do not depend on the size)."""
+    """Logits of ``(users[k], items[k])`` pairs, in batches (results do not depend on the size).
+
+    Factorized backbones score from their :class:`~invlearn_ray.core.backbones.Factors`, built
+    once per call: LightGCN then propagates once, not once per batch. Time ∝ rows.
+    """
+    factors = model.factors()
+    score = model if factors is None else factors.pair_scores
     if len(users) <= batch_size:
-        return model(users, items)
+        return score(users, items)
     return torch.cat(
         [
-            model(users[start : start + batch_size], items[start : start + batch_size])
+            score(users[start : start + batch_size], items[start : start + batch_size])
             for start in range(0, len(users), batch_size)
         ]
     )

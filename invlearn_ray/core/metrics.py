@@ -352,19 +352,35 @@ def auc(scores: Tensor, labels: Tensor) -> float:
             other than 0/1.
     """
     scores, labels = _check_rows("auc", scores, labels)
-    return _global_auc(scores, labels)
+    order = _order_by_score(scores)
+    return _sorted_auc(scores[order], labels[order])
 
 
-def _global_auc(scores: Tensor, labels: Tensor, by_score: Tensor | None = None) -> float:
-    ranking = _rank_within_users(scores, labels, None, by_score)
-    per_user, valid = _per_user_auc(ranking)
-    if not bool(valid[0]):
-        n_pos = int(ranking.positives_per_user[0])
+def _sorted_auc(scores: Tensor, labels: Tensor) -> float:
+    """Mann–Whitney AUC of rows already sorted by descending score (labels float64 0/1).
+
+    A tie group at descending positions ``[a, b)`` holds the average ascending rank
+    ``n - (a + b - 1) / 2``; the positives' rank sum adds that times each group's positives.
+    Four passes over the rows, so it stays cheap at millions of rows.
+    """
+    n_rows = len(scores)
+    starts = torch.ones(n_rows, dtype=torch.bool, device=scores.device)
+    starts[1:] = scores[1:] != scores[:-1]
+    group = torch.cumsum(starts, 0) - 1
+    first = starts.nonzero().squeeze(1)
+    end = torch.cat([first[1:], first.new_tensor([n_rows])])
+    average_rank = n_rows - (first + end - 1).to(_FLOAT) / 2.0
+    positives_per_group = _segment_sum(labels, group, len(first))
+    rank_sum, positives = torch.stack(
+        [(average_rank * positives_per_group).sum(), labels.sum()]
+    ).tolist()
+    negatives = n_rows - positives
+    if positives == 0 or negatives == 0:
         raise ValueError(
-            f"auc: only one class is present ({n_pos} positives among {len(scores)} rows); AUC "
-            "needs positives and negatives — evaluate on rows that carry both labels"
+            f"auc: only one class is present ({int(positives)} positives among {n_rows} rows); "
+            "AUC needs positives and negatives — evaluate on rows that carry both labels"
         )
-    return float(per_user[0])
+    return (rank_sum - positives * (positives + 1.0) / 2.0) / (positives * negatives)
 
 
 def _uniform_weights(ranking: _UserRanking) -> Tensor:
@@ -769,12 +785,11 @@ def finalize_row_metrics(stats: RowMetricStats) -> dict[str, float]:
     if not len(stats.scores):
         raise ValueError(f"{caller}: no rows to evaluate")
     totals = stats.totals.as_dict()
-    by_score = torch.arange(len(stats.scores), device=stats.scores.device)
-    report: dict[str, float] = {
-        metric_key("AUC"): _global_auc(
-            stats.scores, stats.labels.to(_FLOAT), by_score if stats.presorted else None
-        )
-    }
+    scores, labels = stats.scores, stats.labels.to(_FLOAT)
+    if not stats.presorted:
+        order = _order_by_score(scores)
+        scores, labels = scores[order], labels[order]
+    report: dict[str, float] = {metric_key("AUC"): _sorted_auc(scores, labels)}
     gauc_users, ndcg_users = int(totals["gauc_users"]), int(totals["ndcg_users"])
     if gauc_users == 0:
         raise ValueError(

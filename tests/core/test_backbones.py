@@ -216,3 +216,10 @@ def test_a_scorer_may_reuse_its_buffer_but_score_all_returns_its_own_tensor(back
     kept = first.clone()
     backbone.score_all(torch.tensor([2, 3]))
     assert torch.equal(first, kept)
+
+
+@pytest.mark.parametrize("name", FACTORIZED)
+def test_factors_score_pairs_as_the_forward(name):
+    model = make_backbone(name)
+    users, items = all_pairs()
+    torch.testing.assert_close(model.factors().pair_scores(users, items), model(users, items))
