@@ -1,12 +1,12 @@
 """Evaluation's share of a training run, before and after bounded full-catalogue ranking.
 
-For each backbone the script trains two IG epochs with the product's own ``Trainer`` (the second,
-steady-state one is reported) and times what a run spends evaluating: validation after every epoch (AUC/GAUC/NDCG/MRR on the valid
-split plus annotation diagnostics — ``EpochRecord.eval_seconds``) and ``Trainer.result()`` once
-(the same row metrics on test, the full-catalogue Recall/NDCG@20 and annotation). It prints
-evaluation's share of the run's wall time, for a 1-epoch run (the hardest case: the test
-ranking is paid once, training once) and for a 10-epoch run (computed from the same measured
-epoch).
+For each backbone the script trains two IG epochs with the product's own ``Trainer`` (the
+second, steady-state one is reported) and times what a run spends evaluating: validation after
+every epoch (AUC/GAUC/NDCG/MRR on the valid split plus annotation diagnostics —
+``EpochRecord.eval_seconds``) and ``Trainer.result()`` once (the same row metrics on test, the
+full-catalogue Recall/NDCG@20 and annotation). It prints evaluation's share of the run's wall
+time for a 1-epoch run (the hardest case: the test ranking is paid once, training once) and for
+a 10-epoch run (computed from the same measured epoch).
 
 *Before* is main@5bf7e64's full ranking, reproduced here (:func:`dense_full_ranking`): two
 dense ``B × n_items`` boolean masks per user batch, ``masked_fill``, ``topk`` and full-width
