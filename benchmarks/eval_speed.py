@@ -263,11 +263,13 @@ def measure(data: RecData, backbone: str, args: argparse.Namespace, estimate: bo
     before_cap = args.before_users if factorized else args.neumf_users
     capped = users[:after_cap] if after_cap else users
     split = data.test if not after_cap else data.test.take(torch.isin(data.test.users, capped))
-    after_s, after = timed(lambda: evaluate_full_ranking(model, split, seen, protocol="exact"))
+    after_s, after = timed(
+        lambda: evaluate_full_ranking(model, split, seen, protocol="exact").metrics
+    )
     before_users = users[:before_cap] if before_cap else users
     if not torch.equal(before_users, capped):
         split = data.test.take(torch.isin(data.test.users, before_users))
-        after = evaluate_full_ranking(model, split, seen, protocol="exact")
+        after = evaluate_full_ranking(model, split, seen, protocol="exact").metrics
     before_s, (recall, ndcg, ranked) = timed(
         lambda: dense_full_ranking(old_score_all(model), before_users, relevant, seen)
     )

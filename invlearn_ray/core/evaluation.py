@@ -13,12 +13,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from invlearn_ray.core.backbones import Backbone
 from invlearn_ray.core.metrics import (
+    UserSample,
     draw_user_sample,
     evaluate_rows,
     finalize_full_ranking,
@@ -92,6 +95,31 @@ def resolve_full_ranking(protocol: str, factorized: bool, users: int, sample_use
     return "exact" if factorized or users <= sample_users else "sampled_users"
 
 
+@dataclass(frozen=True)
+class FullRanking:
+    """A full-ranking evaluation: its metrics, and the user sample it ranked, if any.
+
+    Attributes:
+        metrics: ``full_*`` or ``sampled_users_*`` keys
+            (:func:`~invlearn_ray.core.metrics.finalize_full_ranking`).
+        sample: the sampled users (None for the exact ranking).
+    """
+
+    metrics: dict[str, float]
+    sample: UserSample | None
+
+    def record(self) -> dict[str, Any]:
+        """The sample as plain JSON (empty for the exact ranking), for the run's record."""
+        if self.sample is None:
+            return {}
+        return {
+            "protocol": "sampled_users",
+            "seed": self.sample.seed,
+            "population": self.sample.population,
+            "users": self.sample.users.tolist(),
+        }
+
+
 def evaluate_full_ranking(
     model: Backbone,
     split: Interactions,
@@ -101,7 +129,7 @@ def evaluate_full_ranking(
     protocol: str = "exact",
     sample_users: int = 1000,
     seed: int = 0,
-) -> dict:
+) -> FullRanking:
     """Full-catalogue Recall@K / NDCG@K for the split's positive items, training items excluded.
 
     Args:
@@ -115,8 +143,8 @@ def evaluate_full_ranking(
         seed: seeds the user sample (drawn once, from these arguments alone).
 
     Returns:
-        ``full_*`` keys for the exact ranking, ``sampled_users_*`` keys for a sample
-        (:func:`~invlearn_ray.core.metrics.finalize_full_ranking`).
+        The metrics — ``full_*`` keys for the exact ranking, ``sampled_users_*`` keys for a
+        sample — and the sample, if one was drawn.
     """
     positives = split.take(split.labels > 0.5)
     relevant = UserItemIndex.from_pairs(
@@ -137,7 +165,7 @@ def evaluate_full_ranking(
         model.catalogue_scorer(), users, relevant, seen, ks=ks, user_batch_size=user_batch_size
     )
     model.train(was_training)
-    return finalize_full_ranking(totals, sample)
+    return FullRanking(finalize_full_ranking(totals, sample), sample)
 
 
 @torch.no_grad()

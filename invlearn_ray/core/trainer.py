@@ -161,6 +161,8 @@ class TrainResult:
     direction_log: dict[str, Tensor]
     weight_histograms: dict[int, Tensor]
     train_seconds: float
+    full_ranking_sample: dict[str, Any] = field(default_factory=dict)
+    """The users a ``sampled_users`` test ranking drew (seed, population, ids); empty if exact."""
 
 
 class Trainer:
@@ -380,17 +382,16 @@ class Trainer:
         """Score the selected model on the test split — once, after selection."""
         model = self.selected_model()
         test = evaluate_split(model, self.data.test)
-        test.update(
-            evaluate_full_ranking(
-                model,
-                self.data.test,
-                self.data.seen_in_training,
-                user_batch_size=self.config.eval_user_batch,
-                protocol=self.config.full_ranking,
-                sample_users=self.config.full_ranking_users,
-                seed=self.config.seed,
-            )
+        ranking = evaluate_full_ranking(
+            model,
+            self.data.test,
+            self.data.seen_in_training,
+            user_batch_size=self.config.eval_user_batch,
+            protocol=self.config.full_ranking,
+            sample_users=self.config.full_ranking_users,
+            seed=self.config.seed,
         )
+        test.update(ranking.metrics)
         test.update(self._annotation(self._diagnostic_logits(model)))
         log = {
             key: torch.cat(values).cpu() if values else torch.zeros(0)
@@ -408,6 +409,7 @@ class Trainer:
             direction_log=log,
             weight_histograms=dict(self.weight_histograms),
             train_seconds=sum(r.train_seconds for r in self.history),
+            full_ranking_sample=ranking.record(),
         )
 
     # ----------------------------------------------------------------------------- diagnostics

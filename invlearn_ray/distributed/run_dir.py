@@ -200,6 +200,7 @@ def write_run_outputs(
         "dataset": str(dataset_path),
         "config": result.config,
         "history": [record.flat() for record in result.history],
+        "full_ranking_sample": result.full_ranking_sample,
     }
     # Strict JSON: undefined metrics (e.g. precision with no predicted positives) become null.
     (folder / METRICS_FILE).write_text(

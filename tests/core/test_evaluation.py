@@ -39,7 +39,7 @@ def test_a_factorized_model_ranks_as_its_pairwise_forward_ties_and_exclusions_in
     with torch.no_grad():  # a coarse dyadic grid: exact products, many tied scores
         for parameter in gmf.parameters():
             parameter.copy_(torch.randint(-2, 3, parameter.shape).float() / 2)
-    fast = evaluate_full_ranking(gmf, data.test, data.seen_in_training, ks=(5, 20))
+    fast = evaluate_full_ranking(gmf, data.test, data.seen_in_training, ks=(5, 20)).metrics
     positives = data.test.take(data.test.labels > 0.5)
     relevant = UserItemIndex.from_pairs(positives.users, positives.items, 120, 160)
     generic = full_ranking_metrics(
@@ -56,18 +56,23 @@ def test_auto_ranks_a_seeded_sample_of_users_for_neumf_beyond_the_sample_size(da
     neumf = model("neumf", data)
     report = evaluate_full_ranking(
         neumf, data.test, data.seen_in_training, protocol="auto", sample_users=30, seed=4
-    )
+    ).metrics
     assert not any(key.startswith("full_") for key in report)
     assert report["sampled_users_count"] == 30
     assert report["sampled_users_seed"] == 4
     assert report["sampled_users_recall_at_20_stderr"] > 0
     again = evaluate_full_ranking(
         neumf, data.test, data.seen_in_training, protocol="auto", sample_users=30, seed=4
-    )
+    ).metrics
     assert again == report
+    ranking = evaluate_full_ranking(
+        neumf, data.test, data.seen_in_training, protocol="auto", sample_users=30, seed=4
+    )
+    assert ranking.record()["users"] == ranking.sample.users.tolist()
+    assert len(ranking.record()["users"]) == 30
     other_seed = evaluate_full_ranking(
         neumf, data.test, data.seen_in_training, protocol="auto", sample_users=30, seed=5
-    )
+    ).metrics
     assert other_seed["sampled_users_recall_at_20"] != report["sampled_users_recall_at_20"]
 
 
@@ -75,20 +80,20 @@ def test_exact_ranks_every_user_of_neumf_whatever_the_sample_size(data):
     neumf = model("neumf", data)
     exact = evaluate_full_ranking(
         neumf, data.test, data.seen_in_training, protocol="exact", sample_users=1
-    )
+    ).metrics
     everyone = evaluate_full_ranking(
         neumf, data.test, data.seen_in_training, protocol="auto", sample_users=10**9
-    )
+    ).metrics
     assert exact == everyone
     assert exact["full_users"] > 100
 
 
 def test_a_sample_of_every_user_has_the_exact_means_and_no_standard_error(data):
     gmf = model("gmf", data)
-    exact = evaluate_full_ranking(gmf, data.test, data.seen_in_training, protocol="exact")
+    exact = evaluate_full_ranking(gmf, data.test, data.seen_in_training, protocol="exact").metrics
     sampled = evaluate_full_ranking(
         gmf, data.test, data.seen_in_training, protocol="sampled_users", sample_users=10**9
-    )
+    ).metrics
     assert sampled["sampled_users_count"] == exact["full_users"]
     assert sampled["sampled_users_population"] == exact["full_users"]
     assert sampled["sampled_users_recall_at_20"] == pytest.approx(exact["full_recall_at_20"])

@@ -181,9 +181,12 @@ def test_ig_can_take_its_supervised_steps_with_another_methods_objective(small, 
 def test_the_test_rankings_protocol_follows_the_config(small):
     # NeuMF beyond its pair budget: a named user sample by default, every user on request.
     settings = config(method="none", backbone="neumf", epochs=1, full_ranking_users=20)
-    sampled = Trainer(settings, small).fit().test
-    assert sampled["sampled_users_count"] == 20
-    assert "full_recall_at_20" not in sampled
-    exact = Trainer(settings.replace(full_ranking="exact"), small).fit().test
-    assert exact["full_users"] > 20
-    assert "sampled_users_recall_at_20" not in exact
+    sampled = Trainer(settings, small).fit()
+    assert sampled.test["sampled_users_count"] == 20
+    assert "full_recall_at_20" not in sampled.test
+    record = sampled.full_ranking_sample  # the drawn users go to metrics.json
+    assert len(record["users"]) == 20 and record["seed"] == settings.seed
+    exact = Trainer(settings.replace(full_ranking="exact"), small).fit()
+    assert exact.test["full_users"] > 20
+    assert "sampled_users_recall_at_20" not in exact.test
+    assert exact.full_ranking_sample == {}
