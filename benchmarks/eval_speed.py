@@ -8,26 +8,31 @@ full-catalogue Recall/NDCG@20 and annotation). It prints evaluation's share of t
 time for a 1-epoch run (the hardest case: the test ranking is paid once, training once) and for
 a 10-epoch run (computed from the same measured epoch).
 
-*Before* is main@5bf7e64's full ranking, reproduced here (:func:`dense_full_ranking`): two
-dense ``B × n_items`` boolean masks per user batch, ``masked_fill``, ``topk`` and full-width
-passes for ties, over ``Backbone.score_all`` (a matrix product for MF/GMF/LightGCN, every pair
-through the forward for NeuMF — today's :func:`score_all_pairwise`). Its figures are checked to
-equal the new path's. Where it would take too long (``--before-users``) it ranks that many users
-and the time is scaled to all users (its cost is linear in users; the printout says so). The row
-metrics' cost is unchanged by this work and appears on both sides.
+*Before* is main@5bf7e64's evaluation, reproduced here: its full ranking
+(:func:`dense_full_ranking`: two dense ``B × n_items`` boolean masks per user batch,
+``masked_fill``, ``topk`` and full-width passes for ties, over ``Backbone.score_all`` — a matrix
+product for MF/GMF/LightGCN, every pair through the forward for NeuMF, today's
+:func:`score_all_pairwise`) and its per-epoch scoring (:func:`old_validation`: the forward over
+the valid rows in 65k-row batches, the diagnostic rows scored twice). Its rankings are checked
+to equal the new path's. Where an exact ranking would take too long (``--before-users`` for
+main's path, ``--neumf-users`` for both of NeuMF's) the first users are ranked and the time is
+scaled to all of them (the cost is linear in users; the printout says so).
 
 Sizes:
 
 * ``ml1m`` — the synthetic ``ml1m_scale`` preset (6,000 × 4,000, ~200 k training rows);
 * ``micro_video`` — the paper's Micro-Video shape, 37,692 users × 131,690 items: a random log
   of ~9.5 M labeled rows (log-normal user activity, Zipf item popularity, 40 % positives) split
-  60/20/20 into ~5.7 M training, ~1.9 M valid and ~1.9 M test rows. LightGCN's IG epoch at this
-  size (a graph propagation per step) is estimated from ``--train-steps`` steps.
+  60/20/20 into ~5.7 M training, ~1.9 M valid and ~1.9 M test rows. The IG epochs of the
+  backbones in ``--estimate`` are timed over ``--train-steps`` steps and scaled to the epoch
+  (marked "est."): LightGCN propagates the whole graph every step, and NeuMF's Adam step over its
+  27 M parameters makes an epoch take minutes here.
 
 Usage (the machine is shared: read ratios measured in one run)::
 
     python benchmarks/eval_speed.py --size ml1m
-    python benchmarks/eval_speed.py --size micro_video --before-users 2048
+    python benchmarks/eval_speed.py --size micro_video --before-users 2048 --neumf-users 128 \
+        --estimate lightgcn,neumf
     python benchmarks/eval_speed.py --smoke-test
 """
 
@@ -342,7 +347,10 @@ def main() -> None:
         default=0,
         help="users NeuMF's exact rankings (before and after) rank (0: all)",
     )
-    parser.add_argument("--train-steps", type=int, default=20, help="steps timed when estimated")
+    parser.add_argument(
+        "--estimate", default="", help="backbones whose epoch is timed over --train-steps steps"
+    )
+    parser.add_argument("--train-steps", type=int, default=60, help="steps timed when estimated")
     parser.add_argument("--smoke-test", action="store_true", help="tiny sizes, for CI")
     args = parser.parse_args()
 
@@ -362,8 +370,7 @@ def main() -> None:
         flush=True,
     )
     for backbone in args.backbones.split(","):
-        estimate = backbone == "lightgcn" and args.size == "micro_video" and not args.smoke_test
-        print_row(measure(data, backbone, args, estimate))
+        print_row(measure(data, backbone, args, backbone in args.estimate.split(",")))
 
 
 if __name__ == "__main__":
