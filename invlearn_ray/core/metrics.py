@@ -14,7 +14,14 @@ Two protocols (method.md §6):
   whole catalogue estimates the same means, with a standard error, under distinct keys.
 * **Sharded evaluation**: every report is a finalize step over statistics that merge across
   disjoint shards of users (:func:`row_metric_stats`, :func:`full_ranking_stats`, summed with
-  :func:`merge_totals`), so N workers holding N shards reproduce the one-process numbers.
+  :func:`merge_totals`), so N workers holding N shards reproduce the one-process numbers. On
+  worker ``w`` of ``W``, with ``mine = user_shard(rows.users, w, W)``:
+  ``row_metric_stats(scores[mine], labels[mine], users[mine])``, then an all-reduce (sum) of
+  its ``totals.values`` and an all-gather of its ``scores`` and ``labels`` (5 bytes a row)
+  before :func:`finalize_row_metrics`; ``full_ranking_stats`` over the worker's users, an
+  all-reduce of its ``values``, then :func:`finalize_full_ranking` (with the same
+  :class:`UserSample` on every worker when users are sampled: draw it from the gathered
+  population, 8 bytes a user).
 
 Ties are handled exactly, as scikit-learn does, and every metric is the expectation over a
 uniformly random order of tied scores: AUC uses average ranks (= ``roc_auc_score``), NDCG gives
@@ -658,7 +665,8 @@ class MetricTotals:
 def _totals(entries: dict[str, Tensor | float]) -> MetricTotals:
     # One stack, so reading them back is a single device-to-host copy.
     values = [torch.as_tensor(value, dtype=_FLOAT) for value in entries.values()]
-    device = next((value.device for value in values if value.device.type != "cpu"), None)
+    devices = [value.device for value in values if value.device.type != "cpu"]
+    device = devices[0] if devices else torch.device("cpu")
     return MetricTotals(tuple(entries), torch.stack([value.to(device) for value in values]))
 
 
