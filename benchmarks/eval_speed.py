@@ -351,8 +351,11 @@ def main() -> None:
         "--estimate", default="", help="backbones whose epoch is timed over --train-steps steps"
     )
     parser.add_argument("--train-steps", type=int, default=60, help="steps timed when estimated")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--smoke-test", action="store_true", help="tiny sizes, for CI")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     started = time.perf_counter()
     if args.smoke_test:
