@@ -54,6 +54,7 @@ from invlearn_ray.core.config import TrainConfig  # noqa: E402
 from invlearn_ray.core.evaluation import evaluate_full_ranking  # noqa: E402
 from invlearn_ray.core.metrics import _discount_cumsum, _tie_groups, evaluate_rows  # noqa: E402
 from invlearn_ray.core.trainer import Trainer, training_rows  # noqa: E402
+from invlearn_ray.data.build import make_synthetic_recdata  # noqa: E402
 from invlearn_ray.data.hashing import hash_uniform  # noqa: E402
 from invlearn_ray.data.recdata import (  # noqa: E402
     Interactions,
@@ -61,7 +62,7 @@ from invlearn_ray.data.recdata import (  # noqa: E402
     RecData,
     UserItemIndex,
 )
-from invlearn_ray.data.synthetic import SyntheticConfig, make_synthetic_recdata  # noqa: E402
+from invlearn_ray.data.synthetic import SyntheticConfig  # noqa: E402
 
 MICRO_VIDEO = {"n_users": 37_692, "n_items": 131_690, "rows": 9_462_492}
 RUN_EPOCHS = (1, 10)
