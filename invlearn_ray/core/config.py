@@ -84,10 +84,10 @@ class TrainConfig:
             ``full_ranking_users`` users, each ranked against the whole catalogue; metrics named
             ``sampled_users_*``, with standard errors) or ``auto`` (the default: exact for the
             factorized backbones — MF, GMF, LightGCN — at any size, a sample for NeuMF when the
-            test split has more users than the sample holds). The default keeps evaluation
-            within ~20% of a 10-epoch run at ML-1M and Micro-Video size on 2 cores; an exact
-            NeuMF ranking costs ~2.5 IG epochs at ML-1M size and ~10⁵ s at Micro-Video size
-            (``benchmarks/eval_speed.py``). See
+            test split has more users than the sample holds). Measured on 2 cores
+            (``benchmarks/eval_speed.py``), an exact NeuMF ranking takes the time of 3–6 IG
+            epochs at ML-1M size and ~50 min at Micro-Video size; the 1000-user sample ~5 s and
+            ~33 s, which keeps evaluation a small share of a run. See
             :data:`~invlearn_ray.core.evaluation.FULL_RANKING_PROTOCOLS`.
         full_ranking_users: the user sample's size. 1000 users put the standard error of a
             per-user mean near ``sd / 32`` (the run reports it); the cost is 1000 × n_items

@@ -45,8 +45,9 @@ FULL_RANKING_PROTOCOLS = ("auto", "exact", "sampled_users")
 * ``auto`` — ``exact`` when the backbone is factorized (one matrix product per user batch: time
   ∝ users × items × dim, memory one batch of scores) or when there are no more users than the
   sample would hold; ``sampled_users`` otherwise — a NeuMF head pays ~10k multiply-adds per
-  pair, ~2.5 epochs of IG training for an exact ranking at ML-1M size and ~10⁵ s at Micro-Video
-  size on 2 CPU cores (``benchmarks/eval_speed.py``).
+  pair, so its exact ranking took the time of 3–6 IG epochs at ML-1M size and ~50 min at
+  Micro-Video size on 2 CPU cores, the sample of 1000 users ~5 s and ~33 s
+  (``benchmarks/eval_speed.py``).
 """
 
 
