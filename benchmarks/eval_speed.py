@@ -52,7 +52,7 @@ from invlearn_ray.core.backbones import Backbone, score_all_pairwise  # noqa: E4
 from invlearn_ray.core.batches import BatchSource, EpochPlan  # noqa: E402
 from invlearn_ray.core.config import TrainConfig  # noqa: E402
 from invlearn_ray.core.evaluation import evaluate_full_ranking  # noqa: E402
-from invlearn_ray.core.metrics import _discount_cumsum, _tie_groups, evaluate_rows  # noqa: E402
+from invlearn_ray.core.metrics import discount_cumsum, evaluate_rows  # noqa: E402
 from invlearn_ray.core.trainer import Trainer, training_rows  # noqa: E402
 from invlearn_ray.data.build import make_synthetic_recdata  # noqa: E402
 from invlearn_ray.data.hashing import hash_uniform  # noqa: E402
@@ -118,6 +118,18 @@ def micro_video_like(n_users: int, n_items: int, rows: int, seed: int = 0) -> Re
 # ---------------------------------------------------------------------------------------------
 
 
+def _tie_groups(sorted_scores):
+    """First and one-past-last position of each entry's tie group (main's helper)."""
+    width = sorted_scores.shape[1]
+    position = torch.arange(width).expand_as(sorted_scores)
+    changes = sorted_scores[:, 1:] != sorted_scores[:, :-1]
+    edge = torch.ones_like(sorted_scores[:, :1], dtype=torch.bool)
+    starts, ends = torch.cat([edge, changes], 1), torch.cat([changes, edge], 1)
+    group_start = torch.where(starts, position, 0).cummax(1).values
+    group_last = torch.where(ends, position, width).flip(1).cummin(1).values.flip(1)
+    return group_start, group_last + 1
+
+
 def _dense_batch(scores, relevant, excluded, k, discount):
     """One batch, as main computed it: masked copy, top-k, full-width tie counts."""
     n_relevant = relevant.sum(1)
@@ -151,7 +163,7 @@ def dense_full_ranking(
     user_batch_size: int = 1024,
 ) -> tuple[float, float, int]:
     """Recall@k, NDCG@k and users ranked, by main's algorithm (users: ascending, distinct)."""
-    discount = _discount_cumsum(k, users.device)
+    discount = discount_cumsum(k, users.device)
     candidates = users[relevant.counts()[users] > 0]
     recall_sum = ndcg_sum = 0.0
     ranked = 0

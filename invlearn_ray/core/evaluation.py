@@ -20,14 +20,14 @@ import torch
 from torch import Tensor
 
 from invlearn_ray.core.backbones import Backbone
-from invlearn_ray.core.metrics import (
+from invlearn_ray.core.full_ranking import (
     UserSample,
     draw_user_sample,
-    evaluate_rows,
     finalize_full_ranking,
     full_ranking_population,
     full_ranking_stats,
 )
+from invlearn_ray.core.metrics import evaluate_rows
 from invlearn_ray.data.recdata import UNKNOWN_LABEL, Interactions, UserItemIndex
 
 FULL_RANKING_PROTOCOLS = ("auto", "exact", "sampled_users")
@@ -102,7 +102,7 @@ class FullRanking:
 
     Attributes:
         metrics: ``full_*`` or ``sampled_users_*`` keys
-            (:func:`~invlearn_ray.core.metrics.finalize_full_ranking`).
+            (:func:`~invlearn_ray.core.full_ranking.finalize_full_ranking`).
         sample: the sampled users (None for the exact ranking).
     """
 

@@ -8,7 +8,7 @@ import torch
 from invlearn_ray.core.backbones import Backbone, build_backbone, score_all_pairwise
 from invlearn_ray.core.config import TrainConfig
 from invlearn_ray.core.evaluation import evaluate_full_ranking, resolve_full_ranking
-from invlearn_ray.core.metrics import full_ranking_metrics
+from invlearn_ray.core.full_ranking import full_ranking_metrics
 from invlearn_ray.data.build import make_synthetic_recdata
 from invlearn_ray.data.recdata import UserItemIndex
 from invlearn_ray.data.synthetic import SyntheticConfig
