@@ -13,6 +13,7 @@ from sklearn.metrics import ndcg_score, roc_auc_score
 
 from invlearn_ray.core.metrics import (
     GAUC_WEIGHTINGS,
+    _order_by_score,
     auc,
     display_name,
     evaluate_rows,
@@ -430,3 +431,13 @@ def test_an_empty_row_shard_merges_as_nothing():
     )
     for key, value in evaluate_rows(scores, labels, users).items():
         assert merged[key] == pytest.approx(value, abs=1e-12), key
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_the_score_order_is_a_stable_descending_sort(dtype):
+    # The integer-key sort must order every float as the float sort does, ties by position.
+    special = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), 1e-30, -1e-30, 1e4, -1e4])
+    values = torch.cat([special, torch.round(torch.randn(500) * 4) / 4]).to(dtype)
+    values = values[torch.randperm(len(values), generator=torch.Generator().manual_seed(0))]
+    expected = torch.sort(values, descending=True, stable=True).indices
+    assert torch.equal(_order_by_score(values), expected)
