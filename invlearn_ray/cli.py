@@ -1,12 +1,61 @@
-"""Argument types shared by the ``pipelines/`` scripts, so every command rejects bad numbers alike.
+"""What every ``pipelines/`` command line shares: its error policy and its argument types.
 
-Each function is an ``argparse`` ``type=``: it returns the parsed value or raises
-``ArgumentTypeError``, which argparse turns into a usage error naming the option (exit status 2).
+**Errors.** A command line says what went wrong in one line on stderr and exits with
+
+* ``2`` (:data:`EXIT_USAGE`) when the command line itself is wrong — an unknown option, a value
+  of the wrong type or out of range, options that do not go together. :class:`ArgumentParser`
+  prints ``prog: error: ...`` on one line (argparse prints its whole usage first);
+* ``1`` (:data:`EXIT_INPUT`) when the command line is well formed but what it points at is
+  wrong — a missing file, a malformed row, a dataset changed since its build, a corrupt model,
+  an output that must not be replaced, a run that diverged: any
+  :class:`~invlearn_ray.errors.UserError`, caught by :func:`command_line`.
+
+Anything else is a bug and keeps its traceback. Commands check all they can before starting
+Ray, so a wrong input costs no start-up and leaves no output behind.
+
+**Argument types.** Each ``*_int`` / ``*_float`` / ``comma_*`` / :func:`plain_name` function is
+an ``argparse`` ``type=``: it returns the parsed value or raises ``ArgumentTypeError``, which
+argparse turns into a usage error naming the option.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import sys
+from collections.abc import Callable
+
+from invlearn_ray.errors import UserError
+
+EXIT_INPUT = 1
+EXIT_USAGE = 2
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse`` whose usage errors are one line: ``prog: error: message (see --help)``."""
+
+    def error(self, message: str) -> None:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)} (see --help)\n")
+
+
+def one_line(text: str) -> str:
+    """``text`` with its lines joined, so an error is one line whatever its source wrote."""
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def command_line(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
+    """Decorate a pipeline's ``main(argv) -> exit status``: a :class:`UserError` raised in it
+    is printed as ``error: <message>`` (one line, stderr) and returns :data:`EXIT_INPUT`."""
+
+    @functools.wraps(main)
+    def run(argv: list[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except UserError as error:
+            print(f"error: {one_line(str(error))}", file=sys.stderr, flush=True)
+            return EXIT_INPUT
+
+    return run
 
 
 def _number(text: str, kind: type, expected: str):
@@ -35,6 +84,17 @@ def positive_float(text: str) -> float:
     if not value > 0:  # also rejects NaN
         raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
     return value
+
+
+def plain_name(text: str) -> str:
+    """A name that becomes one folder (or file prefix) inside its parent: no path separators,
+    not ``.``/``..``, not hidden — so ``--name ../../x`` cannot write outside its folder."""
+    if not text or "/" in text or "\\" in text or text.startswith(".") or "\0" in text:
+        raise argparse.ArgumentTypeError(
+            f"expected a plain name (no '/', not starting with '.'), got {text!r}; choose the "
+            "folder with --out"
+        )
+    return text
 
 
 def comma_names(text: str) -> tuple[str, ...]:

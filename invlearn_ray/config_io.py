@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from invlearn_ray.core.config import TrainConfig
+from invlearn_ray.errors import UserError
 
 KeyPath = tuple[Any, ...]
 """The keys leading to a value: ``("search", "lr")`` is ``lr`` under ``search``."""
@@ -32,7 +33,7 @@ TRAIN_FIELDS = frozenset(field.name for field in dataclasses.fields(TrainConfig)
 _FIELD_TYPES = typing.get_type_hints(TrainConfig)
 
 
-class ConfigFileError(ValueError):
+class ConfigFileError(ValueError, UserError):
     """A configuration file is malformed; the message names the file, the line and the key."""
 
 

@@ -19,6 +19,7 @@ same rows (a Ray test checks it).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,14 @@ import torch
 
 from invlearn_ray.data import canonical as cn
 from invlearn_ray.data import dataset_dir as dd
+from invlearn_ray.data import publishing
 from invlearn_ray.data import splits as sp
 from invlearn_ray.data.dedup import drop_rows, duplicate_rows
 from invlearn_ray.data.labels import (
     LabelRule,
     apply_labels,
     check_rule_fits,
+    check_some_labeled,
     default_rule,
     rule_to_dict,
 )
@@ -45,6 +48,8 @@ from invlearn_ray.data.recdata import UNKNOWN_LABEL, RecData, UserItemIndex
 from invlearn_ray.data.sampling import epoch_generator, sample_unlabeled
 from invlearn_ray.data.sources import ParsedSource, SourceSpec, read_source
 from invlearn_ray.data.synthetic import PlantedTruth, SyntheticConfig
+
+logger = logging.getLogger(__name__)
 
 _SPLIT_CODES = {
     "train_train": (sp.TRAIN_TRAIN,),
@@ -195,8 +200,11 @@ def plan_build(
         codes and cold flags of every kept row — what the unlabeled draw is made from).
 
     Raises:
+        NoLabeledRowsError: the labeling rule leaves every row unclear.
         EmptySplitError: a labeled split would be empty (before or after dropping cold rows).
-        ValueError: the labeling rule does not fit the source's feedback.
+        SingleClassSplitError: validation or test would hold one label class (a training
+            split holding one is logged as a warning).
+        DataError: the labeling rule does not fit the source's feedback.
     """
     rule = config.resolve_rule(keys.column_names)
     dropped = duplicate_rows(
@@ -207,6 +215,7 @@ def plan_build(
     kept = drop_rows(keys, dropped)
     rule = rule.fit(kept)
     labeled = apply_labels(kept, rule)
+    check_some_labeled(labeled.column(cn.LABEL).to_numpy(), rule)
     split_plan = sp.plan_table_splits(labeled, config.split)
     assigned = sp.assign_split_column(labeled, split_plan)
     users = assigned.column(cn.USER).to_numpy()
@@ -217,6 +226,8 @@ def plan_build(
     planned = sp.flag_cold_column(assigned, user_seen, item_seen, plan.cold_policy)
     final_codes = planned.column(sp.SPLIT).to_numpy()
     sp.check_evaluation_not_empty(final_codes)
+    for warning in sp.check_label_classes(final_codes, planned.column(cn.LABEL).to_numpy()):
+        logger.warning("dataset %r: %s", config.dataset_name, warning)
     cold = planned.column(sp.COLD).to_numpy(zero_copy_only=False)
     facts = PlanFacts(
         duplicates_dropped=len(dropped),
@@ -514,7 +525,7 @@ def write_built_dataset(
     returns the manifest as written, every file fingerprinted."""
     out = Path(out_dir).resolve()
     dd.check_output_dir(out, built.manifest.inputs, overwrite)
-    staging = dd.staging_dir(out)
+    staging = publishing.new_staging_dir(out)
     try:
         for name, table in built.tables.items():
             dd.write_shards(table, staging / name, shards)
@@ -523,9 +534,9 @@ def write_built_dataset(
             built.truth.save(staging / dd.TRUTH_FILE)
         manifest = replace(built.manifest, shard_files=dd.fingerprint_files(staging))
         manifest.write(staging)
-        dd.publish(staging, out)
+        publishing.publish(staging, out)
     except BaseException:
-        dd.discard(staging)
+        publishing.discard(staging)
         raise
     return manifest
 

@@ -10,8 +10,9 @@
     <out>/unlabeled/             the epoch-0 draw of sampled unlabeled items
     <out>/truth.npz              planted truth (synthetic sources only)
 
-A build writes into a hidden staging folder beside ``<out>`` and swaps it in at the end, so an
-interrupted build never leaves a half-written dataset behind a valid-looking manifest.
+A build writes into a hidden staging folder beside ``<out>`` and swaps it in at the end
+(:mod:`invlearn_ray.data.publishing`), so an interrupted build never leaves a half-written
+dataset behind a valid-looking manifest.
 
 Rebuild policy: an output folder that already holds a dataset built from the *same inputs*
 (same manifest ``inputs`` block: options and source file sizes/mtimes) is rebuilt in place; a
@@ -33,8 +34,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -98,30 +97,6 @@ def check_output_dir(out: Path, inputs: dict[str, Any], overwrite: bool) -> None
         f"from {existing.get('source', {}).get('kind', 'an unknown source')!r} with other "
         "options). Pass overwrite=True (--overwrite) to replace it, or choose another --out."
     )
-
-
-def staging_dir(out: Path) -> Path:
-    """A fresh hidden folder beside ``out`` to build into."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.staging-{uuid.uuid4().hex[:12]}"
-    staging.mkdir()
-    return staging
-
-
-def publish(staging: Path, out: Path) -> None:
-    """Swap the finished ``staging`` folder in as ``out`` (replacing a previous dataset)."""
-    retired = None
-    if out.exists():
-        retired = out.parent / f".{out.name}.replaced-{uuid.uuid4().hex[:12]}"
-        out.rename(retired)
-    staging.rename(out)
-    if retired is not None:
-        shutil.rmtree(retired)
-
-
-def discard(staging: Path) -> None:
-    """Remove a staging folder after a failed build."""
-    shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_shards(table: pa.Table, directory: Path, shards: int) -> int:

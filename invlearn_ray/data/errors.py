@@ -7,6 +7,8 @@ bad input row in a million-line file can be found and fixed without a debugger. 
 
 from __future__ import annotations
 
+from invlearn_ray.errors import UserError
+
 
 def _restore(cls: type, args: tuple, state: dict) -> DataError:
     error = cls.__new__(cls)
@@ -15,7 +17,7 @@ def _restore(cls: type, args: tuple, state: dict) -> DataError:
     return error
 
 
-class DataError(ValueError):
+class DataError(ValueError, UserError):
     """Base class: bad input data, a bad dataset option or a bad dataset directory.
 
     Picklable with all attributes, so an error raised inside a Ray task can travel to the
@@ -59,6 +61,14 @@ class EmptyInputError(DataError):
 
 class EmptySplitError(DataError):
     """A split (train_train, train_test, valid or test) would hold no rows."""
+
+
+class SingleClassSplitError(DataError):
+    """A validation or test split holds only one label class (AUC and GAUC are undefined)."""
+
+
+class NoLabeledRowsError(DataError):
+    """The labeling rule labels no row: every one falls between its thresholds."""
 
 
 class OutputDirectoryError(DataError):

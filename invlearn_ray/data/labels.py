@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from invlearn_ray.data import canonical as cn
+from invlearn_ray.data.errors import DataError, NoLabeledRowsError
 
 UNCLEAR = -1
 """Label of a row whose feedback falls between the positive and negative thresholds."""
@@ -179,10 +180,14 @@ def rule_from_dict(spec: dict[str, Any]) -> LabelRule:
 
 
 def check_rule_fits(rule: LabelRule, columns: list[str]) -> None:
-    """Refuse a rule whose feedback columns the source does not have."""
+    """Refuse a rule whose feedback columns the source does not have.
+
+    Raises:
+        DataError: the rule reads feedback the source does not carry.
+    """
     kind = cn.feedback_kind(columns)
     if rule.feedback != kind:
-        raise ValueError(
+        raise DataError(
             f"labeling rule {rule.name!r} needs {rule.feedback} feedback "
             f"({list(cn.FEEDBACK_KINDS[rule.feedback])}), but the source carries {kind} "
             f"feedback; use one of "
@@ -196,3 +201,19 @@ def apply_labels(table: pa.Table, rule: LabelRule) -> pa.Table:
     if cn.LABEL in table.column_names:
         return table.set_column(table.schema.get_field_index(cn.LABEL), cn.LABEL, labels)
     return table.append_column(cn.LABEL, labels)
+
+
+def check_some_labeled(labels: np.ndarray, rule: LabelRule) -> None:
+    """Refuse a rule that leaves every row unclear (nothing to train on or evaluate).
+
+    Raises:
+        NoLabeledRowsError: no label is 0 or 1 (with the row count and the rule).
+    """
+    if (labels != UNCLEAR).any():
+        return
+    raise NoLabeledRowsError(
+        f"the labeling rule {rule_to_dict(rule)} labels none of the {len(labels)} rows: every "
+        "one falls between its thresholds (unclear), so no split would hold a labeled row. "
+        "Choose thresholds that label some rows 1 and some 0 (--pos-threshold/--neg-threshold, "
+        "--finish-pos/--finish-neg, --lower-quantile/--upper-quantile), or another --rule."
+    )

@@ -37,7 +37,7 @@ import pyarrow as pa
 import torch
 
 from invlearn_ray.data import canonical as cn
-from invlearn_ray.data.errors import EmptySplitError
+from invlearn_ray.data.errors import EmptySplitError, SingleClassSplitError
 from invlearn_ray.data.hashing import hash_keys
 from invlearn_ray.data.labels import UNCLEAR
 
@@ -381,10 +381,59 @@ def cold_summary(
 
 def check_evaluation_not_empty(codes: np.ndarray) -> None:
     """Raise if dropping cold rows emptied valid or test."""
-    for code in (VALID, TEST):
+    for code, dropped in ((VALID, DROPPED_COLD_VALID), (TEST, DROPPED_COLD_TEST)):
         if not (codes == code).any():
             raise EmptySplitError(
-                f"split {SPLIT_NAMES[code]!r} is empty after dropping cold rows (rows whose "
-                "user or item never occurs in training). Use cold_policy 'keep' "
-                "(--cold-policy keep), or a source with more interactions per user and item."
+                f"split {SPLIT_NAMES[code]!r} is empty after dropping cold rows: all "
+                f"{int((codes == dropped).sum())} of its rows have a user or item that never "
+                "occurs in training. Use cold_policy 'keep' (--cold-policy keep), or a source "
+                "with more interactions per user and item."
             )
+
+
+SINGLE_CLASS_ALLOWED = ("train_train", "train_test")
+"""Labeled splits that may hold one class (with a warning): training on positives only is the
+implicit-feedback setting, where NS, IDL and IG draw their negatives from unlabeled rows.
+Validation and test may not: AUC and GAUC, which select and score every model, need both."""
+
+
+def check_label_classes(codes: np.ndarray, labels: np.ndarray) -> list[str]:
+    """Check that every labeled split holds both labels.
+
+    Args:
+        codes: each row's split code (after cold rows were flagged or dropped).
+        labels: each row's label (1, 0 or ``UNCLEAR``).
+
+    Returns:
+        One warning per training split that holds a single class (see
+        :data:`SINGLE_CLASS_ALLOWED`), with its counts.
+
+    Raises:
+        SingleClassSplitError: validation or test holds a single class.
+    """
+    warnings = []
+    for code in LABELED_CODES:
+        split_labels = labels[codes == code]
+        positives = int((split_labels == 1).sum())
+        negatives = len(split_labels) - positives
+        if not len(split_labels) or (positives and negatives):
+            continue
+        name = SPLIT_NAMES[code]
+        counts = (
+            f"split {name!r} holds {len(split_labels)} rows, all labeled "
+            f"{1 if positives else 0} (label 1: {positives}, label 0: {negatives})"
+        )
+        if name not in SINGLE_CLASS_ALLOWED:
+            everywhere = labels[np.isin(codes, LABELED_CODES)]
+            raise SingleClassSplitError(
+                f"{counts}: AUC and GAUC, which select and score models, need both labels. The "
+                f"labeling rule gives {int((everywhere == 1).sum())} labeled rows label 1 and "
+                f"{int((everywhere == 0).sum())} label 0; choose thresholds that label some rows "
+                f"{0 if positives else 1} (e.g. --rule rating --neg-threshold), or a source "
+                "with both kinds of feedback."
+            )
+        warnings.append(
+            f"{counts}: methods that learn from labeled rows alone (none, T-CE, R-CE) cannot "
+            "separate items; NS, IDL and IG draw negatives from unlabeled rows"
+        )
+    return warnings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +79,10 @@ def test_every_input_row_is_written_once_or_counted_as_dropped(tmp_path):
 
 def test_duplicates_keep_the_last_line(tmp_path):
     path = tmp_path / "dup.dat"
-    rows = [f"{u}::{i}::5::1" for u in range(1, 11) for i in range(1, 11)]
+    # Both labels in every split; (1, 1) is rated 5 first.
+    rows = [
+        f"{u}::{i}::{5 if (u + i) % 2 == 0 else 1}::1" for u in range(1, 11) for i in range(1, 11)
+    ]
     rows.append("1::1::1::2")  # later rating of an earlier pair: this one must win
     path.write_text("\n".join(rows) + "\n")
     built = build_in_memory(_config(path))
@@ -270,3 +274,23 @@ def test_ml100k_presplit_files_keep_their_sizes(ml100k_dir):
     assert counts["train_train"]["rows"] + counts["train_test"]["rows"] == 60000
     assert (counts["valid"]["rows"], counts["test"]["rows"]) == (20000, 20000)
     assert (built.manifest.n_users, built.manifest.n_items) == (943, 1682)
+
+
+def test_a_training_split_of_one_class_is_built_with_a_warning_and_its_counts(tmp_path, caplog):
+    # Positive-only training rows (implicit feedback) with validation and test of both labels.
+    folder = tmp_path / "split"
+    folder.mkdir()
+    train = [f"{u}\t{i}\t5" for u in range(10) for i in range(12) if (u + i) % 4]
+    held_out = [f"{u}\t{i}\t{1 + u % 5}" for u in range(10) for i in range(12) if not (u + i) % 4]
+    files = {"train.rating": train, "valid.rating": held_out[:15], "test.negative": held_out[15:]}
+    for suffix, lines in files.items():
+        (folder / f"toy.{suffix}").write_text("\n".join(lines) + "\n")
+    with caplog.at_level(logging.WARNING, logger="invlearn_ray.data.build"):
+        built = build_in_memory(BuildConfig(source=SourceSpec.presplit(folder, "toy")))
+    assert built.manifest.counts["train_train"] == {"rows": 81, "label_0": 0, "label_1": 81}
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == 2
+    assert warnings[0].startswith(
+        "dataset 'toy': split 'train_train' holds 81 rows, all labeled 1 (label 1: 81, label 0: 0)"
+    )
+    assert "split 'train_test' holds 9 rows" in warnings[1]
