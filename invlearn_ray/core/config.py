@@ -95,6 +95,11 @@ class TrainConfig:
         compile: ``torch.compile`` the step's loss functions (costs seconds once; worth it for
             long runs and GPU benchmarks).
         cuda_graphs: replay each step as a CUDA graph (GPU only; removes launch overhead).
+        max_train_loss: an epoch whose mean training loss is non-finite or larger than this (in
+            absolute value) stops the run with ``TrainingDiverged``; no model is published.
+        max_weight: likewise for the largest absolute parameter value after an epoch. Both
+            bounds are checked once per epoch (one host sync; steps and CUDA graphs are
+            untouched). Measured with ``benchmarks/divergence_bounds.py``: PLACEHOLDER
     """
 
     method: str = "none"
@@ -138,6 +143,8 @@ class TrainConfig:
     full_ranking_users: int = 1000
     compile: bool = False
     cuda_graphs: bool = False
+    max_train_loss: float = 100.0
+    max_weight: float = 1000.0
 
     def __post_init__(self) -> None:
         choices = {
@@ -159,6 +166,7 @@ class TrainConfig:
         positive = ("embedding_dim", "batch_size", "epochs", "n_candidates", "n_negatives")
         positive += ("test_batch_size", "lr", "tau", "tau_pos", "tau_neg", "eval_user_batch")
         positive += ("full_ranking_users",)
+        positive += ("max_train_loss", "max_weight")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)!r}")

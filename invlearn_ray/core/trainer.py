@@ -44,6 +44,7 @@ from invlearn_ray.core.objectives import BatchLoss, Objective, TrainBatch
 from invlearn_ray.data.hashing import stream_seed
 from invlearn_ray.data.recdata import Interactions, RecData
 from invlearn_ray.data.sampling import epoch_generator, sample_unlabeled
+from invlearn_ray.errors import UserError
 
 WEIGHT_BINS = 20
 _DIAGNOSTIC_ROWS = 50_000
@@ -71,8 +72,71 @@ def supervised_gradient(
     return grads, BatchLoss(total, *extra)
 
 
-class TrainingDiverged(RuntimeError):
-    """A step produced a non-finite loss: stop rather than train on garbage."""
+class TrainingDiverged(RuntimeError, UserError):
+    """An epoch's loss or weights left their bounds (``TrainConfig.max_train_loss`` /
+    ``max_weight``) or are not finite: stop rather than train on, and publish, garbage."""
+
+
+def largest_weight(model: Backbone) -> float:
+    """The largest absolute parameter value (NaN if any is NaN). One pass over the weights and
+    one host sync: cheap once per epoch."""
+    norms = torch._foreach_norm(list(model.parameters()), math.inf)
+    return torch.stack(norms).max().item()
+
+
+def check_divergence(config: TrainConfig, epoch: int, train_loss: float, weight: float) -> None:
+    """Raise :class:`TrainingDiverged` when an epoch's loss or largest weight is out of bounds.
+
+    Args:
+        train_loss: the epoch's mean training loss (the same on every worker).
+        weight: the largest absolute parameter value after the epoch (see
+            :func:`largest_weight`; the same on every worker, whose parameters are identical).
+    """
+    loss_ok = math.isfinite(train_loss) and train_loss <= config.max_train_loss
+    weight_ok = math.isfinite(weight) and weight <= config.max_weight
+    if loss_ok and weight_ok:
+        return
+    broken = [
+        f"the training loss is {train_loss:.3g} (bound max_train_loss={config.max_train_loss:g})"
+        if not loss_ok
+        else None,
+        f"the largest weight is {weight:.3g} (bound max_weight={config.max_weight:g})"
+        if not weight_ok
+        else None,
+    ]
+    step = f"lr={config.lr:g}" + (
+        f", dual_lr_ratio={config.dual_lr_ratio:g}" if config.method == "ig" else ""
+    )
+    raise TrainingDiverged(
+        f"training diverged at epoch {epoch}: {' and '.join(b for b in broken if b)} "
+        f"({config.method} on {config.backbone}, {step}); lower the learning rate "
+        "(--set lr=...), or raise the bound with --set if such values are expected. "
+        "No model was saved."
+    )
+
+
+class UnsuitableDatasetError(ValueError, UserError):
+    """The configuration cannot train on this dataset."""
+
+
+def check_unlabeled_rows(config: TrainConfig, n_observed: int, dataset_name: str) -> None:
+    """Refuse a method that reads only observed-unlabeled rows on a dataset without any.
+
+    Not a silent fallback: with no unlabeled rows the method would train as None does.
+
+    Args:
+        n_observed: the dataset's observed-unlabeled rows (its ``unclear/`` split).
+
+    Raises:
+        UnsuitableDatasetError: ``unlabeled_source='observed'`` and ``n_observed == 0``.
+    """
+    if config.needs_unlabeled and config.unlabeled_source == "observed" and not n_observed:
+        raise UnsuitableDatasetError(
+            f"method {config.method!r} with unlabeled_source='observed' needs "
+            f"observed-unlabeled rows, and dataset {dataset_name!r} has none (no unclear band, "
+            "label fraction 1); use unlabeled_source='sampled' or 'both', or build the "
+            "dataset with --label-fraction below 1"
+        )
 
 
 def build_model(config: TrainConfig, data: RecData) -> Backbone:
@@ -195,18 +259,7 @@ class Trainer:
                 f"cuda_graphs needs the data on a CUDA device, not {self.device}; "
                 "move it with RecData.to('cuda') or turn cuda_graphs off"
             )
-        if (
-            config.needs_unlabeled
-            and config.unlabeled_source == "observed"
-            and not len(data.observed_unlabeled)
-        ):
-            # Not a silent fallback: with no unlabeled rows the method would train as None does.
-            raise ValueError(
-                f"method {config.method!r} with unlabeled_source='observed' needs "
-                f"observed-unlabeled rows, and dataset {data.name!r} has none (no unclear band, "
-                "label fraction 1); use unlabeled_source='sampled' or 'both', or build the "
-                "dataset with --label-fraction below 1"
-            )
+        check_unlabeled_rows(config, len(data.observed_unlabeled), data.name)
         self.model = build_model(config, data).to(self.device)
         self.optimizer = make_optimizer(self.model, config)
         rows = rows or training_rows(config, data)
@@ -320,12 +373,11 @@ class Trainer:
                 loss_count += loss.count
         meta_choices = self.direction_log["choice"][n_logged:]
         self.direction_log["epoch"].append(torch.full((len(meta_choices),), epoch))
-        train_loss = (loss_sum / loss_count.clamp(min=1.0)).item()
-        if not math.isfinite(train_loss):
-            raise TrainingDiverged(
-                f"epoch {epoch}: the training loss is {train_loss} ({self.config.method} on "
-                f"{self.config.backbone}, lr={self.config.lr}); lower the learning rate"
-            )
+        # Every worker's sums: each decides on the global loss, so all stop at the same epoch.
+        totals = torch.stack([loss_sum, loss_count])
+        self.collective.all_reduce_sum_([totals])
+        train_loss = (totals[0] / totals[1].clamp(min=1.0)).item()
+        check_divergence(self.config, epoch, train_loss, largest_weight(self.model))
         train_seconds = time.perf_counter() - started
 
         started = time.perf_counter()

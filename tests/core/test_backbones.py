@@ -12,7 +12,12 @@ from invlearn_ray.core.backbones import (
     build_backbone,
     score_all_pairwise,
 )
-from invlearn_ray.core.checkpoint import load_model, read_model_description, save_model
+from invlearn_ray.core.checkpoint import (
+    ModelFormatError,
+    load_model,
+    read_model_description,
+    save_model,
+)
 
 N_USERS, N_ITEMS = 13, 17
 
@@ -109,7 +114,7 @@ def test_unknown_backbone_name_lists_the_valid_ones():
 
 
 def test_loading_a_directory_that_is_not_a_model_says_so(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a saved model"):
+    with pytest.raises(ModelFormatError, match="not a saved model"):
         load_model(tmp_path)
 
 

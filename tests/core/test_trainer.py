@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 
 import pytest
 import torch
 
+from invlearn_ray.core.backbones import build_backbone
 from invlearn_ray.core.config import TrainConfig
 from invlearn_ray.core.inverse_gradient import CANDIDATES
 from invlearn_ray.core.methods import METHODS
-from invlearn_ray.core.trainer import WEIGHT_BINS, Trainer
+from invlearn_ray.core.trainer import (
+    WEIGHT_BINS,
+    Trainer,
+    TrainingDiverged,
+    check_divergence,
+    largest_weight,
+)
 from invlearn_ray.data.build import make_synthetic_recdata
 from invlearn_ray.data.recdata import ObservedUnlabeled
 from invlearn_ray.data.synthetic import SyntheticConfig
@@ -190,3 +198,46 @@ def test_the_test_rankings_protocol_follows_the_config(small):
     assert exact.test["full_users"] > 20
     assert "sampled_users_recall_at_20" not in exact.test
     assert exact.full_ranking_sample == {}
+
+
+def test_a_finite_divergence_stops_the_run_with_its_epoch_and_value(small):
+    # Issue 12: at lr 1e6 the loss reached 3.8e18 and the weights 1.7e6, and the run saved a
+    # model whose metrics sat at chance.
+    with pytest.raises(TrainingDiverged) as diverged:
+        Trainer(config(method="none", lr=1e6), small).fit()
+    message = str(diverged.value)
+    assert message.startswith("training diverged at epoch 0: the training loss is ")
+    assert "(bound max_train_loss=100)" in message and "lower the learning rate" in message
+    assert "\n" not in message
+
+
+def test_a_weight_beyond_its_bound_stops_the_run_though_the_loss_is_finite(small):
+    trainer = Trainer(config(method="none", max_weight=0.05), small)
+    with pytest.raises(TrainingDiverged, match=r"epoch 0: the largest weight is 0\.\d+ \(bound"):
+        trainer.run_epoch(0)
+    assert trainer.history == [] and trainer.best_state is None
+
+
+def test_healthy_runs_stay_far_inside_the_bounds(small):
+    trainer = Trainer(config(method="ig", lr=0.03), small)
+    result = trainer.fit()
+    assert max(r.train_loss for r in result.history) < TrainConfig.max_train_loss / 10
+    assert largest_weight(trainer.model) < TrainConfig.max_weight / 10
+
+
+def test_a_non_finite_weight_is_divergence_whatever_the_bounds():
+    settings = config(max_train_loss=1e300, max_weight=1e300)
+    check_divergence(settings, 3, 0.5, 1.0)
+    with pytest.raises(TrainingDiverged, match="epoch 3: the largest weight is nan"):
+        check_divergence(settings, 3, 0.5, math.nan)
+    with pytest.raises(TrainingDiverged, match="epoch 3: the training loss is inf"):
+        check_divergence(settings, 3, math.inf, 1.0)
+
+
+def test_largest_weight_is_the_largest_absolute_parameter():
+    model = build_backbone("mf", 3, 4, embedding_dim=2)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.fill_(0.5)
+        next(model.parameters())[1, 1] = -7.0
+    assert largest_weight(model) == 7.0
