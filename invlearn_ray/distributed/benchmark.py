@@ -65,6 +65,7 @@ from invlearn_ray.distributed.runs import RunOutcome, RunSpec, execute_runs
 from invlearn_ray.distributed.spaces import StudySpace, load_space
 from invlearn_ray.distributed.tracking import Tracker
 from invlearn_ray.distributed.tune import StudyBudget, run_study
+from invlearn_ray.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SPACES_DIR = REPO_ROOT / "tune_spaces"
@@ -85,7 +86,7 @@ UNTUNED_BEST_EXPLICIT = "sl_complement"
 negating the gradient (seed 002)."""
 
 
-class BenchmarkConfigError(ValueError):
+class BenchmarkConfigError(ValueError, UserError):
     """A profile, dataset or configs-file option is invalid; the message says where."""
 
 
@@ -160,6 +161,18 @@ class DatasetSpec:
         else:
             return None
         return BuildConfig(source=source, split=split, name=self.name)
+
+    def check(self) -> None:
+        """What can be checked without Ray: a built folder is verified against its manifest,
+        a source's files exist.
+
+        Raises:
+            DataError: a missing or changed dataset folder, or missing source files.
+        """
+        if self.source == "path":
+            dd.verified_manifest(Path(self.path))
+        else:
+            self.build_config()
 
     def with_label_fraction(self, fraction: float) -> DatasetSpec:
         return dataclasses.replace(self, label_fraction=fraction)
@@ -347,6 +360,14 @@ class Profile:
             raise BenchmarkConfigError(f"seeds must be >= 1, got {self.seeds}")
         if not self.datasets or not self.backbones or not self.entries:
             raise BenchmarkConfigError("a profile needs datasets, backbones and methods")
+        if not self.label_fractions:
+            raise BenchmarkConfigError("a profile needs at least one label fraction (1 = all)")
+        for fraction in self.label_fractions:
+            if not 0 < fraction <= 1:
+                raise BenchmarkConfigError(
+                    f"label fraction {fraction:g} is not in (0, 1]: it is the share of labeled "
+                    "training rows kept labeled (1 = all, 0.1 = a tenth)"
+                )
         try:
             TrainConfig.from_dict(self.train)
         except ValueError as error:

@@ -43,6 +43,7 @@ import ray
 
 from invlearn_ray.data import canonical as cn
 from invlearn_ray.data import dataset_dir as dd
+from invlearn_ray.data import publishing
 from invlearn_ray.data.build import (
     BuildConfig,
     apply_build_plan,
@@ -248,7 +249,7 @@ def build_dataset(config: BuildConfig, out_dir: str | Path, *, overwrite: bool =
             planned, n_users, n_items, config.sampling_rate, config.split.seed, truth
         ).cast(output_schema("unlabeled", columns))
 
-        staging = dd.staging_dir(out)
+        staging = publishing.new_staging_dir(out)
         try:
             applied = indexed.map_batches(
                 apply_build_plan, batch_format="pyarrow", fn_kwargs={"plan": plan}
@@ -287,9 +288,9 @@ def build_dataset(config: BuildConfig, out_dir: str | Path, *, overwrite: bool =
                 truth.save(staging / dd.TRUTH_FILE)
             manifest = replace(manifest, shard_files=dd.fingerprint_files(staging))
             manifest.write(staging)
-            dd.publish(staging, out)
+            publishing.publish(staging, out)
         except BaseException:
-            dd.discard(staging)
+            publishing.discard(staging)
             raise
     return manifest
 

@@ -17,7 +17,6 @@ fewer than ``k`` unseen items gets fewer rows.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +29,12 @@ from torch import Tensor
 
 from invlearn_ray.core import ranking
 from invlearn_ray.core.backbones import Backbone
-from invlearn_ray.core.checkpoint import load_model
+from invlearn_ray.core.checkpoint import ModelFormatError, load_model, load_tensors
 from invlearn_ray.data import dataset_dir as dd
+from invlearn_ray.data import publishing
 from invlearn_ray.data.recdata import UserItemIndex
 from invlearn_ray.distributed.run_dir import SEEN_ITEMS_FILE
+from invlearn_ray.errors import UserError
 
 USER, RANK, ITEM, SCORE = "user", "rank", "item", "score"
 USER_INDEX = "user_index"
@@ -43,26 +44,42 @@ OUTPUT_SCHEMA = pa.schema(
 _SHOWN_IDS = 5
 
 
-class UnknownUserError(KeyError):
+class UnknownUserError(KeyError, UserError):
     """Requested user ids that the model's id map does not hold."""
 
     def __str__(self) -> str:  # KeyError would print the message quoted
         return str(self.args[0])
 
 
+class OutputExistsError(FileExistsError, UserError):
+    """The recommendations folder holds something that must not be replaced."""
+
+
 def read_raw_ids(model_dir: str | Path, kind: str) -> np.ndarray:
-    """Raw ids of ``kind`` (``users``/``items``) of a model folder, by contiguous index."""
+    """Raw ids of ``kind`` (``users``/``items``) of a model folder, by contiguous index.
+
+    Raises:
+        ModelFormatError: the id map is missing, unreadable, or its indices are not
+            ``0..n-1``.
+    """
     model_dir = Path(model_dir)
     path = model_dir / dd.ID_MAP_DIR / f"{kind}.parquet"
     if not path.is_file():
-        raise FileNotFoundError(
+        raise ModelFormatError(
             f"{path} is missing: {model_dir} is not a model folder from pipelines/train.py "
             "(it must hold model.pt, model.json, id_map/ and seen_items.pt)"
         )
-    table = pq.read_table(path).sort_by("index")
+    try:
+        table = pq.read_table(path, columns=["raw_id", "index"]).sort_by("index")
+    except (pa.ArrowException, OSError) as error:
+        problem = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ModelFormatError(f"{path}: not a readable id map ({problem})") from None
     index = table.column("index").to_numpy()
     if not np.array_equal(index, np.arange(len(index))):
-        raise ValueError(f"{path}: indices are not 0..{len(index) - 1}; rebuild the dataset")
+        raise ModelFormatError(
+            f"{path}: indices are not 0..{len(index) - 1}; the id map was changed after "
+            "training. Re-save the model with pipelines/train.py."
+        )
     return table.column("raw_id").to_numpy(zero_copy_only=False).astype(str)
 
 
@@ -131,21 +148,15 @@ class Recommender:
         """Load a model folder written by a training run (see the module docstring)."""
         model_dir = Path(model_dir)
         model = load_model(model_dir, map_location=device).eval()
-        seen_path = model_dir / SEEN_ITEMS_FILE
-        if not seen_path.is_file():
-            raise FileNotFoundError(
-                f"{seen_path} is missing: without each user's training items the model would "
-                "recommend what users already have; re-save the model with pipelines/train.py"
-            )
-        seen_state = torch.load(seen_path, map_location=device, weights_only=True)
-        seen = UserItemIndex(seen_state["indptr"], seen_state["items"], seen_state["n_items"])
+        seen = _read_seen_items(model_dir / SEEN_ITEMS_FILE, device)
         user_ids, item_ids = read_raw_ids(model_dir, "users"), read_raw_ids(model_dir, "items")
         shapes = (len(user_ids), len(item_ids), seen.n_users, seen.n_items)
         if shapes != (model.n_users, model.n_items, model.n_users, model.n_items):
-            raise ValueError(
+            raise ModelFormatError(
                 f"{model_dir}: id maps / seen items cover {shapes[0]} users x {shapes[1]} items "
                 f"and {shapes[2]} x {shapes[3]}, but the model has {model.n_users} x "
-                f"{model.n_items}; the folder mixes files of different datasets"
+                f"{model.n_items}; the folder mixes files of different datasets. Re-save the "
+                "model with pipelines/train.py."
             )
         return cls(model=model, user_ids=user_ids, item_ids=item_ids, seen=seen)
 
@@ -175,6 +186,34 @@ class Recommender:
         return self.recommend_indices(self.user_indices(raw_user_ids), k)
 
 
+def _read_seen_items(path: Path, device: str | torch.device) -> UserItemIndex:
+    """``seen_items.pt``: each user's training items, as a checked CSR index."""
+    if not path.is_file():
+        raise ModelFormatError(
+            f"{path} is missing: without each user's training items the model would "
+            "recommend what users already have; re-save the model with pipelines/train.py"
+        )
+    state = load_tensors(path, device)
+    try:
+        indptr, items, n_items = state["indptr"], state["items"], int(state["n_items"])
+        valid = (
+            indptr.ndim == 1
+            and len(indptr) >= 1
+            and int(indptr[0]) == 0
+            and int(indptr[-1]) == len(items)
+            and bool((indptr[1:] >= indptr[:-1]).all())
+            and (not len(items) or 0 <= int(items.min()) <= int(items.max()) < n_items)
+        )
+    except (KeyError, TypeError, AttributeError, RuntimeError, ValueError):
+        valid = False
+    if not valid:
+        raise ModelFormatError(
+            f"{path}: not an index of each user's training items (indptr, items, n_items). "
+            "Re-save the model with pipelines/train.py."
+        )
+    return UserItemIndex(indptr, items, n_items)
+
+
 class TopKBatchScorer:
     """``map_batches`` callable class: loads the model once per actor, ranks batches of users.
 
@@ -195,6 +234,61 @@ class TopKBatchScorer:
         return self.recommender.recommend_indices(users, self.k)
 
 
+def check_request(
+    model_dir: str | Path,
+    output_dir: str | Path,
+    users: Sequence[str] | None = None,
+    overwrite: bool = False,
+) -> np.ndarray:
+    """Everything that can be wrong with a request, checked before any scoring starts.
+
+    Loads the model folder whole (:meth:`Recommender.load`: weights against their
+    description, id maps and training items against the model's sizes), looks the users up,
+    and checks that ``output_dir`` may be written. Time: one model load on this process.
+
+    Returns:
+        The contiguous indices of the requested users (every user when ``users`` is None).
+
+    Raises:
+        ModelFormatError: the model folder is damaged or mixes files of different models.
+        UnknownUserError: a requested user id is not in the model's id map.
+        OutputExistsError: see :func:`check_output_dir`.
+    """
+    user_ids = Recommender.load(model_dir).user_ids
+    check_output_dir(Path(output_dir), overwrite)
+    if users is None:
+        return np.arange(len(user_ids), dtype=np.int64)
+    return lookup_users(user_ids, users)
+
+
+def check_output_dir(output_dir: Path, overwrite: bool) -> None:
+    """Refuse an output folder whose contents must not be replaced.
+
+    Raises:
+        OutputExistsError: ``output_dir`` is a file, holds files other than Parquet (even with
+            ``overwrite``: it only replaces earlier recommendations), or holds Parquet files
+            and ``overwrite`` is off.
+    """
+    if not output_dir.exists():
+        return
+    if not output_dir.is_dir():
+        raise OutputExistsError(f"{output_dir} is a file; choose a new or empty --out folder")
+    entries = sorted(output_dir.iterdir())
+    if not entries:
+        return
+    others = [path.name for path in entries if path.suffix != ".parquet" or not path.is_file()]
+    if others:
+        raise OutputExistsError(
+            f"{output_dir} holds files other than Parquet ({others[:_SHOWN_IDS]}); refusing to "
+            "write recommendations there. Choose a new or empty --out folder."
+        )
+    if not overwrite:
+        raise OutputExistsError(
+            f"{output_dir} already holds recommendations; pass overwrite=True (--overwrite) to "
+            "replace them, or choose a new --out folder"
+        )
+
+
 def recommend_to_parquet(
     model_dir: str | Path,
     output_dir: str | Path,
@@ -206,6 +300,11 @@ def recommend_to_parquet(
     overwrite: bool = False,
 ) -> int:
     """Write every requested user's top-``k`` unseen items as Parquet, through Ray Data.
+
+    The request is checked first (:func:`check_request`), before Ray is touched or anything
+    is deleted; the Parquet files are written into a hidden folder beside ``output_dir`` and
+    swapped in whole when complete (:mod:`invlearn_ray.data.publishing`), so a failure leaves
+    the earlier recommendations as they were.
 
     Args:
         model_dir: a model folder written by a training run.
@@ -221,10 +320,7 @@ def recommend_to_parquet(
         The number of rows written.
 
     Raises:
-        UnknownUserError: a requested user id is not in the model's id map (checked before
-            any work is scheduled).
-        FileExistsError: ``output_dir`` holds files and ``overwrite`` is off, or holds files
-            other than Parquet.
+        ModelFormatError, UnknownUserError, OutputExistsError: see :func:`check_request`.
     """
     # Imported here: ranking in one process (Recommender) must work where Ray is absent.
     import ray.data
@@ -232,42 +328,27 @@ def recommend_to_parquet(
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     model_dir, output_dir = Path(model_dir).resolve(), Path(output_dir).resolve()
-    user_ids = read_raw_ids(model_dir, "users")
-    if users is None:
-        indices = np.arange(len(user_ids), dtype=np.int64)
-    else:
-        indices = lookup_users(user_ids, users)
-    _prepare_output(output_dir, overwrite)
+    indices = check_request(model_dir, output_dir, users, overwrite)
 
-    requests = ray.data.from_arrow(pa.table({USER_INDEX: pa.array(indices, type=pa.int64())}))
-    ranked = requests.map_batches(
-        TopKBatchScorer,
-        fn_constructor_kwargs={
-            "model_dir": str(model_dir),
-            "k": k,
-            "device": "cuda" if use_gpu else "cpu",
-        },
-        batch_size=batch_size,
-        batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=num_actors),
-        num_gpus=1 if use_gpu else 0,
-    )
-    ranked.write_parquet(str(output_dir))
-    return sum(pq.ParquetFile(path).metadata.num_rows for path in output_dir.glob("*.parquet"))
-
-
-def _prepare_output(output_dir: Path, overwrite: bool) -> None:
-    if not output_dir.exists() or not any(output_dir.iterdir()):
-        return
-    others = [path.name for path in output_dir.iterdir() if path.suffix != ".parquet"]
-    if others:
-        raise FileExistsError(
-            f"{output_dir} holds files other than Parquet ({others[:_SHOWN_IDS]}); refusing to "
-            "write recommendations there. Choose a new or empty --out folder."
+    staging = publishing.new_staging_dir(output_dir)
+    try:
+        requests = ray.data.from_arrow(pa.table({USER_INDEX: pa.array(indices, type=pa.int64())}))
+        ranked = requests.map_batches(
+            TopKBatchScorer,
+            fn_constructor_kwargs={
+                "model_dir": str(model_dir),
+                "k": k,
+                "device": "cuda" if use_gpu else "cpu",
+            },
+            batch_size=batch_size,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=num_actors),
+            num_gpus=1 if use_gpu else 0,
         )
-    if not overwrite:
-        raise FileExistsError(
-            f"{output_dir} already holds Parquet files; pass overwrite=True (--overwrite) to "
-            "replace them, or choose a new --out folder"
-        )
-    shutil.rmtree(output_dir)
+        ranked.write_parquet(str(staging))
+        n_rows = sum(pq.ParquetFile(path).metadata.num_rows for path in staging.glob("*.parquet"))
+        publishing.publish(staging, output_dir)
+    except BaseException:
+        publishing.discard(staging)
+        raise
+    return n_rows

@@ -23,7 +23,10 @@ Ray Train keeps a run's checkpoints in its storage folder, by default ``ray/`` *
 staging folder*: the staging folder's name is fixed, so re-running the same command after a
 crash finds the checkpoints and resumes (:func:`claim_run_dir` refuses another run there);
 after publishing they are at ``<output_dir>/ray/<run name>``. A Ray run that fails keeps its
-staging folder for that reason; a one-process run that fails removes it.
+staging folder for that reason (unless it diverged: a rerun must change its settings, so there
+is nothing to resume); a one-process run that fails removes it. The swap itself, and the
+removal of what a hard crash left beside the folder a day ago, is
+:mod:`invlearn_ray.data.publishing`'s.
 
 This module is Ray-free: the single-process path, the Ray Train workers, the benchmark's runs,
 its report and the tuning studies all read and write through it.
@@ -34,7 +37,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,7 +46,9 @@ import torch
 from invlearn_ray.core.checkpoint import save_model
 from invlearn_ray.core.trainer import TrainResult
 from invlearn_ray.data import dataset_dir as dd
+from invlearn_ray.data import publishing
 from invlearn_ray.data.recdata import RecData
+from invlearn_ray.errors import UserError
 
 MODEL_DIR = "model"
 METRICS_FILE = "metrics.json"
@@ -54,11 +58,11 @@ RUN_DESCRIPTION_FILE = "invlearn_run.json"
 RAY_STORAGE_DIR = "ray"
 
 
-class RunConflictError(ValueError):
+class RunConflictError(ValueError, UserError):
     """The Ray Train run folder already belongs to a different run."""
 
 
-class RunExistsError(ValueError):
+class RunExistsError(ValueError, UserError):
     """The output folder holds a finished run and replacing it was not asked for."""
 
 
@@ -85,7 +89,8 @@ def check_can_publish(output_dir: Path, overwrite: bool) -> None:
 
 def staging_dir(output_dir: Path) -> Path:
     """The hidden folder beside ``output_dir`` that a run is written into. Its name is fixed,
-    so a rerun after a crash finds the Ray Train checkpoints inside it."""
+    so a rerun after a crash finds the Ray Train checkpoints inside it (and
+    :func:`~invlearn_ray.data.publishing.remove_stale` never takes it for a leftover)."""
     return output_dir.parent / f".{output_dir.name}.staging"
 
 
@@ -97,23 +102,13 @@ def publish_run(staging: Path, output_dir: Path, inputs: Sequence[Path] = ()) ->
     paths inside ``output_dir`` the new run read (e.g. a smoke-test dataset built there): they
     move into it even from a finished run, so the published folder still holds them.
     """
-    retired = None
     if output_dir.exists():
         finished = is_finished_run(output_dir)
         kept = {path.resolve() for path in inputs}
         for entry in sorted(output_dir.iterdir()):
             if (not finished or entry.resolve() in kept) and not (staging / entry.name).exists():
                 entry.rename(staging / entry.name)
-        retired = output_dir.parent / f".{output_dir.name}.replaced-{uuid.uuid4().hex[:12]}"
-        output_dir.rename(retired)
-    staging.rename(output_dir)
-    if retired is not None:
-        shutil.rmtree(retired)
-
-
-def discard(staging: Path) -> None:
-    """Remove a staging folder (a failed one-process run, or an interrupted run's leftovers)."""
-    shutil.rmtree(staging, ignore_errors=True)
+    publishing.publish(staging, output_dir)
 
 
 def claim_run_dir(run_dir: Path, description: dict[str, Any]) -> None:

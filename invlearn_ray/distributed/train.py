@@ -29,24 +29,27 @@ can read (a shared filesystem): rank 0 writes it.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from invlearn_ray.core.config import TrainConfig
-from invlearn_ray.core.trainer import Trainer
+from invlearn_ray.core.trainer import Trainer, TrainingDiverged, check_unlabeled_rows
 from invlearn_ray.data import dataset_dir as dd
+from invlearn_ray.data import publishing
 from invlearn_ray.data.loading import load_dataset
+from invlearn_ray.data.manifest import Manifest
 from invlearn_ray.distributed.run_dir import (
     RAY_STORAGE_DIR,
     check_can_publish,
     claim_run_dir,
-    discard,
     publish_run,
     staging_dir,
     write_run_outputs,
 )
+from invlearn_ray.errors import UserError
 
 TEST_SWITCHES = (
     "_test_fail_once_at_epoch",
@@ -58,7 +61,7 @@ TEST_SWITCHES = (
 ``_test_``, so a misspelt switch cannot silently do nothing."""
 
 
-class TrainingRunError(RuntimeError):
+class TrainingRunError(RuntimeError, UserError):
     """A Ray Train run failed beyond its allowed restarts; the message names the worker error."""
 
 
@@ -101,10 +104,15 @@ def run_training(
     Raises:
         ValueError: ``num_workers < 0``, an unknown test switch, or a ``storage_path`` inside
             ``output_dir`` (the run folder is replaced as a whole when it is published).
+        DatasetFormatError: the dataset is not one, or changed since its build.
+        UnsuitableDatasetError: the config cannot train on the dataset
+            (:func:`check_dataset_fits`).
         RunExistsError: ``output_dir`` holds a finished run and ``overwrite`` is False.
         RunConflictError: the Ray Train run folder holds another run's checkpoints
             (:func:`~invlearn_ray.distributed.run_dir.claim_run_dir`).
         TrainingRunError: a Ray run failed more than ``max_failures`` times.
+        TrainingDiverged: the loss or weights left their bounds (``TrainConfig.max_train_loss``
+            / ``max_weight``); nothing is published, and no Ray run is restarted for it.
     """
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0 (0 = one process, no Ray), got {num_workers}")
@@ -112,17 +120,19 @@ def run_training(
     if unknown:
         raise ValueError(f"unknown test switch(es) {unknown}; valid: {list(TEST_SWITCHES)}")
     dataset_path, output_dir = Path(dataset_path).resolve(), Path(output_dir).resolve()
-    dd.verified_manifest(dataset_path)  # fail here, not in every worker, on a bad dataset
+    # Fail here, not in every worker, on a bad dataset or one the config cannot train on.
+    check_dataset_fits(config, dd.verified_manifest(dataset_path))
     check_can_publish(output_dir, overwrite)
+    publishing.remove_stale(output_dir.parent)
     staging = staging_dir(output_dir)
     if num_workers == 0:
         # A one-process run has nothing to resume: whatever an interrupted run left goes.
-        discard(staging)
+        publishing.discard(staging)
         try:
             summary = train_single_process(dataset_path, config, staging, output_dir, use_gpu)
             publish_run(staging, output_dir, inputs=[dataset_path])
         except BaseException:
-            discard(staging)
+            publishing.discard(staging)
             raise
         return summary
     storage_path = Path(storage_path).resolve() if storage_path else staging / RAY_STORAGE_DIR
@@ -138,25 +148,42 @@ def run_training(
         {"dataset": str(dataset_path), "train": config.to_dict(), "num_workers": num_workers},
     )
     # A failed Ray run keeps its staging folder: its checkpoints let the same command resume.
-    summary = _train_with_ray(
-        dataset_path,
-        config,
-        num_workers,
-        staging,
-        output_dir,
-        use_gpu=use_gpu,
-        cpus_per_worker=cpus_per_worker,
-        max_failures=max_failures,
-        storage_path=storage_path,
-        num_to_keep=num_to_keep,
-        run_name=run_name,
-        test_switches=test_switches or {},
-    )
+    try:
+        summary = _train_with_ray(
+            dataset_path,
+            config,
+            num_workers,
+            staging,
+            output_dir,
+            use_gpu=use_gpu,
+            cpus_per_worker=cpus_per_worker,
+            max_failures=max_failures,
+            storage_path=storage_path,
+            num_to_keep=num_to_keep,
+            run_name=run_name,
+            test_switches=test_switches or {},
+        )
+    except TrainingDiverged:
+        # Nothing to resume (a rerun must change its settings, and claim_run_dir would refuse
+        # the changed run beside these checkpoints).
+        shutil.rmtree(storage_path / run_name, ignore_errors=True)
+        publishing.discard(staging)
+        raise
     publish_run(staging, output_dir, inputs=[dataset_path])
     if summary["last_checkpoint"] and Path(summary["last_checkpoint"]).is_relative_to(staging):
         relative = Path(summary["last_checkpoint"]).relative_to(staging)
         summary["last_checkpoint"] = str(output_dir / relative)
     return summary
+
+
+def check_dataset_fits(config: TrainConfig, manifest: Manifest) -> None:
+    """What can be known about ``config`` on a dataset from its (verified) manifest alone.
+
+    Raises:
+        UnsuitableDatasetError: the method reads observed-unlabeled rows only, and the dataset
+            has none.
+    """
+    check_unlabeled_rows(config, manifest.rows("unclear"), manifest.name)
 
 
 def train_single_process(
@@ -200,6 +227,7 @@ def _train_with_ray(
         SHARDED_SPLITS,
         ExactSplitConfig,
         read_shard_dataset,
+        run_summary,
         train_loop_per_worker,
     )
 
@@ -237,7 +265,7 @@ def _train_with_ray(
             f"after {max_failures} allowed restart(s): {causes}. Checkpoints and worker logs "
             f"are under {storage_path / run_name}."
         ) from error
-    summary = dict(result.return_value)
+    summary = run_summary(result.return_value)
     summary["last_checkpoint"] = result.checkpoint.path if result.checkpoint else None
     return summary
 

@@ -16,7 +16,9 @@ Every worker runs :func:`train_loop_per_worker` with the same ``config`` dict:
 5. per epoch: :meth:`Trainer.run_epoch`, then ``ray.train.report`` on every worker (a
    barrier) with rank 0 attaching ``trainer.state_dict()`` as the checkpoint;
 6. rank 0 scores the selected model on test once, writes the run's outputs and returns the
-   summary (``Result.return_value``).
+   summary (``Result.return_value``). A run whose loss or weights leave their bounds
+   (``TrainingDiverged``) stops on every worker at the same epoch — each judges the global loss
+   and identical weights — and writes nothing; :func:`run_summary` raises it on the driver.
 
 Parameters stay identical on every worker without a broadcast: the dual-loss gradient, the
 three candidates' (loss sum, row count) pairs and every final gradient are all-reduced, and
@@ -50,13 +52,15 @@ from ray.train import DataConfig
 from invlearn_ray.core.batches import BatchSource, EpochPlan, TrainingRows, local_step_counts
 from invlearn_ray.core.collective import TorchDistributedCollective
 from invlearn_ray.core.config import TrainConfig
-from invlearn_ray.core.trainer import EpochRecord, Trainer
+from invlearn_ray.core.trainer import EpochRecord, Trainer, TrainingDiverged
 from invlearn_ray.data import canonical as cn
 from invlearn_ray.data.loading import load_dataset
 from invlearn_ray.data.recdata import Interactions, RecData
 from invlearn_ray.distributed.run_dir import write_run_outputs
 
 CHECKPOINT_FILE = "trainer.pt"
+DIVERGED = "diverged"
+"""Key of rank 0's return value when training diverged (its value: the one-line reason)."""
 SHARDED_SPLITS = ("train_train", "train_test")
 """Splits read through Ray Data and divided among workers; every other split is small and
 global (validation, test, the seen-item index), so each worker loads it whole."""
@@ -261,6 +265,17 @@ def _maybe_fail(switches: dict[str, Any], epoch: int, rank: int) -> None:
     raise InjectedFailure(f"test switch: rank {rank} fails at the start of epoch {epoch}")
 
 
+def run_summary(return_value: dict[str, Any] | None) -> dict[str, Any]:
+    """A Ray Train run's summary from rank 0's return value.
+
+    Raises:
+        TrainingDiverged: the run stopped because training diverged (nothing was written).
+    """
+    if return_value is not None and DIVERGED in return_value:
+        raise TrainingDiverged(return_value[DIVERGED])
+    return dict(return_value or {})
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     """Train one configuration data-parallel; see the module docstring.
 
@@ -271,7 +286,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
             optional ``_test_*`` switches.
 
     Returns:
-        On rank 0, the run's summary (``write_run_outputs``); None on other ranks.
+        On rank 0, the run's summary (``write_run_outputs``), or ``{DIVERGED: message}`` when
+        training diverged (read it with :func:`run_summary`); None on other ranks.
     """
     train_config = TrainConfig.from_dict(config["train"])
     context = ray.train.get_context()
@@ -303,7 +319,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     while not trainer.should_stop:
         epoch = trainer.next_epoch
         _maybe_fail(config, epoch, rank)
-        record = trainer.run_epoch(epoch)
+        try:
+            record = trainer.run_epoch(epoch)
+        except TrainingDiverged as error:
+            # Every worker judged the same global loss and identical weights, so all stop at
+            # this epoch. Returning, not raising: Ray Train would restart the group from the
+            # last checkpoint, and it would diverge again.
+            return {DIVERGED: str(error)} if rank == 0 else None
         report_epoch(trainer, record, train_config, rank, world_size)
 
     if rank != 0:

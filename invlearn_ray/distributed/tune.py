@@ -73,8 +73,10 @@ from invlearn_ray.distributed.train_loop import (
     SHARDED_SPLITS,
     ExactSplitConfig,
     read_shard_dataset,
+    run_summary,
     train_loop_per_worker,
 )
+from invlearn_ray.errors import UserError
 
 STUDY_FILE = "study.json"
 BEST_FILE = "best.json"
@@ -87,11 +89,11 @@ TRIAL_CHECKPOINT = "trainer.pt"
 HISTORY_FILE = "history.json"
 
 
-class StudyMismatchError(RuntimeError):
+class StudyMismatchError(RuntimeError, UserError):
     """A study folder holds another study (space, dataset or budget differ)."""
 
 
-class StudyFailedError(RuntimeError):
+class StudyFailedError(RuntimeError, UserError):
     """Every trial of a study failed: there is no configuration to choose."""
 
 
@@ -282,7 +284,7 @@ def _trial_on_ray_train(config, context: TrialContext, outputs: Path) -> None:
     # Read before fit(): Tune writes this attempt's reports asynchronously, earlier attempts'
     # reports are all on disk when a restored trial starts.
     reported_before = context.tune_reports(tune.get_context().get_trial_id())
-    trainer.fit()
+    run_summary(trainer.fit().return_value)  # a diverged run fails the trial with its reason
     summary = read_metrics(outputs)
     missing = missing_reports(summary["history"], reported_before, summary["resumed_from_epoch"])
     for record in missing:

@@ -11,7 +11,12 @@ import torch
 from invlearn_ray.data import canonical as cn
 from invlearn_ray.data import dataset_dir as dd
 from invlearn_ray.data.build import BuildConfig, build_in_memory
-from invlearn_ray.data.errors import InputFormatError
+from invlearn_ray.data.errors import (
+    EmptySplitError,
+    InputFormatError,
+    NoLabeledRowsError,
+    SingleClassSplitError,
+)
 from invlearn_ray.data.labels import RatingRule
 from invlearn_ray.data.loading import load_dataset
 from invlearn_ray.data.sources import SourceSpec
@@ -104,3 +109,49 @@ def test_ray_build_of_synthetic_data_matches_and_parse_errors_surface(ray_sessio
     assert err.value.line == 4
     assert not (tmp_path / "failed").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def _presplit(folder: Path, held_out_users: range) -> SourceSpec:
+    """Pre-split files: 90 training rows of users 0-9, 15 valid and 15 test rows of
+    ``held_out_users`` (ratings 1-5)."""
+    folder.mkdir()
+    train = [(u, i) for u in range(10) for i in range(12) if (u + i) % 4]
+    held_out = [(u, i) for u in held_out_users for i in range(12) if not (u + i) % 4]
+    files = {"train.rating": train, "valid.rating": held_out[:15], "test.negative": held_out[15:]}
+    for suffix, pairs in files.items():
+        lines = [f"{user}\t{item}\t{1 + (user + 2 * item) % 5}" for user, item in pairs]
+        (folder / f"toy.{suffix}").write_text("\n".join(lines) + "\n")
+    return SourceSpec.presplit(folder, "toy")
+
+
+@pytest.mark.parametrize(
+    ("case", "error", "message"),
+    [
+        ("one class", SingleClassSplitError, r"split 'valid' holds 15 rows, all labeled 1"),
+        ("no labels", NoLabeledRowsError, r"labels none of the 120 rows"),
+        ("all cold", EmptySplitError, r"'valid' is empty after dropping cold rows: all 15"),
+    ],
+)
+def test_both_engines_refuse_a_degenerate_dataset_alike(
+    ray_session, tmp_path, case, error, message
+):
+    from invlearn_ray.distributed.build import build_dataset
+
+    rule, cold = RatingRule(3, 2), "keep"
+    if case == "one class":
+        rule = RatingRule(1, 0)  # every rating is >= 1: all positive
+    elif case == "no labels":
+        rule = RatingRule(9, 0)
+    else:
+        cold = "drop"
+    users = range(10, 20) if case == "all cold" else range(10)
+    config = BuildConfig(
+        source=_presplit(tmp_path / "src", users),
+        rule=rule,
+        split=SplitOptions(cold_policy=cold),
+    )
+    with pytest.raises(error, match=message):
+        build_in_memory(config)
+    with pytest.raises(error, match=message):
+        build_dataset(config, tmp_path / "out")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["src"]

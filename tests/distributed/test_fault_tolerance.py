@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from invlearn_ray.core.config import TrainConfig
+from invlearn_ray.core.trainer import TrainingDiverged
 from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
 from invlearn_ray.data.sources import SourceSpec
 from invlearn_ray.data.splits import SplitOptions
@@ -111,3 +112,18 @@ def test_a_failure_beyond_the_allowed_restarts_names_the_worker_error(
                 "_test_fail_marker": str(tmp_path / "marker"),
             },
         )
+
+
+def test_a_diverged_run_stops_every_worker_at_once_and_publishes_nothing(
+    ray_session, dataset, tmp_path
+):
+    from invlearn_ray.distributed.train import run_training
+
+    out = tmp_path / "diverged"
+    # max_failures=1: a worker that raised would be restarted and fail as TrainingRunError.
+    with pytest.raises(TrainingDiverged, match=r"^training diverged at epoch 0: the training"):
+        run_training(
+            dataset, CONFIG.replace(lr=1e6), num_workers=WORKERS, output_dir=out, max_failures=1
+        )
+    # Nothing published, and no checkpoints kept that would refuse a rerun with another lr.
+    assert list(tmp_path.iterdir()) == []

@@ -4,6 +4,7 @@ validation only; Train-backed trials report every epoch."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ from invlearn_ray.distributed.tune import (
     BEST_FILE,
     TRIALS_FILE,
     StudyBudget,
+    StudyFailedError,
     StudyMismatchError,
     epoch_metrics,
     load_best_config,
@@ -196,3 +198,20 @@ def test_trials_on_ray_train_report_every_epoch_to_tune(ray_session, tiny_datase
     for trial in result.trials:
         outputs = tmp_path / "trial_outputs" / trial["trial_id"]
         assert (outputs / "model" / "model.json").is_file()
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_diverged_trial_is_a_failed_trial_with_its_one_line_reason(
+    ray_session, tiny_dataset, tmp_path, workers
+):
+    # A bound every healthy loss exceeds: each trial diverges at its first epoch.
+    space = load_space(SPACES / "ig.yaml").pinned(**{**TINY, "max_train_loss": 1e-3})
+    budget = StudyBudget(trials=1, concurrency=1, workers=workers, grace_period=EPOCHS)
+    with pytest.raises(StudyFailedError, match="none of its 1 trials reported"):
+        run_study(space, tiny_dataset, budget, tmp_path, score_best=False, verbose=0)
+    (trial,) = csv.DictReader((tmp_path / TRIALS_FILE).open())
+    assert trial["status"] == "ERROR" and trial["best_valid"] == ""
+    assert "TrainingDiverged: training diverged at epoch 0: the training loss is" in trial["error"]
+    assert "(bound max_train_loss=0.001)" in trial["error"]
+    assert not (tmp_path / "trial_outputs" / trial["trial_id"] / "model").exists()
