@@ -21,9 +21,16 @@ import json
 import sys
 from pathlib import Path
 
-from invlearn_ray.cli import add_ray_options, nonnegative_int, positive_int
+from invlearn_ray.cli import (
+    ArgumentParser,
+    add_ray_options,
+    command_line,
+    nonnegative_int,
+    plain_name,
+    positive_int,
+)
+from invlearn_ray.data import dataset_dir as dd
 from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
-from invlearn_ray.data.errors import DataError
 from invlearn_ray.data.labels import RULES, make_rule
 from invlearn_ray.data.manifest import Manifest
 from invlearn_ray.data.readers import MAPPABLE_COLUMNS
@@ -94,8 +101,8 @@ def _fractions(text: str) -> tuple[float, float, float]:
     return values
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def make_parser() -> ArgumentParser:
+    parser = ArgumentParser(
         description="Build a dataset folder (Parquet shards + manifest.json) with Ray Data.",
         allow_abbrev=False,
     )
@@ -106,7 +113,11 @@ def make_parser() -> argparse.ArgumentParser:
         metavar=("KIND", "PATH"),
         help=f"KIND [PATH ...]; KIND one of {', '.join(CLI_SOURCES)} (default: synthetic)",
     )
-    source.add_argument("--name", help="dataset name (required for presplit: file prefix)")
+    source.add_argument(
+        "--name",
+        type=plain_name,
+        help="dataset name: the folder under datasets/ (required for presplit: file prefix)",
+    )
     source.add_argument(
         "--columns", type=_column_mapping, help="inter/csv/parquet: user=COL,item=COL,rating=COL"
     )
@@ -170,7 +181,7 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _source_spec(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SourceSpec:
+def _source_spec(args: argparse.Namespace, parser: ArgumentParser) -> SourceSpec:
     if args.smoke_test:
         if args.source:
             parser.error("--smoke-test builds the tiny synthetic dataset; drop --source")
@@ -212,7 +223,7 @@ def _source_spec(args: argparse.Namespace, parser: argparse.ArgumentParser) -> S
     )
 
 
-def _rule(args: argparse.Namespace, parser: argparse.ArgumentParser):
+def _rule(args: argparse.Namespace, parser: ArgumentParser):
     given = {
         option: getattr(args, option)
         for option in RULE_OPTIONS
@@ -238,7 +249,11 @@ def _rule(args: argparse.Namespace, parser: argparse.ArgumentParser):
 
 
 def config_from_args(argv: list[str] | None = None) -> tuple[BuildConfig, argparse.Namespace]:
-    """Parse the command line into a :class:`BuildConfig` (errors exit with status 2)."""
+    """Parse the command line into a :class:`BuildConfig`.
+
+    Malformed options exit with status 2; a source path that does not exist raises
+    ``DataError`` (status 1 from :func:`main`).
+    """
     parser = make_parser()
     args = parser.parse_args(argv)
     source = _source_spec(args, parser)
@@ -265,6 +280,11 @@ def config_from_args(argv: list[str] | None = None) -> tuple[BuildConfig, argpar
         parser.error("--address and --num-cpus apply to --engine ray")
     if args.out is None:
         args.out = DEFAULT_OUT_ROOT / config.dataset_name
+        if args.out.resolve().parent != DEFAULT_OUT_ROOT.resolve():
+            parser.error(
+                f"the dataset name {config.dataset_name!r} is not a plain folder name; "
+                "give --name or --out"
+            )
     return config, args
 
 
@@ -285,6 +305,7 @@ def _print_counts(manifest: Manifest) -> None:
     )
 
 
+@command_line
 def main(argv: list[str] | None = None) -> int:
     config, args = config_from_args(argv)
     resolved = {
@@ -295,19 +316,16 @@ def main(argv: list[str] | None = None) -> int:
         "address": args.address,
     }
     print("resolved config:\n" + json.dumps(resolved, indent=2))
-    try:
-        if args.engine == "memory":
-            manifest = build_dataset_in_memory(config, args.out, overwrite=args.overwrite)
-        else:
-            # Imported only here: --engine memory must run where Ray is not installed.
-            from invlearn_ray.distributed.build import build_dataset
-            from invlearn_ray.distributed.session import ensure_ray
+    if args.engine == "memory":
+        manifest = build_dataset_in_memory(config, args.out, overwrite=args.overwrite)
+    else:
+        # Imported only here: --engine memory must run where Ray is not installed.
+        from invlearn_ray.distributed.build import build_dataset
+        from invlearn_ray.distributed.session import ensure_ray
 
-            ensure_ray(address=args.address, num_cpus=args.num_cpus)
-            manifest = build_dataset(config, args.out, overwrite=args.overwrite)
-    except DataError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        dd.check_output_dir(Path(args.out).resolve(), config.inputs(), args.overwrite)
+        ensure_ray(address=args.address, num_cpus=args.num_cpus)
+        manifest = build_dataset(config, args.out, overwrite=args.overwrite)
     print(
         f"dataset {manifest.name!r} written to {Path(args.out).resolve()} "
         f"({manifest.n_users} users, {manifest.n_items} items, "

@@ -30,9 +30,11 @@ import time
 from pathlib import Path
 
 from invlearn_ray.cli import (
+    ArgumentParser,
     add_ray_options,
     comma_floats,
     comma_names,
+    command_line,
     nonnegative_int,
     positive_float,
     positive_int,
@@ -54,8 +56,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 EXIT_RUNS_FAILED = 3
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def make_parser() -> ArgumentParser:
+    parser = ArgumentParser(
         description="Run the full benchmark: table (CSV + Markdown), figures, MLflow runs.",
         allow_abbrev=False,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -162,12 +164,18 @@ def resolve(argv: list[str] | None = None):
         parser.error(str(error))
     if args.out is None:
         args.out = REPO_ROOT / "outputs" / profile.name
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is a file; choose a folder")
     return profile, given, overrides, args
 
 
+@command_line
 def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     profile, given, overrides, args = resolve(argv)
+    # Before Ray starts: every dataset folder verified, every source file present.
+    for dataset in profile.datasets:
+        dataset.check()
     resolved = {
         "profile": profile.name,
         "datasets": [dataclasses.asdict(d) for d in profile.datasets],

@@ -21,14 +21,9 @@ import json
 import sys
 from pathlib import Path
 
-from invlearn_ray.cli import add_ray_options, positive_int
+from invlearn_ray.cli import ArgumentParser, add_ray_options, command_line, positive_int
 from invlearn_ray.core.checkpoint import MODEL_CONFIG
-from invlearn_ray.distributed.recommend import (
-    UnknownUserError,
-    lookup_users,
-    read_raw_ids,
-    recommend_to_parquet,
-)
+from invlearn_ray.distributed.recommend import check_request, read_raw_ids, recommend_to_parquet
 from invlearn_ray.distributed.run_dir import MODEL_DIR
 from invlearn_ray.distributed.session import ensure_ray
 
@@ -36,8 +31,8 @@ SMOKE_TEST_USERS = 10
 SMOKE_TEST_K = 5
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def make_parser() -> ArgumentParser:
+    parser = ArgumentParser(
         description="Top-K unseen items per user from a trained model, written as Parquet.",
         allow_abbrev=False,
     )
@@ -62,7 +57,7 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _model_dir(path: Path, parser: argparse.ArgumentParser) -> Path:
+def _model_dir(path: Path, parser: ArgumentParser) -> Path:
     """Accept a model folder or a run folder holding ``model/``."""
     for candidate in (path, path / MODEL_DIR):
         if (candidate / MODEL_CONFIG).is_file():
@@ -73,10 +68,14 @@ def _model_dir(path: Path, parser: argparse.ArgumentParser) -> Path:
     )
 
 
-def _read_users_file(path: Path, parser: argparse.ArgumentParser) -> list[str]:
+def _read_users_file(path: Path, parser: ArgumentParser) -> list[str]:
     if not path.is_file():
         parser.error(f"--users-file {path}: no such file")
-    users = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        parser.error(f"--users-file {path}: not a text file (one raw user id per line expected)")
+    users = [line.strip() for line in text.splitlines() if line.strip()]
     if not users:
         parser.error(f"--users-file {path}: holds no user ids (one per line expected)")
     return users
@@ -98,45 +97,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+@command_line
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     users = args.users
-    known_users = read_raw_ids(args.model, "users")
     if args.smoke_test and users is None:
-        users = known_users[:SMOKE_TEST_USERS].tolist()
+        users = read_raw_ids(args.model, "users")[:SMOKE_TEST_USERS].tolist()
     resolved = {
         "model": str(args.model),
         "k": args.k,
         "users": "all" if users is None else len(users),
         "out": str(args.out.resolve()),
+        "overwrite": args.overwrite,
         "batch_size": args.batch_size,
         "actors": args.actors,
         "gpu": args.gpu,
         "address": args.address,
     }
     print("resolved config:\n" + json.dumps(resolved, indent=2), flush=True)
-    if users is not None:
-        try:  # before starting Ray: a typo in an id should cost nothing
-            lookup_users(known_users, users)
-        except UnknownUserError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 1
+    # Before starting Ray: a damaged model, a typo in an id or an output that must not be
+    # replaced should cost nothing and change nothing.
+    check_request(args.model, args.out, users, args.overwrite)
 
     ensure_ray(address=args.address, num_cpus=args.num_cpus)
-    try:
-        n_rows = recommend_to_parquet(
-            args.model,
-            args.out,
-            k=args.k,
-            users=users,
-            batch_size=args.batch_size,
-            num_actors=args.actors,
-            use_gpu=args.gpu,
-            overwrite=args.overwrite,
-        )
-    except (UnknownUserError, FileExistsError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    n_rows = recommend_to_parquet(
+        args.model,
+        args.out,
+        k=args.k,
+        users=users,
+        batch_size=args.batch_size,
+        num_actors=args.actors,
+        use_gpu=args.gpu,
+        overwrite=args.overwrite,
+    )
     print(f"{n_rows} recommendations (user, rank, item, score) written to {args.out.resolve()}")
     return 0
 

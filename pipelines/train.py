@@ -25,24 +25,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from invlearn_ray.cli import add_ray_options, nonnegative_int
+from invlearn_ray.cli import ArgumentParser, add_ray_options, command_line, nonnegative_int
 from invlearn_ray.config_io import parse_overrides
 from invlearn_ray.core.backbones import BACKBONES
 from invlearn_ray.core.config import TrainConfig
 from invlearn_ray.core.methods import METHODS
+from invlearn_ray.data import dataset_dir as dd
 from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
-from invlearn_ray.data.errors import DataError
 from invlearn_ray.data.sources import SourceSpec
 from invlearn_ray.data.synthetic import SyntheticConfig
 from invlearn_ray.distributed.run_dir import (
     DIRECTION_LOG_FILE,
     METRICS_FILE,
     MODEL_DIR,
-    RunConflictError,
-    RunExistsError,
     check_can_publish,
 )
-from invlearn_ray.distributed.train import TrainingRunError, run_training
+from invlearn_ray.distributed.train import check_dataset_fits, run_training
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RUNS_ROOT = REPO_ROOT / "runs"
@@ -63,8 +61,8 @@ SHOWN_METRICS = (
 )
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def make_parser() -> ArgumentParser:
+    parser = ArgumentParser(
         description="Train one method/backbone on a built dataset (one process or Ray Train).",
         allow_abbrev=False,
     )
@@ -111,9 +109,7 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def train_config_from_args(
-    args: argparse.Namespace, parser: argparse.ArgumentParser
-) -> TrainConfig:
+def train_config_from_args(args: argparse.Namespace, parser: ArgumentParser) -> TrainConfig:
     """The resolved :class:`TrainConfig`: smoke-test defaults, then options (errors exit 2)."""
     values: dict[str, Any] = dict(SMOKE_TEST) if args.smoke_test else {}
     given: set[str] = set()
@@ -171,15 +167,16 @@ def _smoke_dataset(out: Path) -> Path:
     return path
 
 
+@command_line
 def main(argv: list[str] | None = None) -> int:
     config, args = parse_args(argv)
     out = args.out.resolve()
-    try:  # before the smoke-test dataset is built into <out>
-        check_can_publish(out, args.overwrite)
-    except RunExistsError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    dataset = args.dataset.resolve() if args.dataset else _smoke_dataset(out)
+    check_can_publish(out, args.overwrite)  # before the smoke-test dataset is built into <out>
+    if args.dataset:
+        dataset = args.dataset.resolve()
+        check_dataset_fits(config, dd.verified_manifest(dataset))  # before Ray starts
+    else:
+        dataset = _smoke_dataset(out)
     resolved = {
         "dataset": str(dataset),
         "workers": args.workers,
@@ -191,26 +188,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers:
         resolved.update(cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures)
     print("resolved config:\n" + json.dumps(resolved, indent=2), flush=True)
-    try:
-        if args.workers:
-            # Imported only here: one-process training must run where Ray is not installed.
-            from invlearn_ray.distributed.session import ensure_ray
+    if args.workers:
+        # Imported only here: one-process training must run where Ray is not installed.
+        from invlearn_ray.distributed.session import ensure_ray
 
-            ensure_ray(address=args.address, num_cpus=args.num_cpus)
-        summary = run_training(
-            dataset,
-            config,
-            num_workers=args.workers,
-            output_dir=out,
-            use_gpu=args.gpu,
-            cpus_per_worker=args.cpus_per_worker,
-            max_failures=args.max_failures,
-            storage_path=args.storage_path,
-            overwrite=args.overwrite,
-        )
-    except (DataError, RunConflictError, RunExistsError, TrainingRunError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        ensure_ray(address=args.address, num_cpus=args.num_cpus)
+    summary = run_training(
+        dataset,
+        config,
+        num_workers=args.workers,
+        output_dir=out,
+        use_gpu=args.gpu,
+        cpus_per_worker=args.cpus_per_worker,
+        max_failures=args.max_failures,
+        storage_path=args.storage_path,
+        overwrite=args.overwrite,
+    )
     shown = {key: summary["test"][key] for key in SHOWN_METRICS if key in summary["test"]}
     print(
         f"selected epoch {summary['best_epoch']} of {summary['epochs_run']}; test: "

@@ -17,33 +17,33 @@ model, and the MLflow store. All logic lives in ``invlearn_ray.distributed.tune`
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from invlearn_ray.cli import add_ray_options, nonnegative_int, positive_float, positive_int
+from invlearn_ray.cli import (
+    ArgumentParser,
+    add_ray_options,
+    command_line,
+    nonnegative_int,
+    plain_name,
+    positive_float,
+    positive_int,
+)
 from invlearn_ray.config_io import parse_overrides
 from invlearn_ray.distributed.benchmark import BenchmarkConfigError, ensure_dataset, parse_dataset
 from invlearn_ray.distributed.spaces import SpaceError, load_space
 from invlearn_ray.distributed.tracking import Tracker
-from invlearn_ray.distributed.tune import (
-    BEST_FILE,
-    TRIALS_FILE,
-    StudyBudget,
-    StudyFailedError,
-    StudyMismatchError,
-    run_study,
-)
+from invlearn_ray.distributed.tune import BEST_FILE, TRIALS_FILE, StudyBudget, run_study
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SMOKE_SETTINGS = ("backbone=gmf", "epochs=2", "batch_size=64", "embedding_dim=8")
 EXIT_INTERRUPTED = 130
 
 
-def make_parser() -> argparse.ArgumentParser:
+def make_parser() -> ArgumentParser:
     defaults = StudyBudget()
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Tune one study with Ray Tune (ASHA), select on validation, score test once.",
         allow_abbrev=False,
     )
@@ -59,7 +59,9 @@ def make_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="pin a TrainConfig field in every trial (repeatable), e.g. --set backbone=gmf",
     )
-    study.add_argument("--name", help="study name (default: the space file's name)")
+    study.add_argument(
+        "--name", type=plain_name, help="study name (default: the space file's name)"
+    )
     study.add_argument("--smoke-test", action="store_true", help="tiny data, 4 IG trials")
 
     budget = parser.add_argument_group("budget")
@@ -120,9 +122,11 @@ def resolve(argv: list[str] | None = None):
     return space, dataset, budget, args
 
 
+@command_line
 def main(argv: list[str] | None = None) -> int:
     space, dataset, budget, args = resolve(argv)
     out = args.out.resolve()
+    dataset.check()  # before Ray starts
     print(
         "resolved config:\n"
         + json.dumps(
@@ -143,19 +147,15 @@ def main(argv: list[str] | None = None) -> int:
 
     ensure_ray(address=args.address, num_cpus=args.num_cpus)
     dataset_path = ensure_dataset(dataset, out / "datasets", progress=print)
-    try:
-        result = run_study(
-            space,
-            dataset_path,
-            budget,
-            out,
-            name=args.name,
-            tracker=Tracker(args.experiment or args.name, out),
-            score_best=not args.no_final,
-        )
-    except (StudyMismatchError, StudyFailedError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    result = run_study(
+        space,
+        dataset_path,
+        budget,
+        out,
+        name=args.name,
+        tracker=Tracker(args.experiment or args.name, out),
+        score_best=not args.no_final,
+    )
     finished = sum(trial["status"] == "TERMINATED" for trial in result.trials)
     print(f"trials: {finished} finished, {result.failed_trials} failed -> {out / TRIALS_FILE}")
     if not result.complete:
