@@ -30,7 +30,6 @@ from invlearn_ray.config_io import parse_overrides
 from invlearn_ray.core.backbones import BACKBONES
 from invlearn_ray.core.config import TrainConfig
 from invlearn_ray.core.methods import METHODS
-from invlearn_ray.data import dataset_dir as dd
 from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
 from invlearn_ray.data.sources import SourceSpec
 from invlearn_ray.data.synthetic import SyntheticConfig
@@ -40,7 +39,7 @@ from invlearn_ray.distributed.run_dir import (
     MODEL_DIR,
     check_can_publish,
 )
-from invlearn_ray.distributed.train import check_dataset_fits, run_training
+from invlearn_ray.distributed.train import check_run, run_training
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RUNS_ROOT = REPO_ROOT / "runs"
@@ -172,11 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     config, args = parse_args(argv)
     out = args.out.resolve()
     check_can_publish(out, args.overwrite)  # before the smoke-test dataset is built into <out>
-    if args.dataset:
-        dataset = args.dataset.resolve()
-        check_dataset_fits(config, dd.verified_manifest(dataset))  # before Ray starts
-    else:
-        dataset = _smoke_dataset(out)
+    dataset = args.dataset.resolve() if args.dataset else _smoke_dataset(out)
+    # Everything run_training checks, before Ray starts.
+    check_run(dataset, config, args.workers, out, args.overwrite, args.storage_path)
     resolved = {
         "dataset": str(dataset),
         "workers": args.workers,

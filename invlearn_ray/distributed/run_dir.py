@@ -121,20 +121,31 @@ def claim_run_dir(run_dir: Path, description: dict[str, Any]) -> None:
     Raises:
         RunConflictError: ``run_dir`` was claimed by a run with another description.
     """
+    check_claim(run_dir, description)
     path = run_dir / RUN_DESCRIPTION_FILE
-    if path.is_file():
-        claimed = json.loads(path.read_text())
-        if claimed != description:
-            old, new = _flatten(claimed), _flatten(description)
-            changed = sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
-            raise RunConflictError(
-                f"{run_dir} holds the checkpoints of another run (differing in {changed}); "
-                "Ray Train would resume it. Choose another output folder (--out) or run name, "
-                "or delete that folder to start over."
-            )
+    if not path.is_file():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(description, indent=2, sort_keys=True) + "\n")
+
+
+def check_claim(run_dir: Path, description: dict[str, Any]) -> None:
+    """:func:`claim_run_dir`'s refusal alone, writing nothing.
+
+    Raises:
+        RunConflictError: ``run_dir`` was claimed by a run with another description.
+    """
+    path = run_dir / RUN_DESCRIPTION_FILE
+    if not path.is_file():
         return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(description, indent=2, sort_keys=True) + "\n")
+    claimed = json.loads(path.read_text())
+    if claimed != description:
+        old, new = _flatten(claimed), _flatten(description)
+        changed = sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
+        raise RunConflictError(
+            f"{run_dir} holds the checkpoints of another run (differing in {changed}); "
+            "Ray Train would resume it. Choose another output folder (--out) or run name, "
+            "or delete that folder to start over."
+        )
 
 
 def write_run_outputs(

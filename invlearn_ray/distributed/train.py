@@ -44,6 +44,7 @@ from invlearn_ray.data.manifest import Manifest
 from invlearn_ray.distributed.run_dir import (
     RAY_STORAGE_DIR,
     check_can_publish,
+    check_claim,
     claim_run_dir,
     publish_run,
     staging_dir,
@@ -114,15 +115,12 @@ def run_training(
         TrainingDiverged: the loss or weights left their bounds (``TrainConfig.max_train_loss``
             / ``max_weight``); nothing is published, and no Ray run is restarted for it.
     """
-    if num_workers < 0:
-        raise ValueError(f"num_workers must be >= 0 (0 = one process, no Ray), got {num_workers}")
     unknown = sorted(set(test_switches or {}) - set(TEST_SWITCHES))
     if unknown:
         raise ValueError(f"unknown test switch(es) {unknown}; valid: {list(TEST_SWITCHES)}")
-    dataset_path, output_dir = Path(dataset_path).resolve(), Path(output_dir).resolve()
     # Fail here, not in every worker, on a bad dataset or one the config cannot train on.
-    check_dataset_fits(config, dd.verified_manifest(dataset_path))
-    check_can_publish(output_dir, overwrite)
+    check_run(dataset_path, config, num_workers, output_dir, overwrite, storage_path, run_name)
+    dataset_path, output_dir = Path(dataset_path).resolve(), Path(output_dir).resolve()
     publishing.remove_stale(output_dir.parent)
     staging = staging_dir(output_dir)
     if num_workers == 0:
@@ -135,18 +133,8 @@ def run_training(
             publishing.discard(staging)
             raise
         return summary
-    storage_path = Path(storage_path).resolve() if storage_path else staging / RAY_STORAGE_DIR
-    if storage_path.is_relative_to(output_dir):
-        raise ValueError(
-            f"storage path {storage_path} lies inside the output folder {output_dir}, which is "
-            "replaced as a whole when the run is published; leave it unset (checkpoints then "
-            f"end up in {output_dir / RAY_STORAGE_DIR}) or choose a folder outside"
-        )
-    run_name = run_name or output_dir.name
-    claim_run_dir(
-        storage_path / run_name,
-        {"dataset": str(dataset_path), "train": config.to_dict(), "num_workers": num_workers},
-    )
+    storage_path, run_name = ray_storage(output_dir, storage_path, run_name)
+    claim_run_dir(storage_path / run_name, _run_description(dataset_path, config, num_workers))
     # A failed Ray run keeps its staging folder: its checkpoints let the same command resume.
     try:
         summary = _train_with_ray(
@@ -174,6 +162,56 @@ def run_training(
         relative = Path(summary["last_checkpoint"]).relative_to(staging)
         summary["last_checkpoint"] = str(output_dir / relative)
     return summary
+
+
+def check_run(
+    dataset_path: str | Path,
+    config: TrainConfig,
+    num_workers: int,
+    output_dir: str | Path,
+    overwrite: bool = False,
+    storage_path: str | Path | None = None,
+    run_name: str | None = None,
+) -> None:
+    """Every check :func:`run_training` makes before it starts work, with nothing written —
+    so a command line can make them before it starts Ray (arguments as there).
+
+    Raises:
+        ValueError: ``num_workers < 0`` or a ``storage_path`` inside ``output_dir``.
+        DatasetFormatError, UnsuitableDatasetError, RunExistsError, RunConflictError: see
+            :func:`run_training`.
+    """
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0 (0 = one process, no Ray), got {num_workers}")
+    dataset_path, output_dir = Path(dataset_path).resolve(), Path(output_dir).resolve()
+    check_dataset_fits(config, dd.verified_manifest(dataset_path))
+    check_can_publish(output_dir, overwrite)
+    if num_workers:
+        storage_path, run_name = ray_storage(output_dir, storage_path, run_name)
+        check_claim(storage_path / run_name, _run_description(dataset_path, config, num_workers))
+
+
+def ray_storage(
+    output_dir: Path, storage_path: str | Path | None, run_name: str | None
+) -> tuple[Path, str]:
+    """Where a Ray run of ``output_dir`` keeps its checkpoints: ``(storage path, run name)``.
+
+    Raises:
+        ValueError: ``storage_path`` lies inside ``output_dir``.
+    """
+    default = staging_dir(output_dir) / RAY_STORAGE_DIR
+    storage_path = Path(storage_path).resolve() if storage_path else default
+    if storage_path.is_relative_to(output_dir):
+        raise ValueError(
+            f"storage path {storage_path} lies inside the output folder {output_dir}, which is "
+            "replaced as a whole when the run is published; leave it unset (checkpoints then "
+            f"end up in {output_dir / RAY_STORAGE_DIR}) or choose a folder outside"
+        )
+    return storage_path, run_name or output_dir.name
+
+
+def _run_description(dataset_path: Path, config: TrainConfig, num_workers: int) -> dict:
+    return {"dataset": str(dataset_path), "train": config.to_dict(), "num_workers": num_workers}
 
 
 def check_dataset_fits(config: TrainConfig, manifest: Manifest) -> None:

@@ -17,10 +17,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from invlearn_ray.core.config import TrainConfig
 from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
 from invlearn_ray.data.sources import SourceSpec
 from invlearn_ray.distributed import session
 from invlearn_ray.distributed.recommend import Recommender
+from invlearn_ray.distributed.run_dir import claim_run_dir, staging_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = ("build_data", "train", "recommend", "tune", "full_benchmark")
@@ -103,6 +105,11 @@ def world(tmp_path_factory, tiny_dataset, clis) -> Path:
     description["n_items"] += 1
     (runs / "resized" / "model" / "model.json").write_text(json.dumps(description))
     (runs / "unseen" / "model" / "seen_items.pt").unlink()
+    # An interrupted 2-worker run's checkpoints, claimed by another configuration.
+    claim_run_dir(
+        staging_dir(runs / "claimed") / "ray" / "claimed",
+        {"dataset": str(data / "ok"), "train": TrainConfig(lr=0.5).to_dict(), "num_workers": 2},
+    )
     return w
 
 
@@ -196,6 +203,12 @@ CASES = [
     ("train", "--dataset {w}/data/not_a_dataset --out {w}/o", 1, "not a built dataset"),
     ("train", "--dataset {w}/data/edited --out {w}/o", 1, "n_items is 5000, but"),
     ("train", "--dataset {w}/data/truncated --workers 2 --out {w}/o", 1, "split 'test':"),
+    (
+        "train",
+        "--dataset {w}/data/ok --workers 2 --out {w}/runs/claimed",
+        1,
+        "holds the checkpoints of another run (differing in ['train.",
+    ),
     (
         "train",
         "--dataset {w}/data/ok --out {w}/runs/base",
