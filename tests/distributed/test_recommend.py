@@ -146,3 +146,6 @@ def test_ray_data_batch_inference_writes_the_same_rows_as_parquet(
     with pytest.raises(UnknownUserError, match="nobody"):
         recommend_to_parquet(model_dir, tmp_path / "other", k=K, users=["nobody"])
     assert recommend_to_parquet(model_dir, out, k=2, users=users[:3], overwrite=True) == 6
+    # Written beside and swapped in whole: no staging or retired folder is left behind.
+    assert pq.read_table(out).num_rows == 6
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["recommendations"]
