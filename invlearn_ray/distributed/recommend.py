@@ -29,11 +29,21 @@ from torch import Tensor
 
 from invlearn_ray.core import ranking
 from invlearn_ray.core.backbones import Backbone
-from invlearn_ray.core.checkpoint import ModelFormatError, load_model, load_tensors
+from invlearn_ray.core.checkpoint import (
+    ModelFormatError,
+    load_model,
+    load_tensors,
+    read_model_description,
+)
 from invlearn_ray.data import dataset_dir as dd
 from invlearn_ray.data import publishing
 from invlearn_ray.data.recdata import UserItemIndex
-from invlearn_ray.distributed.run_dir import SEEN_ITEMS_FILE
+from invlearn_ray.distributed.run_dir import (
+    MODEL_DATA_FILES,
+    MODEL_FILE_DIGESTS,
+    SEEN_ITEMS_FILE,
+    file_digest,
+)
 from invlearn_ray.errors import UserError
 
 USER, RANK, ITEM, SCORE = "user", "rank", "item", "score"
@@ -148,6 +158,7 @@ class Recommender:
         """Load a model folder written by a training run (see the module docstring)."""
         model_dir = Path(model_dir)
         model = load_model(model_dir, map_location=device).eval()
+        _check_file_digests(model_dir)
         seen = _read_seen_items(model_dir / SEEN_ITEMS_FILE, device)
         user_ids, item_ids = read_raw_ids(model_dir, "users"), read_raw_ids(model_dir, "items")
         shapes = (len(user_ids), len(item_ids), seen.n_users, seen.n_items)
@@ -184,6 +195,21 @@ class Recommender:
     def recommend(self, raw_user_ids: Sequence[str], k: int) -> pa.Table:
         """Top-``k`` unseen items for each raw user id, one row per (user, rank)."""
         return self.recommend_indices(self.user_indices(raw_user_ids), k)
+
+
+def _check_file_digests(model_dir: Path) -> None:
+    """The id maps and seen items are the ones saved with the model (when it recorded them)."""
+    recorded = read_model_description(model_dir)["metadata"].get(MODEL_FILE_DIGESTS)
+    if recorded is None:  # saved before digests were recorded: the size checks remain
+        return
+    for name in MODEL_DATA_FILES:
+        path = model_dir / name
+        if path.is_file() and recorded.get(name) != file_digest(path):  # missing: see below
+            raise ModelFormatError(
+                f"{path} is not the file saved with this model (its SHA-256 "
+                "differs from the one model.json records); the folder mixes files of different "
+                "datasets. Re-save the model with pipelines/train.py."
+            )
 
 
 def _read_seen_items(path: Path, device: str | torch.device) -> UserItemIndex:

@@ -4,6 +4,7 @@ Every training path writes the same folder (:func:`write_run_outputs`)::
 
     <output_dir>/model/            the selected model, self-contained for recommending:
         model.pt, model.json         weights (``torch.load(weights_only=True)``) + description
+                                     (with the SHA-256 of the two entries below)
         id_map/                      raw user/item ids, copied from the dataset
         seen_items.pt                every user's training items (excluded from rankings)
     <output_dir>/metrics.json      config, selected epoch, valid/test metrics, epoch history
@@ -34,6 +35,7 @@ its report and the tuning studies all read and write through it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -56,6 +58,14 @@ DIRECTION_LOG_FILE = "direction_log.pt"
 SEEN_ITEMS_FILE = "seen_items.pt"
 RUN_DESCRIPTION_FILE = "invlearn_run.json"
 RAY_STORAGE_DIR = "ray"
+MODEL_DATA_FILES = (
+    f"{dd.ID_MAP_DIR}/users.parquet",
+    f"{dd.ID_MAP_DIR}/items.parquet",
+    SEEN_ITEMS_FILE,
+)
+"""Files of ``model/`` that come from the dataset (checked against :func:`model_file_digests`)."""
+MODEL_FILE_DIGESTS = "file_sha256"
+"""Key of ``model.json``'s metadata that records :func:`model_file_digests`."""
 
 
 class RunConflictError(ValueError, UserError):
@@ -166,6 +176,14 @@ def write_run_outputs(
     output_dir = output_dir or folder
     folder.mkdir(parents=True, exist_ok=True)
     model_dir = folder / MODEL_DIR
+    # A model folder carries what recommending needs, so it outlives its dataset folder.
+    model_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(dataset_path / dd.ID_MAP_DIR, model_dir / dd.ID_MAP_DIR, dirs_exist_ok=True)
+    seen = data.seen_in_training
+    torch.save(
+        {"indptr": seen.indptr.cpu(), "items": seen.items.cpu(), "n_items": seen.n_items},
+        model_dir / SEEN_ITEMS_FILE,
+    )
     save_model(
         result.model,
         model_dir,
@@ -175,14 +193,8 @@ def write_run_outputs(
             "dataset": str(dataset_path),
             "dataset_name": data.name,
             "train_config": result.config,
+            MODEL_FILE_DIGESTS: model_file_digests(model_dir),
         },
-    )
-    # A model folder carries what recommending needs, so it outlives its dataset folder.
-    shutil.copytree(dataset_path / dd.ID_MAP_DIR, model_dir / dd.ID_MAP_DIR, dirs_exist_ok=True)
-    seen = data.seen_in_training
-    torch.save(
-        {"indptr": seen.indptr.cpu(), "items": seen.items.cpu(), "n_items": seen.n_items},
-        model_dir / SEEN_ITEMS_FILE,
     )
     torch.save(
         {
@@ -213,6 +225,18 @@ def write_run_outputs(
         json.dumps(_finite_or_none(metrics), indent=2, allow_nan=False) + "\n"
     )
     return summary
+
+
+def model_file_digests(model_dir: Path) -> dict[str, str]:
+    """SHA-256 of the files a model folder takes from its dataset (:data:`MODEL_DATA_FILES`),
+    recorded in ``model.json`` so a folder mixing another dataset's files is caught. Time: one
+    read of the id maps and the seen items (linear in users + items + training rows)."""
+    return {name: file_digest(model_dir / name) for name in MODEL_DATA_FILES}
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def read_metrics(output_dir: Path) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -97,10 +98,16 @@ def world(tmp_path_factory, tiny_dataset, clis) -> Path:
         recommender.recommend(recommender.user_ids[:10].tolist(), 5),
         base / "recommendations" / "part-00000.parquet",
     )
-    for name in ("corrupt", "mixed", "resized", "unseen"):
+    for name in ("corrupt", "mixed", "relabeled", "resized", "unseen"):
         shutil.copytree(base, runs / name)
     _truncate(runs / "corrupt" / "model" / "model.pt")
     shutil.copy(data / "ratings" / "id_map" / "items.parquet", runs / "mixed" / "model" / "id_map")
+    users = pq.read_table(runs / "relabeled" / "model" / "id_map" / "users.parquet")
+    reversed_ids = pa.array(users.column("raw_id").to_pylist()[::-1])
+    pq.write_table(
+        users.set_column(0, "raw_id", reversed_ids),
+        runs / "relabeled" / "model" / "id_map" / "users.parquet",
+    )
     description = json.loads((runs / "resized" / "model" / "model.json").read_text())
     description["n_items"] += 1
     (runs / "resized" / "model" / "model.json").write_text(json.dumps(description))
@@ -245,6 +252,12 @@ CASES = [
         "--model {w}/runs/mixed --overwrite",
         1,
         "the folder mixes files of different datasets",
+    ),
+    (
+        "recommend",
+        "--model {w}/runs/relabeled --overwrite",
+        1,
+        "users.parquet is not the file saved with this model",
     ),
     ("recommend", "--model {w}/runs/unseen --overwrite", 1, "seen_items.pt is missing"),
     (
