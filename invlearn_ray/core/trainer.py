@@ -80,8 +80,8 @@ class TrainingDiverged(RuntimeError, UserError):
 def largest_weight(model: Backbone) -> float:
     """The largest absolute parameter value (NaN if any is NaN). One pass over the weights and
     one host sync: cheap once per epoch."""
-    norms = torch._foreach_norm(list(model.parameters()), math.inf)
-    return torch.stack(norms).max().item()
+    peaks = [parameter.detach().abs().amax() for parameter in model.parameters()]
+    return torch.stack(peaks).max().item()
 
 
 def check_divergence(config: TrainConfig, epoch: int, train_loss: float, weight: float) -> None:
@@ -108,10 +108,9 @@ def check_divergence(config: TrainConfig, epoch: int, train_loss: float, weight:
         f", dual_lr_ratio={config.dual_lr_ratio:g}" if config.method == "ig" else ""
     )
     raise TrainingDiverged(
-        f"training diverged at epoch {epoch}: {' and '.join(b for b in broken if b)} "
-        f"({config.method} on {config.backbone}, {step}); lower the learning rate "
-        "(--set lr=...), or raise the bound with --set if such values are expected. "
-        "No model was saved."
+        f"training diverged at epoch {epoch}: {' and '.join(b for b in broken if b)}; "
+        f"{config.method} on {config.backbone} at {step}. Lower the learning rate (lr), or "
+        "raise max_train_loss / max_weight if such values are expected. No model was saved."
     )
 
 

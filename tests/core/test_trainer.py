@@ -207,7 +207,7 @@ def test_a_finite_divergence_stops_the_run_with_its_epoch_and_value(small):
         Trainer(config(method="none", lr=1e6), small).fit()
     message = str(diverged.value)
     assert message.startswith("training diverged at epoch 0: the training loss is ")
-    assert "(bound max_train_loss=100)" in message and "lower the learning rate" in message
+    assert "(bound max_train_loss=100)" in message and "Lower the learning rate (lr)" in message
     assert "\n" not in message
 
 
