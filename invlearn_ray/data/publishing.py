@@ -10,8 +10,9 @@ What a hard crash (power loss, ``kill -9``) leaves behind is a hidden sibling no
 :func:`remove_stale` removes those leftovers older than :data:`STALE_AFTER_SECONDS` (a day: no
 build or write into one folder takes that long without touching it) whenever a new staging
 folder is made in the same parent, and logs each removal. Only the names made here are
-touched; a Ray Train run's fixed staging folder (``.<name>.staging``, which holds checkpoints a
-rerun resumes from — :mod:`invlearn_ray.distributed.run_dir`) is not one of them.
+touched, and those a caller names (``also``): a training run's fixed staging folder
+(``.<name>.staging``) is a leftover only when it holds no Ray Train checkpoints a rerun would
+resume from (:mod:`invlearn_ray.distributed.run_dir`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -55,11 +57,19 @@ def discard(staging: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def remove_stale(parent: Path, max_age_seconds: float = STALE_AFTER_SECONDS) -> list[Path]:
+def remove_stale(
+    parent: Path,
+    max_age_seconds: float = STALE_AFTER_SECONDS,
+    also: Callable[[Path], bool] | None = None,
+) -> list[Path]:
     """Delete the staging and replaced folders in ``parent`` untouched for ``max_age_seconds``.
 
     A folder's age is that of the newest entry inside it, so a slow write in progress is
     never mistaken for a leftover. Time: one ``stat`` per leftover's entry.
+
+    Args:
+        also: says which other folders of ``parent`` are leftovers too (e.g. a run's fixed-name
+            staging folder that holds no checkpoints to resume from).
 
     Returns:
         The folders removed (each is logged as a warning).
@@ -69,7 +79,9 @@ def remove_stale(parent: Path, max_age_seconds: float = STALE_AFTER_SECONDS) -> 
     removed = []
     now = time.time()
     for entry in sorted(parent.iterdir()):
-        if not (_LEFTOVER.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink()):
+        if not entry.is_dir() or entry.is_symlink():
+            continue
+        if not (_LEFTOVER.fullmatch(entry.name) or (also is not None and also(entry))):
             continue
         age = now - _newest_mtime(entry)
         if age <= max_age_seconds:

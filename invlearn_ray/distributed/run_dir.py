@@ -25,9 +25,10 @@ staging folder*: the staging folder's name is fixed, so re-running the same comm
 crash finds the checkpoints and resumes (:func:`claim_run_dir` refuses another run there);
 after publishing they are at ``<output_dir>/ray/<run name>``. A Ray run that fails keeps its
 staging folder for that reason (unless it diverged: a rerun must change its settings, so there
-is nothing to resume); a one-process run that fails removes it. The swap itself, and the
-removal of what a hard crash left beside the folder a day ago, is
-:mod:`invlearn_ray.data.publishing`'s.
+is nothing to resume); a one-process run that fails removes it. The swap itself is
+:mod:`invlearn_ray.data.publishing`'s; what a hard crash left beside run folders — swap
+leftovers, staging folders without checkpoints — is removed a day later
+(:func:`remove_stale_runs`).
 
 This module is Ray-free: the single-process path, the Ray Train workers, the benchmark's runs,
 its report and the tuning studies all read and write through it.
@@ -102,6 +103,23 @@ def staging_dir(output_dir: Path) -> Path:
     so a rerun after a crash finds the Ray Train checkpoints inside it (and
     :func:`~invlearn_ray.data.publishing.remove_stale` never takes it for a leftover)."""
     return output_dir.parent / f".{output_dir.name}.staging"
+
+
+def is_abandoned_staging(folder: Path) -> bool:
+    """Whether ``folder`` is a run's staging folder with no Ray Train checkpoints in it — what
+    an interrupted one-process run leaves: nothing would resume from it."""
+    name = folder.name
+    return (
+        name.startswith(".")
+        and name.endswith(".staging")
+        and not (folder / RAY_STORAGE_DIR).exists()
+    )
+
+
+def remove_stale_runs(parent: Path) -> list[Path]:
+    """Remove day-old leftovers of publishing and abandoned staging folders beside run folders
+    (:func:`~invlearn_ray.data.publishing.remove_stale`)."""
+    return publishing.remove_stale(parent, also=is_abandoned_staging)
 
 
 def publish_run(staging: Path, output_dir: Path, inputs: Sequence[Path] = ()) -> None:

@@ -47,6 +47,7 @@ from invlearn_ray.distributed.run_dir import (
     check_claim,
     claim_run_dir,
     publish_run,
+    remove_stale_runs,
     staging_dir,
     write_run_outputs,
 )
@@ -121,7 +122,7 @@ def run_training(
     # Fail here, not in every worker, on a bad dataset or one the config cannot train on.
     check_run(dataset_path, config, num_workers, output_dir, overwrite, storage_path, run_name)
     dataset_path, output_dir = Path(dataset_path).resolve(), Path(output_dir).resolve()
-    publishing.remove_stale(output_dir.parent)
+    remove_stale_runs(output_dir.parent)
     staging = staging_dir(output_dir)
     if num_workers == 0:
         # A one-process run has nothing to resume: whatever an interrupted run left goes.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from invlearn_ray.distributed.run_dir import (
     RunExistsError,
     check_can_publish,
     publish_run,
+    remove_stale_runs,
     staging_dir,
 )
 
@@ -66,3 +69,22 @@ def test_what_an_unfinished_folder_holds_moves_into_the_new_run(tmp_path):
     publish_run(_run(staging_dir(out), "new"), out)
     assert (out / "notes.txt").read_text() == "keep me"
     assert (out / MODEL_DIR / "model.pt").read_text() == "new"
+
+
+def _aged(folder: Path, days: float) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text("{}")
+    then = time.time() - days * 24 * 3600
+    for path in [folder, *folder.rglob("*")]:
+        os.utime(path, (then, then))
+    return folder
+
+
+def test_day_old_leftovers_beside_run_folders_go_but_resumable_checkpoints_stay(tmp_path):
+    abandoned = _aged(tmp_path / ".one-process.staging", days=2)
+    retired = _aged(tmp_path / ".base.replaced-0123456789ab", days=2)
+    resumable = tmp_path / ".ray-run.staging"
+    _aged(resumable / "ray" / "ray-run", days=2)
+    recent = _aged(tmp_path / ".today.staging", days=0.5)
+    assert remove_stale_runs(tmp_path) == [retired, abandoned]
+    assert resumable.is_dir() and recent.is_dir()
