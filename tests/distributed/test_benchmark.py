@@ -201,14 +201,14 @@ def test_a_failed_run_is_recorded_with_its_error_and_the_others_finish(
     tracker = Tracker("runs", tmp_path)
     specs = [
         _spec(tiny_dataset, tmp_path, "ig"),
-        # A diverging learning rate: the trainer stops on a non-finite loss.
+        # A diverging learning rate: the trainer stops at the loss bound.
         _spec(tiny_dataset, tmp_path, "ns", lr=1e30),
     ]
     lines = []
     outcomes = execute_runs(specs, tracker, role="cell", progress=lines.append)
     good, bad = outcomes
     assert good.ok and 0 <= good.test["auc"] <= 1 and len(good.history) == good.epochs_run
-    assert not bad.ok and bad.error.startswith("TrainingDiverged: epoch 0: the training loss")
+    assert not bad.ok and bad.error.startswith("TrainingDiverged: training diverged at epoch 0")
     assert any("FAILED TrainingDiverged" in line for line in lines)
     assert len(lines) == 2
 

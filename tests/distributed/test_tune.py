@@ -201,13 +201,14 @@ def test_trials_on_ray_train_report_every_epoch_to_tune(ray_session, tiny_datase
 
 
 @pytest.mark.ray
-@pytest.mark.parametrize("workers", [0, 1])
 def test_a_diverged_trial_is_a_failed_trial_with_its_one_line_reason(
-    ray_session, tiny_dataset, tmp_path, workers
+    ray_session, tiny_dataset, tmp_path
 ):
-    # A bound every healthy loss exceeds: each trial diverges at its first epoch.
+    # A bound every healthy loss exceeds: the trial diverges at its first epoch. On Ray Train
+    # workers, whose loop returns the reason rather than raising it (a trial in its own process
+    # raises it from the trainer directly).
     space = load_space(SPACES / "ig.yaml").pinned(**{**TINY, "max_train_loss": 1e-3})
-    budget = StudyBudget(trials=1, concurrency=1, workers=workers, grace_period=EPOCHS)
+    budget = StudyBudget(trials=1, concurrency=1, workers=1, grace_period=EPOCHS)
     with pytest.raises(StudyFailedError, match="none of its 1 trials reported"):
         run_study(space, tiny_dataset, budget, tmp_path, score_best=False, verbose=0)
     (trial,) = csv.DictReader((tmp_path / TRIALS_FILE).open())
