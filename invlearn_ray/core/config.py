@@ -105,7 +105,7 @@ class TrainConfig:
             and 3e-2, the ends of the tuning spaces' range, and IG at its largest candidate
             steps): healthy runs reach an epoch loss of at most 2.9 (a softmax loss at
             initialisation, log 17) and weights of at most 18 in 30 epochs (SL; BSL's runaway
-            scores 103), while lr 10 gives losses of 2.7e3-6e7 and lr 1e6 of 1e13-1e20.
+            scores 103), while lr 10 gives losses of 2.7e3-6e7 and lr 1e6 of 1e13 to inf.
     """
 
     method: str = "none"
