@@ -100,9 +100,10 @@ def load_tensors(path: Path, map_location: str | torch.device = "cpu") -> dict[s
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # a damaged file fails in many ways (zip, pickle, EOF, ...)
-        problem = str(error).splitlines()[0] if str(error) else type(error).__name__
+        # The first sentence of the first line: torch's zip errors run on for a paragraph.
+        problem = (str(error).splitlines() or [""])[0].split(". ")[0][:200]
         raise ModelFormatError(
-            f"{path}: not readable ({type(error).__name__}: {problem[:200]}); the file is "
+            f"{path}: not readable ({type(error).__name__}: {problem}); the file is "
             f"damaged or not one this code wrote. {_RESAVE}"
         ) from None
     if not isinstance(state, dict):
