@@ -47,6 +47,8 @@ from invlearn_ray.config_io import (
 from invlearn_ray.core.config import SELECT_METRICS, TrainConfig
 from invlearn_ray.core.methods import METHODS
 
+SPACES_DIR = Path(__file__).resolve().parents[2] / "tune_spaces"
+"""The space files shipped with the project (one per method family)."""
 TOP_LEVEL_KEYS = ("description", "metric", "mode", "fixed", "search")
 REQUIRED_KEYS = ("metric", "search")
 DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice")

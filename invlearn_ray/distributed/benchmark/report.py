@@ -1,0 +1,59 @@
+"""What a finished benchmark writes: ``results.csv`` / ``results.md`` (the table),
+``runs.csv`` (every seed), ``annotation.md`` and ``figures/*.png``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from invlearn_ray.distributed.benchmark import figures, tables
+from invlearn_ray.distributed.benchmark.entries import backbone_name, method_name
+from invlearn_ray.distributed.benchmark.profiles import PROFILES, Profile
+from invlearn_ray.distributed.benchmark.summary import SummaryRow
+from invlearn_ray.distributed.runs import RunOutcome
+
+
+def profile_line(profile: Profile) -> str:
+    """The profile as it ran: its own description, or the grid the command line narrowed it to
+    (a canned description such as "each tuned" would be false after ``--no-tune``)."""
+    if profile == PROFILES.get(profile.name):
+        return f"Profile `{profile.name}`: {profile.description}."
+    fractions = ", ".join(f"{f:g}" for f in profile.label_fractions)
+    return (
+        f"Profile `{profile.name}` as narrowed on the command line: "
+        f"{', '.join(d.base_name for d in profile.datasets)} at label fraction(s) {fractions}; "
+        f"{', '.join(backbone_name(b) for b in profile.backbones)}; "
+        f"{', '.join(method_name(e) for e in profile.entries)}; {profile.seeds} seed(s)."
+    )
+
+
+def write_report(
+    profile: Profile, outcomes: Sequence[RunOutcome], rows: Sequence[SummaryRow], out: Path
+) -> list[Path]:
+    """Tables and figures into ``out``; returns the files written."""
+    notes = [
+        profile_line(profile),
+        f"Test metrics, mean ± sample std over {profile.seeds} seed(s); the best mean per "
+        "backbone in bold. AUC over all test rows; GAUC = unweighted mean of per-user AUC; "
+        "NDCG@K and MRR over each user's labeled test rows (read them against the random floors "
+        "below); Recall@20 is full-catalogue (training items excluded).",
+        "Configurations were "
+        + (
+            "tuned on validation with Ray Tune, the same budget per method."
+            if profile.tune
+            else "given (profile settings / --configs), not tuned."
+        ),
+    ]
+    files = [
+        tables.write_results_csv(rows, out / "results.csv"),
+        tables.write_runs_csv(outcomes, out / "runs.csv"),
+    ]
+    markdown = tables.results_markdown(rows, f"Benchmark `{profile.name}`", notes)
+    (out / "results.md").write_text(markdown)
+    files.append(out / "results.md")
+    annotation = tables.annotation_markdown(rows)
+    if annotation:
+        (out / "annotation.md").write_text(annotation)
+        files.append(out / "annotation.md")
+    files += figures.write_figures(outcomes, rows, out / "figures")
+    return files

@@ -1,0 +1,119 @@
+"""Tuned profiles: one Ray Tune study per cell, the same budget for every method.
+
+Each study searches its entry's space (``ENTRY_SPACES``) with the fields :func:`study_pins`
+fixes, selects on validation only, and is never re-run once finished
+(:func:`~invlearn_ray.distributed.tune.run_study` reuses its folder).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from invlearn_ray.data.manifest import Manifest
+from invlearn_ray.distributed.benchmark.entries import BEST_EXPLICIT, ENTRY_SPACES
+from invlearn_ray.distributed.benchmark.errors import BenchmarkInterrupted
+from invlearn_ray.distributed.benchmark.given import GivenConfigs
+from invlearn_ray.distributed.benchmark.grid import Cell, chosen_settings, grid_cells
+from invlearn_ray.distributed.benchmark.profiles import Profile
+from invlearn_ray.distributed.spaces import StudySpace, load_space
+from invlearn_ray.distributed.tracking import Tracker
+from invlearn_ray.distributed.tune import run_study
+
+
+def study_pins(
+    profile: Profile,
+    entry: str,
+    backbone: str,
+    space: StudySpace,
+    given: Mapping[str, Any],
+    dataset_path: Path,
+) -> dict[str, Any]:
+    """The fields a row's study fixes: profile settings the space does not search, given
+    settings (even searched ones: the user narrowed the study on purpose), the row itself.
+
+    On a dataset without observed-unlabeled rows the unlabeled source is pinned to ``sampled``:
+    ``observed`` cannot train there and ``both`` would equal ``sampled``, so trials spent on
+    them would be wasted budget that the other methods' studies do not lose.
+    """
+    pins = {key: value for key, value in profile.train.items() if key not in space.search}
+    pins.update(given)
+    pins["backbone"] = backbone
+    if entry != BEST_EXPLICIT:
+        pins["method"] = entry
+    if "unlabeled_source" in space.search and "unlabeled_source" not in given:
+        if Manifest.read(dataset_path).rows("unclear") == 0:
+            pins["unlabeled_source"] = "sampled"
+    return pins
+
+
+def tune_cell(
+    profile: Profile,
+    cell: Cell,
+    dataset_path: Path,
+    chosen: Mapping[str, Any],
+    out: Path,
+    experiment: str,
+    spaces_dir: Path,
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
+    """Run (or reuse) the study of one cell (fields pinned by :func:`study_pins`); returns its
+    best configuration.
+
+    Raises:
+        BenchmarkInterrupted: the study was interrupted; the same command resumes it.
+    """
+    dataset_name, backbone, entry = cell
+    space = load_space(spaces_dir / ENTRY_SPACES[entry])
+    space = space.pinned(**study_pins(profile, entry, backbone, space, chosen, dataset_path))
+    study_dir = out / "studies" / dataset_name / backbone / entry
+    progress(
+        f"tuning {dataset_name}/{backbone}/{entry}: {profile.tune.trials} trials -> {study_dir}"
+    )
+    result = run_study(
+        space,
+        dataset_path,
+        profile.tune,
+        study_dir,
+        name=f"{dataset_name}/{backbone}/{entry}",
+        tracker=Tracker(f"{experiment} study {dataset_name} {backbone} {entry}", out),
+        score_best=False,
+        verbose=0,
+    )
+    if not result.complete:
+        raise BenchmarkInterrupted(
+            f"study {study_dir} was interrupted; run the same command again to resume it"
+        )
+    progress(
+        f"tuned {dataset_name}/{backbone}/{entry}: best {space.metric} {result.best_valid:.4f} "
+        f"(trial {result.best_trial_id}, {result.failed_trials} failed trials)"
+    )
+    return dict(result.best_config)
+
+
+def tune_cells(
+    profile: Profile,
+    datasets: Mapping[str, Path],
+    given: GivenConfigs,
+    overrides: Mapping[str, Any],
+    out: Path,
+    experiment: str,
+    spaces_dir: Path,
+    progress: Callable[[str], None],
+) -> dict[Cell, dict[str, Any]]:
+    """The tuned configuration of every cell of ``profile`` on ``datasets`` (name → folder),
+    each study pinned to what the user chose for its cell."""
+    return {
+        cell: tune_cell(
+            profile,
+            cell,
+            datasets[cell.dataset],
+            chosen_settings(cell, given, overrides),
+            out,
+            experiment,
+            spaces_dir,
+            progress,
+        )
+        for cell in grid_cells(profile, datasets)
+    }

@@ -1,0 +1,15 @@
+"""What the report says about the profile that ran."""
+
+from __future__ import annotations
+
+from invlearn_ray.distributed.benchmark.datasets import DatasetSpec
+from invlearn_ray.distributed.benchmark.profiles import PROFILES
+from invlearn_ray.distributed.benchmark.report import profile_line
+
+
+def test_the_report_describes_a_narrowed_profile_by_its_grid_not_its_canned_text():
+    standard = PROFILES["standard"]
+    assert profile_line(standard).endswith(standard.description + ".")
+    narrowed = standard.replace(tune=None, datasets=(DatasetSpec("ml100k"),), entries=("ig",))
+    line = profile_line(narrowed)
+    assert "tuned" not in line and "ml100k" in line and "GMF, NeuMF; IG; 3 seed(s)" in line

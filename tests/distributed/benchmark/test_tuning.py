@@ -1,0 +1,34 @@
+"""What a cell's study keeps fixed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from invlearn_ray.distributed.benchmark.profiles import PROFILES
+from invlearn_ray.distributed.benchmark.tuning import study_pins
+from invlearn_ray.distributed.spaces import SPACES_DIR, load_space
+
+
+def test_study_pins_the_row_and_the_unlabeled_source_only_without_observed_rows(
+    tiny_dataset, tmp_path
+):
+    space = load_space(SPACES_DIR / "ig.yaml")
+    profile = PROFILES["tiny"]
+    pins = study_pins(profile, "ig", "neumf", space, {"lr": 0.01}, tiny_dataset)
+    assert pins["backbone"] == "neumf" and pins["method"] == "ig" and pins["lr"] == 0.01
+    assert "unlabeled_source" not in pins  # the tiny synthetic data has observed rows
+    assert pins["epochs"] == profile.train["epochs"]
+
+    # The same data without observed-unlabeled rows: "observed" could not train, "both" would
+    # equal "sampled", so the study does not spend trials on them.
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_dataset, bare)
+    manifest = json.loads((bare / "manifest.json").read_text())
+    manifest["counts"]["unclear"]["rows"] = 0
+    (bare / "manifest.json").write_text(json.dumps(manifest))
+    assert study_pins(profile, "ig", "gmf", space, {}, bare)["unlabeled_source"] == "sampled"
+    given = {"unlabeled_source": "both"}
+    assert study_pins(profile, "ig", "gmf", space, given, bare)["unlabeled_source"] == "both"
+    none_space = load_space(SPACES_DIR / "none.yaml")
+    assert "unlabeled_source" not in study_pins(profile, "none", "gmf", none_space, {}, bare)
