@@ -240,7 +240,7 @@ def write_run_outputs(
     }
     # Strict JSON: undefined metrics (e.g. precision with no predicted positives) become null.
     (folder / METRICS_FILE).write_text(
-        json.dumps(_finite_or_none(metrics), indent=2, allow_nan=False) + "\n"
+        json.dumps(finite_or_none(metrics), indent=2, allow_nan=False) + "\n"
     )
     return summary
 
@@ -280,11 +280,12 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _finite_or_none(value: Any) -> Any:
+def finite_or_none(value: Any) -> Any:
+    """Strict JSON: non-finite floats (undefined metrics) become null, at any depth."""
     if isinstance(value, dict):
-        return {key: _finite_or_none(item) for key, item in value.items()}
+        return {key: finite_or_none(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite_or_none(item) for item in value]
+        return [finite_or_none(item) for item in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from invlearn_ray.core.config import TrainConfig
-from invlearn_ray.distributed.run_dir import read_direction_log, read_metrics
+from invlearn_ray.distributed.run_dir import finite_or_none, read_direction_log, read_metrics
 from invlearn_ray.distributed.tracking import (
     Tracker,
     config_params,
@@ -201,17 +201,7 @@ def _write_outcome(outcome: RunOutcome) -> None:
     values = outcome.to_dict()
     values.pop("run_id")
     # Strict JSON: undefined metrics become null (read back as NaN by _numbers).
-    path.write_text(json.dumps(_nan_to_none(values), indent=2, allow_nan=False) + "\n")
-
-
-def _nan_to_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _nan_to_none(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_nan_to_none(item) for item in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    path.write_text(json.dumps(finite_or_none(values), indent=2, allow_nan=False) + "\n")
 
 
 def finished_outcome(spec: RunSpec) -> RunOutcome | None:

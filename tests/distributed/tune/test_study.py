@@ -14,7 +14,7 @@ import mlflow
 import pytest
 from ray.tune import Callback
 
-from invlearn_ray.distributed.spaces import load_space
+from invlearn_ray.distributed.spaces import SPACES_DIR, load_space
 from invlearn_ray.distributed.tracking import Tracker
 from invlearn_ray.distributed.tune import (
     BEST_FILE,
@@ -22,14 +22,12 @@ from invlearn_ray.distributed.tune import (
     StudyBudget,
     StudyFailedError,
     StudyMismatchError,
-    epoch_metrics,
     load_best_config,
-    missing_reports,
-    read_reports,
     run_study,
 )
+from invlearn_ray.distributed.tune.trial import read_reports
 
-SPACES = Path(__file__).resolve().parents[2] / "tune_spaces"
+SPACES = SPACES_DIR
 EPOCHS = 3
 TINY = {"backbone": "gmf", "epochs": EPOCHS, "batch_size": 64, "embedding_dim": 8}
 
@@ -58,45 +56,6 @@ class InterruptAfter(Callback):
         except FileExistsError:
             return
         os.kill(os.getpid(), signal.SIGINT)
-
-
-def test_budget_rejects_impossible_values():
-    with pytest.raises(ValueError, match="trials must be >= 1"):
-        StudyBudget(trials=0)
-    with pytest.raises(ValueError, match="driver_cpus must be > 0"):
-        StudyBudget(driver_cpus=0)
-    assert StudyBudget(workers=2).trial_resources() == {"CPU": 0.1}
-    assert StudyBudget(cpus_per_trial=0.5).trial_resources() == {"CPU": 0.5}
-
-
-def test_only_reported_metrics_go_to_mlflow():
-    result = {
-        "epoch": 1,
-        "valid/gauc": 0.6,
-        "train_loss": 0.5,
-        "ig/direct_steps": 3,
-        "best_epoch": 1,
-        "time_this_iter_s": 0.2,
-        "training_iteration": 2,
-        "checkpoint_path": "/x",
-        "done": False,
-    }
-    assert epoch_metrics(result) == {
-        "epoch": 1,
-        "valid/gauc": 0.6,
-        "train_loss": 0.5,
-        "ig/direct_steps": 3,
-        "best_epoch": 1,
-    }
-
-
-def test_epochs_a_resumed_train_run_finished_without_telling_tune_are_reported_after():
-    history = [{"epoch": e, "valid/gauc": 0.5 + e / 10} for e in range(4)]
-    reported = [{"epoch": 0, "training_iteration": 1}, {"epoch": 1, "training_iteration": 2}]
-    # Checkpointed epoch 2, interrupted before Tune got its report; resumed at epoch 3.
-    assert missing_reports(history, reported, resumed_from_epoch=3) == [history[2]]
-    assert missing_reports(history, reported, resumed_from_epoch=2) == []
-    assert missing_reports(history, [], resumed_from_epoch=None) == []
 
 
 def test_a_study_folder_refuses_a_different_study(tiny_dataset, tmp_path):

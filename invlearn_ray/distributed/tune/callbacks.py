@@ -1,0 +1,100 @@
+"""MLflow from the Tune driver: one run per trial (:class:`MlflowTrialCallback`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from invlearn_ray.distributed.run_dir import DIRECTION_LOG_FILE, MODEL_DIR
+from invlearn_ray.distributed.tracking import Tracker, config_params, run_tags
+from invlearn_ray.distributed.tune.trial import HISTORY_FILE, TrialContext
+
+_TUNE_RESULT_KEYS = {"epoch", "best_epoch"}
+
+
+def epoch_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The metrics of a Tune result that the trial reported (not Tune's bookkeeping)."""
+    return {
+        key: value
+        for key, value in result.items()
+        if ("/" in key or key.startswith("train_") or key in _TUNE_RESULT_KEYS)
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+    }
+
+
+class MlflowTrialCallback(Callback):
+    """One MLflow run per trial, written by the Tune driver.
+
+    On a resumed study the run of a trial that had started is found again by its tags
+    (``study``, ``trial_id``) and continued, so no trial gets two runs.
+    """
+
+    def __init__(self, tracker: Tracker, context: TrialContext, dataset_name: str, study: str):
+        self.tracker = tracker
+        self.context = context
+        self.dataset_name = dataset_name
+        self.study = study
+        self._runs: dict[str, str] = {}
+
+    def _run_id(self, trial) -> str:
+        if trial.trial_id in self._runs:
+            return self._runs[trial.trial_id]
+        run_id = self.tracker.find_run(study=self.study, trial_id=trial.trial_id, role="trial")
+        if run_id is None:
+            config = self.context.space.trial_config(trial.config)
+            tags = run_tags(
+                config,
+                self.dataset_name,
+                self.tracker.commit,
+                role="trial",
+                study=self.study,
+                trial_id=trial.trial_id,
+            )
+            run_id = self.tracker.start_run(
+                f"{self.study}/{trial.trial_id}", tags, config_params(config)
+            )
+        self._runs[trial.trial_id] = run_id
+        return run_id
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self._run_id(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        metrics = epoch_metrics(result)
+        if "epoch" in metrics:
+            self.tracker.log_history(self._run_id(trial), [metrics])
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        run_id = self._run_id(trial)
+        outputs = self.context.trial_outputs(trial.trial_id)
+        for name in (MODEL_DIR, DIRECTION_LOG_FILE, HISTORY_FILE):
+            self.tracker.log_artifacts(run_id, outputs / name)
+        last = trial.last_result or {}
+        epochs = int(last.get("epoch", -1)) + 1
+        self.tracker.set_tags(
+            run_id,
+            {
+                "epochs_run": epochs,
+                # ASHA's early stop ends a trial before the trainer's own stopping rule did.
+                "stopped_by_scheduler": not outputs.joinpath(MODEL_DIR).is_dir(),
+            },
+        )
+        self.tracker.end_run(run_id, "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        run_id = self._run_id(trial)
+        self.tracker.set_tags(run_id, {"error": trial_error(trial)})
+        self.tracker.end_run(run_id, "FAILED")
+
+
+def trial_error(trial) -> str:
+    """The last line of the trial's ``error.txt`` (Tune writes it to the trial's storage)."""
+    error_file = Path(trial.path) / "error.txt"
+    if error_file.is_file():
+        lines = [line for line in error_file.read_text().splitlines() if line.strip()]
+        if lines:
+            return lines[-1]
+    return f"trial failed; see {error_file}"

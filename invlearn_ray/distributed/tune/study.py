@@ -1,0 +1,250 @@
+"""Ray Tune studies: a space file + a built dataset + a budget → the best configuration.
+
+:func:`run_study` samples ``budget.trials`` configurations from a
+:class:`~invlearn_ray.distributed.spaces.StudySpace` (seeded random search), trains each as a
+Tune trial (:mod:`~invlearn_ray.distributed.tune.trial`) reporting the validation metrics after
+every epoch, lets ASHA stop the weak ones, and picks the best trial by its best *validation*
+epoch. Then — and only then — the best configuration is trained once more as a final run and
+scored on the test split (method.md §6: selection reads validation only; test is scored once,
+for the chosen config). The final run repeats the best trial exactly (same config, seed 0, same
+code path), so its validation score equals the trial's.
+
+Interruption: Ctrl-C (SIGINT) makes Tune save the experiment state; calling :func:`run_study`
+again with the same arguments restores it with ``Tuner.restore`` — finished trials are kept,
+unfinished ones continue from their last epoch checkpoint, unstarted ones start. A study folder
+remembers what it is (``study.json``); resuming it with another space, dataset or budget is an
+error, not a silent mix.
+
+MLflow: one experiment per study; ``MlflowTrialCallback`` (in the driver) gives every trial a
+run with its full config as params, per-epoch metrics, tags and its outputs as artifacts; the
+final run is logged with ``role=final`` and its test metrics.
+
+The study folder's layout is :mod:`~invlearn_ray.distributed.tune.study_dir`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+from ray.tune import Callback
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.basic_variant import BasicVariantGenerator
+
+from invlearn_ray.data import dataset_dir as dd
+from invlearn_ray.distributed.runs import RunSpec, execute_runs
+from invlearn_ray.distributed.spaces import StudySpace
+from invlearn_ray.distributed.tracking import Tracker
+from invlearn_ray.distributed.tune.budget import StudyBudget
+from invlearn_ray.distributed.tune.callbacks import MlflowTrialCallback, trial_error
+from invlearn_ray.distributed.tune.study_dir import (
+    BEST_FILE,
+    EXPERIMENT,
+    FINAL_DIR,
+    TRIAL_OUTPUTS,
+    TRIALS_FILE,
+    TUNE_DIR,
+    StudyResult,
+    claim_study_dir,
+    study_identity,
+    write_best,
+    write_trials_csv,
+)
+from invlearn_ray.distributed.tune.trial import TrialContext, read_reports, run_trial
+from invlearn_ray.errors import UserError
+
+
+class StudyFailedError(RuntimeError, UserError):
+    """Every trial of a study failed: there is no configuration to choose."""
+
+
+def _make_tuner(
+    space: StudySpace,
+    budget: StudyBudget,
+    trainable,
+    experiment_dir: Path,
+    callbacks: Sequence[Callback],
+    verbose: int,
+) -> tune.Tuner:
+    if tune.Tuner.can_restore(str(experiment_dir)):
+        # Restoring brings back the callbacks and run config saved with the experiment.
+        return tune.Tuner.restore(str(experiment_dir), trainable, resume_unfinished=True)
+    epochs = space.trial_config({}).epochs
+    scheduler = ASHAScheduler(
+        time_attr="training_iteration",
+        # One past the last epoch: at max_t ASHA stops a trial itself, which would cut off the
+        # trial's final step (writing its selected model) right after its last report. Trials
+        # end by returning; ASHA only stops them at the rungs below.
+        max_t=epochs + 1,
+        grace_period=min(budget.grace_period, epochs),
+        reduction_factor=budget.reduction_factor,
+    )
+    return tune.Tuner(
+        trainable,
+        param_space=space.param_space(),
+        tune_config=tune.TuneConfig(
+            metric=space.metric,
+            mode=space.mode,
+            num_samples=budget.trials,
+            max_concurrent_trials=budget.concurrency,
+            scheduler=scheduler,
+            search_alg=BasicVariantGenerator(random_state=budget.search_seed),
+        ),
+        run_config=tune.RunConfig(
+            name=EXPERIMENT,
+            storage_path=str(experiment_dir.parent),
+            callbacks=list(callbacks),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=0),
+            verbose=verbose,
+        ),
+    )
+
+
+def run_study(
+    space: StudySpace,
+    dataset: str | Path,
+    budget: StudyBudget,
+    output_dir: str | Path,
+    *,
+    name: str | None = None,
+    tracker: Tracker | None = None,
+    score_best: bool = True,
+    callbacks: Sequence[Callback] = (),
+    verbose: int = 1,
+) -> StudyResult:
+    """Run (or resume) a study; see the module docstring.
+
+    Args:
+        space: what to search (pin fields with :meth:`StudySpace.pinned` first).
+        dataset: a built dataset folder.
+        budget: trials, concurrency and resources.
+        output_dir: the study's folder (created; an existing one is resumed).
+        name: the study's name (default: the space's); MLflow runs are tagged with it.
+        tracker: the MLflow experiment (default: one named after the study, default store).
+        score_best: train the best configuration once more and score it on test.
+        callbacks: extra Tune callbacks (they are saved with the experiment and come back on
+            restore).
+        verbose: Tune's progress output (0 silent, 1 a status table, 2 every result).
+
+    Returns:
+        The study's result; ``complete`` is False when it was interrupted (call again to
+        resume).
+
+    Raises:
+        StudyMismatchError: ``output_dir`` holds a different study.
+        StudyFailedError: every trial failed.
+    """
+    dataset = Path(dataset).resolve()
+    manifest = dd.verified_manifest(dataset)  # here, not in every trial
+    study_dir = Path(output_dir).resolve()
+    name = name or space.name
+    claim_study_dir(study_dir, study_identity(space, dataset, budget))
+    tracker = tracker or Tracker(name, study_dir)
+    experiment_dir = study_dir / TUNE_DIR / EXPERIMENT
+    context = TrialContext(
+        space=space,
+        dataset=str(dataset),
+        outputs_root=str(study_dir / TRIAL_OUTPUTS),
+        experiment_dir=str(experiment_dir),
+        workers=budget.workers,
+        cpus_per_worker=budget.cpus_per_worker,
+        torch_threads=max(1, math.floor(budget.cpus_per_trial)) if budget.workers == 0 else 1,
+    )
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, context=context), budget.trial_resources()
+    )
+    # The per-epoch checkpoints with num_to_keep=1 force state snapshots that Tune warns about
+    # at every report; they are small here and the warning would drown the progress output.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    tuner = _make_tuner(
+        space,
+        budget,
+        trainable,
+        experiment_dir,
+        [MlflowTrialCallback(tracker, context, manifest.name, name), *callbacks],
+        verbose,
+    )
+    tuner.fit()
+
+    trials = summarize_trials(experiment_dir, space)
+    write_trials_csv(study_dir / TRIALS_FILE, trials, space)
+    finished = [t for t in trials if t["status"] == "TERMINATED"]
+    failed = [t for t in trials if t["status"] == "ERROR"]
+    complete = len(finished) + len(failed) == budget.trials
+    result = StudyResult(
+        name=name,
+        output_dir=study_dir,
+        metric=space.metric,
+        complete=complete,
+        trials=trials,
+        tracking=tracker.describe(),
+        failed_trials=len(failed),
+    )
+    if not complete:
+        return result
+    scored = [t for t in finished if t["best_valid"] is not None]
+    if not scored:
+        raise StudyFailedError(
+            f"study {name!r}: none of its {budget.trials} trials reported {space.metric} "
+            f"({len(failed)} failed); see {study_dir / TRIALS_FILE} and the trials' error.txt"
+        )
+    best = max(scored, key=lambda trial: trial["best_valid"])
+    config = space.trial_config(best["params"])
+    result.best_config = config.to_dict()
+    result.best_valid = best["best_valid"]
+    result.best_trial_id = best["trial_id"]
+    result.best_epoch = best["best_epoch"]
+    if score_best:
+        spec = RunSpec(
+            key=f"{name}/final",
+            dataset=str(dataset),
+            dataset_name=manifest.name,
+            config=config,
+            output_dir=str(study_dir / FINAL_DIR),
+            tags={"study": name, "best_trial_id": best["trial_id"]},
+        )
+        (result.final,) = execute_runs(
+            [spec],
+            tracker,
+            role="final",
+            workers=budget.workers,
+            cpus_per_run=budget.cpus_per_trial,
+            cpus_per_worker=budget.cpus_per_worker,
+        )
+    write_best(study_dir / BEST_FILE, result)
+    return result
+
+
+def summarize_trials(experiment_dir: Path, space: StudySpace) -> list[dict[str, Any]]:
+    """One dict per trial of a Tune experiment: id, status, params, best validation epoch.
+
+    The best epoch is the one with the highest ``space.metric`` over *all* reported epochs —
+    the epoch the trainer itself keeps (it selects on the same metric).
+    """
+    analysis = tune.ExperimentAnalysis(str(experiment_dir))
+    summaries = []
+    for trial in sorted(analysis.trials, key=lambda trial: trial.trial_id):
+        reports = read_reports(Path(trial.path))
+        scored = [r for r in reports if _is_number(r.get(space.metric))]
+        best = max(scored, key=lambda report: report[space.metric]) if scored else None
+        summaries.append(
+            {
+                "trial_id": trial.trial_id,
+                "status": trial.status,
+                "params": dict(trial.config),
+                "best_valid": float(best[space.metric]) if best else None,
+                "best_epoch": int(best["epoch"]) if best else None,
+                "epochs_reported": len(reports),
+                "error": trial_error(trial) if trial.status == "ERROR" else None,
+            }
+        )
+    return summaries
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
