@@ -144,14 +144,19 @@ def execute_run(spec: RunSpec, workers: int = 0, cpus_per_worker: float = 0.5) -
 
 
 def failed_outcome(spec: RunSpec, error: BaseException) -> RunOutcome:
-    """A ``failed`` outcome whose ``error`` is one line: the type and the message's last line."""
-    lines = [line for line in str(error).splitlines() if line.strip()]
+    """A ``failed`` outcome whose ``error`` is :func:`error_line`."""
     return RunOutcome(
         spec=spec,
         status=STATUS_FAILED,
-        error=f"{type(error).__name__}: {lines[-1] if lines else repr(error)}",
+        error=error_line(error),
         traceback="".join(traceback.format_exception(error))[-20_000:],
     )
+
+
+def error_line(error: BaseException) -> str:
+    """One line for a table or a tag: the exception's type and its message's last line."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[-1] if lines else repr(error)}"
 
 
 def _numbers(values: dict[str, Any]) -> dict[str, float]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
@@ -85,16 +84,5 @@ class MlflowTrialCallback(Callback):
         self.tracker.end_run(run_id, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        run_id = self._run_id(trial)
-        self.tracker.set_tags(run_id, {"error": trial_error(trial)})
-        self.tracker.end_run(run_id, "FAILED")
-
-
-def trial_error(trial) -> str:
-    """The last line of the trial's ``error.txt`` (Tune writes it to the trial's storage)."""
-    error_file = Path(trial.path) / "error.txt"
-    if error_file.is_file():
-        lines = [line for line in error_file.read_text().splitlines() if line.strip()]
-        if lines:
-            return lines[-1]
-    return f"trial failed; see {error_file}"
+        # The error itself is tagged by run_study, from the ResultGrid that fit() returns.
+        self.tracker.end_run(self._run_id(trial), "FAILED")

@@ -30,17 +30,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 from ray import tune
+from ray.exceptions import RayTaskError
 from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from invlearn_ray.data import dataset_dir as dd
-from invlearn_ray.distributed.runs import RunSpec, execute_runs
+from invlearn_ray.distributed.runs import RunSpec, error_line, execute_runs
 from invlearn_ray.distributed.spaces import StudySpace
 from invlearn_ray.distributed.tracking import Tracker
 from invlearn_ray.distributed.tune.budget import StudyBudget
-from invlearn_ray.distributed.tune.callbacks import MlflowTrialCallback, trial_error
+from invlearn_ray.distributed.tune.callbacks import MlflowTrialCallback
 from invlearn_ray.distributed.tune.study_dir import (
     BEST_FILE,
     EXPERIMENT,
@@ -54,7 +57,7 @@ from invlearn_ray.distributed.tune.study_dir import (
     write_best,
     write_trials_csv,
 )
-from invlearn_ray.distributed.tune.trial import TrialContext, read_reports, run_trial
+from invlearn_ray.distributed.tune.trial import TrialContext, run_trial
 from invlearn_ray.errors import UserError
 
 
@@ -62,7 +65,7 @@ class StudyFailedError(RuntimeError, UserError):
     """Every trial of a study failed: there is no configuration to choose."""
 
 
-def _make_tuner(
+def _new_tuner(
     space: StudySpace,
     budget: StudyBudget,
     trainable,
@@ -70,9 +73,6 @@ def _make_tuner(
     callbacks: Sequence[Callback],
     verbose: int,
 ) -> tune.Tuner:
-    if tune.Tuner.can_restore(str(experiment_dir)):
-        # Restoring brings back the callbacks and run config saved with the experiment.
-        return tune.Tuner.restore(str(experiment_dir), trainable, resume_unfinished=True)
     epochs = space.trial_config({}).epochs
     scheduler = ASHAScheduler(
         time_attr="training_iteration",
@@ -146,14 +146,16 @@ def run_study(
     claim_study_dir(study_dir, study_identity(space, dataset, budget))
     tracker = tracker or Tracker(name, study_dir)
     experiment_dir = study_dir / TUNE_DIR / EXPERIMENT
+    resuming = tune.Tuner.can_restore(str(experiment_dir))
     context = TrialContext(
         space=space,
         dataset=str(dataset),
         outputs_root=str(study_dir / TRIAL_OUTPUTS),
-        experiment_dir=str(experiment_dir),
         workers=budget.workers,
         cpus_per_worker=budget.cpus_per_worker,
         torch_threads=max(1, math.floor(budget.cpus_per_trial)) if budget.workers == 0 else 1,
+        # What Tune holds from earlier attempts, read before any trial resumes.
+        reported_epochs=reported_epochs(saved_results(experiment_dir)) if resuming else {},
     )
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, context=context), budget.trial_resources()
@@ -161,21 +163,28 @@ def run_study(
     # The per-epoch checkpoints with num_to_keep=1 force state snapshots that Tune warns about
     # at every report; they are small here and the warning would drown the progress output.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    tuner = _make_tuner(
-        space,
-        budget,
-        trainable,
-        experiment_dir,
-        [MlflowTrialCallback(tracker, context, manifest.name, name), *callbacks],
-        verbose,
-    )
-    tuner.fit()
+    if resuming:
+        # Restoring brings back the callbacks and run config saved with the experiment.
+        tuner = tune.Tuner.restore(str(experiment_dir), trainable, resume_unfinished=True)
+    else:
+        callback = MlflowTrialCallback(tracker, context, manifest.name, name)
+        tuner = _new_tuner(
+            space, budget, trainable, experiment_dir, [callback, *callbacks], verbose
+        )
+    results = tuner.fit()
+    # Which trials ended is read from the state Tune saved: in fit()'s own results, trials
+    # an interruption stopped count as terminated too.
+    saved = saved_results(experiment_dir)
+    complete = saved.num_terminated + saved.num_errors == budget.trials
 
-    trials = summarize_trials(experiment_dir, space)
+    trials = summarize_trials(results, space.metric, all_ended=complete)
     write_trials_csv(study_dir / TRIALS_FILE, trials, space)
+    for trial in (t for t in trials if t["error"]):
+        run_id = tracker.find_run(study=name, trial_id=trial["trial_id"], role="trial")
+        if run_id is not None:
+            tracker.set_tags(run_id, {"error": trial["error"]})
     finished = [t for t in trials if t["status"] == "TERMINATED"]
     failed = [t for t in trials if t["status"] == "ERROR"]
-    complete = len(finished) + len(failed) == budget.trials
     result = StudyResult(
         name=name,
         output_dir=study_dir,
@@ -184,6 +193,7 @@ def run_study(
         trials=trials,
         tracking=tracker.describe(),
         failed_trials=len(failed),
+        results=results,
     )
     if not complete:
         return result
@@ -191,7 +201,7 @@ def run_study(
     if not scored:
         raise StudyFailedError(
             f"study {name!r}: none of its {budget.trials} trials reported {space.metric} "
-            f"({len(failed)} failed); see {study_dir / TRIALS_FILE} and the trials' error.txt"
+            f"({len(failed)} failed); see the error column of {study_dir / TRIALS_FILE}"
         )
     best = max(scored, key=lambda trial: trial["best_valid"])
     config = space.trial_config(best["params"])
@@ -220,31 +230,69 @@ def run_study(
     return result
 
 
-def summarize_trials(experiment_dir: Path, space: StudySpace) -> list[dict[str, Any]]:
-    """One dict per trial of a Tune experiment: id, status, params, best validation epoch.
+def saved_results(experiment_dir: Path) -> tune.ResultGrid:
+    """The results of the experiment as Tune saved it (read back by a restore, which needs a
+    trainable but runs nothing)."""
+    return tune.Tuner.restore(str(experiment_dir), run_trial).get_results()
 
-    The best epoch is the one with the highest ``space.metric`` over *all* reported epochs —
-    the epoch the trainer itself keeps (it selects on the same metric).
+
+def summarize_trials(
+    results: tune.ResultGrid, metric: str, all_ended: bool = False
+) -> list[dict[str, Any]]:
+    """One dict per trial of a Tune experiment, by trial id: id, status, params, best
+    validation epoch, error.
+
+    The best epoch is the one with the highest ``metric`` over *all* reported epochs — the
+    epoch the trainer itself keeps (it selects on the same metric). ``status`` is
+    ``TERMINATED`` (finished, or stopped by ASHA), ``ERROR`` or ``UNFINISHED`` (a trial of an
+    interrupted study that has not ended). A trial's last result says ``done`` when Tune saw it
+    end in this process, but one that ended just before an interruption can come back from a
+    restore without it: ``all_ended`` (every trial ended, from the saved state) settles it.
     """
-    analysis = tune.ExperimentAnalysis(str(experiment_dir))
-    summaries = []
-    for trial in sorted(analysis.trials, key=lambda trial: trial.trial_id):
-        reports = read_reports(Path(trial.path))
-        scored = [r for r in reports if _is_number(r.get(space.metric))]
-        best = max(scored, key=lambda report: report[space.metric]) if scored else None
-        summaries.append(
-            {
-                "trial_id": trial.trial_id,
-                "status": trial.status,
-                "params": dict(trial.config),
-                "best_valid": float(best[space.metric]) if best else None,
-                "best_epoch": int(best["epoch"]) if best else None,
-                "epochs_reported": len(reports),
-                "error": trial_error(trial) if trial.status == "ERROR" else None,
-            }
-        )
-    return summaries
+    summaries = [summarize_trial(result, metric, all_ended) for result in results]
+    return sorted(summaries, key=lambda summary: summary["trial_id"])
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+def summarize_trial(result: tune.Result, metric: str, ended: bool = False) -> dict[str, Any]:
+    """One trial's summary (see :func:`summarize_trials`) from its Tune ``Result``; ``ended``
+    says the trial is known to have ended (a trial with an error always has)."""
+    reports = result.metrics_dataframe
+    if reports is None:
+        reports = pd.DataFrame()
+    scores = pd.to_numeric(reports.get(metric, pd.Series(dtype=float)), errors="coerce")
+    scores = scores[np.isfinite(scores)]
+    best = reports.loc[scores.idxmax()] if len(scores) else None
+    if result.error is not None:
+        status = "ERROR"
+    elif ended or result.metrics.get("done"):
+        status = "TERMINATED"
+    else:
+        status = "UNFINISHED"
+    return {
+        "trial_id": result.metrics["trial_id"],
+        "status": status,
+        # A trial that failed before its first report has no config in a restored
+        # experiment's results; its error still says what happened.
+        "params": dict(result.config or {}),
+        "best_valid": float(best[metric]) if best is not None else None,
+        "best_epoch": int(best["epoch"]) if best is not None else None,
+        "epochs_reported": len(reports),
+        "error": trial_error(result.error) if result.error is not None else None,
+    }
+
+
+def trial_error(error: BaseException) -> str:
+    """One line naming a trial's own exception (Tune wraps it in a ``RayTaskError``)."""
+    if isinstance(error, RayTaskError) and error.cause is not None:
+        error = error.cause
+    return error_line(error)
+
+
+def reported_epochs(results: tune.ResultGrid) -> dict[str, tuple[int, ...]]:
+    """The epochs each trial has reported to Tune, by trial id."""
+    epochs = {}
+    for result in results:
+        reports = result.metrics_dataframe
+        column = reports["epoch"] if reports is not None and "epoch" in reports else []
+        epochs[result.metrics["trial_id"]] = tuple(int(epoch) for epoch in column)
+    return epochs

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ray import tune
+
 from invlearn_ray.distributed.run_dir import finite_or_none
 from invlearn_ray.distributed.runs import RunOutcome
 from invlearn_ray.distributed.spaces import StudySpace
@@ -54,6 +56,8 @@ class StudyResult:
     final: RunOutcome | None = None
     tracking: str | None = None
     failed_trials: int = field(default=0)
+    results: tune.ResultGrid | None = None
+    """Tune's own results (every trial's reports, errors); None for a result read from disk."""
 
     @property
     def test(self) -> dict[str, float]:

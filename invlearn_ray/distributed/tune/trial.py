@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,20 +60,17 @@ class TrialContext:
     space: StudySpace
     dataset: str
     outputs_root: str
-    experiment_dir: str
     workers: int
     cpus_per_worker: float
     torch_threads: int
+    reported_epochs: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    """Epochs each trial of a resumed study had reported to Tune before (read by the driver
+    through ``Tuner.restore(...).get_results()``); empty for a new study."""
 
     def trial_outputs(self, trial_id: str) -> Path:
         """A trial's own folder. Not Tune's ``get_trial_dir()``: that is a staging folder in
         Ray's session directory, which Tune does not copy to the study's storage."""
         return Path(self.outputs_root) / trial_id
-
-    def tune_reports(self, trial_id: str) -> list[dict[str, Any]]:
-        """What Tune has recorded for a trial so far (its ``result.json``)."""
-        folders = sorted(Path(self.experiment_dir).glob(f"*_{trial_id}_*"))
-        return read_reports(folders[0]) if folders else []
 
 
 def run_trial(params: dict[str, Any], context: TrialContext) -> None:
@@ -165,9 +163,7 @@ def _trial_on_ray_train(config, context: TrialContext, outputs: Path) -> None:
         datasets={split: read_shard_dataset(dataset, split) for split in SHARDED_SPLITS},
         dataset_config=ExactSplitConfig(),
     )
-    # Read before fit(): Tune writes this attempt's reports asynchronously, earlier attempts'
-    # reports are all on disk when a restored trial starts.
-    reported_before = context.tune_reports(tune.get_context().get_trial_id())
+    reported_before = context.reported_epochs.get(tune.get_context().get_trial_id(), ())
     run_summary(trainer.fit().return_value)  # a diverged run fails the trial with its reason
     summary = read_metrics(outputs)
     missing = missing_reports(summary["history"], reported_before, summary["resumed_from_epoch"])
@@ -177,30 +173,22 @@ def _trial_on_ray_train(config, context: TrialContext, outputs: Path) -> None:
 
 def missing_reports(
     history: list[dict[str, Any]],
-    reported_before: list[dict[str, Any]],
+    reported_before: Collection[int],
     resumed_from_epoch: int | None,
 ) -> list[dict[str, Any]]:
     """Epochs a resumed Train run finished in an earlier attempt whose reports Tune never got.
 
     Args:
         history: the run's per-epoch records (``metrics.json``).
-        reported_before: Tune's results of the trial from earlier attempts.
+        reported_before: the epochs Tune recorded for the trial in earlier attempts.
         resumed_from_epoch: the epoch the last attempt resumed at (None: it started afresh,
             and reported every epoch itself).
     """
     if resumed_from_epoch is None:
         return []
-    seen = {int(report["epoch"]) for report in reported_before if "epoch" in report}
+    seen = set(reported_before)
     return [
         record
         for record in history
         if int(record["epoch"]) < resumed_from_epoch and int(record["epoch"]) not in seen
     ]
-
-
-def read_reports(trial_path: Path) -> list[dict[str, Any]]:
-    """Every ``tune.report`` of a trial, in order (Tune's ``result.json``, one JSON a line)."""
-    path = trial_path / "result.json"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -11,7 +11,10 @@ import signal
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
+from ray import tune
+from ray.exceptions import RayTaskError
 from ray.tune import Callback
 
 from invlearn_ray.distributed.spaces import SPACES_DIR, load_space
@@ -22,10 +25,11 @@ from invlearn_ray.distributed.tune import (
     StudyBudget,
     StudyFailedError,
     StudyMismatchError,
+    StudyResult,
     load_best_config,
     run_study,
 )
-from invlearn_ray.distributed.tune.trial import read_reports
+from invlearn_ray.distributed.tune.study import summarize_trial
 
 SPACES = SPACES_DIR
 EPOCHS = 3
@@ -67,6 +71,48 @@ def test_a_study_folder_refuses_a_different_study(tiny_dataset, tmp_path):
         run_study(space, tiny_dataset, StudyBudget(trials=2), tmp_path)
 
 
+def _result(trial_id: str, reports: list[dict], error=None, done=True) -> tune.Result:
+    last = {**reports[-1], "done": done} if reports else {}
+    return tune.Result(
+        metrics={**last, "trial_id": trial_id, "config": {"lr": 0.01}},
+        checkpoint=None,
+        error=error,
+        path=f"/nowhere/{trial_id}",
+        metrics_dataframe=pd.DataFrame(reports),
+    )
+
+
+def test_a_trial_is_summarized_from_its_tune_result_by_its_best_valid_epoch():
+    reports = [
+        {"epoch": 0, "valid/gauc": 0.61},
+        {"epoch": 1, "valid/gauc": float("nan")},  # an undefined score never wins
+        {"epoch": 2, "valid/gauc": 0.64},
+        {"epoch": 3, "valid/gauc": 0.63},
+    ]
+    summary = summarize_trial(_result("a_00000", reports), "valid/gauc")
+    assert summary == {
+        "trial_id": "a_00000",
+        "status": "TERMINATED",
+        "params": {"lr": 0.01},
+        "best_valid": 0.64,
+        "best_epoch": 2,
+        "epochs_reported": 4,
+        "error": None,
+    }
+
+
+def test_a_failed_trial_names_its_own_exception_and_an_unended_one_is_unfinished():
+    cause = ValueError("no rows to train on\nrebuild the dataset")
+    wrapped = RayTaskError("run_trial", "Traceback ...", cause).as_instanceof_cause()
+    failed = summarize_trial(_result("a_00001", [], error=wrapped, done=False), "valid/gauc")
+    assert failed["status"] == "ERROR" and failed["epochs_reported"] == 0
+    assert failed["error"] == "ValueError: rebuild the dataset"
+    assert failed["best_valid"] is None and failed["best_epoch"] is None
+    reports = [{"epoch": 0, "valid/gauc": 0.6}]
+    pending = summarize_trial(_result("a_00002", reports, done=False), "valid/gauc")
+    assert pending["status"] == "UNFINISHED" and pending["best_epoch"] == 0
+
+
 @pytest.mark.ray
 def test_an_interrupted_ig_study_resumes_without_redoing_finished_trials(
     ray_session, tiny_dataset, tmp_path
@@ -90,19 +136,13 @@ def test_an_interrupted_ig_study_resumes_without_redoing_finished_trials(
     assert len(finished) >= 2
     assert all(t["epochs_reported"] == EPOCHS for t in finished.values())
     assert not (tmp_path / "study" / BEST_FILE).exists()
-    reports_before = {
-        trial_id: read_reports(path)
-        for trial_id, path in _trial_paths(tmp_path / "study").items()
-        if trial_id in finished
-    }
+    reports_before = _reports(first, finished)
 
     second = run_study(space, tiny_dataset, budget, tmp_path / "study", tracker=tracker, verbose=0)
     assert second.complete and len(second.trials) == 4
     assert all(t["status"] == "TERMINATED" for t in second.trials)
     # Finished trials were not run again: their reports are exactly the ones from before.
-    for trial_id, path in _trial_paths(tmp_path / "study").items():
-        if trial_id in finished:
-            assert read_reports(path) == reports_before[trial_id]
+    assert _reports(second, finished) == reports_before
 
     # Selection reads validation only: the best trial has the highest best-epoch valid GAUC,
     # and the final run (same config, seed 0) reproduces it before scoring test once.
@@ -140,10 +180,14 @@ def test_an_interrupted_ig_study_resumes_without_redoing_finished_trials(
     assert {"model", "direction_log.pt", "history.json"} <= artifacts
 
 
-def _trial_paths(study_dir: Path) -> dict[str, Path]:
-    """Trial id -> Tune trial folder (named ``run_trial_<id>_<n>_<params>_<date>``)."""
-    folders = (study_dir / "tune" / "trials").glob("run_trial_*")
-    return {"_".join(path.name.split("_")[2:4]): path for path in folders if path.is_dir()}
+def _reports(result: StudyResult, trial_ids) -> dict[str, list[dict]]:
+    """Trial id -> what Tune recorded of each of the trial's reports, down to when it arrived."""
+    columns = ["epoch", "valid/gauc", "timestamp", "time_total_s"]
+    return {
+        trial.metrics["trial_id"]: trial.metrics_dataframe[columns].to_dict("records")
+        for trial in result.results
+        if trial.metrics["trial_id"] in trial_ids
+    }
 
 
 @pytest.mark.ray
