@@ -16,14 +16,23 @@ Ray, so a wrong input costs no start-up and leaves no output behind.
 **Argument types.** Each ``*_int`` / ``*_float`` / ``comma_*`` / :func:`plain_name` function is
 an ``argparse`` ``type=``: it returns the parsed value or raises ``ArgumentTypeError``, which
 argparse turns into a usage error naming the option.
+
+**Output.** Every command line has ``-q/--quiet`` and ``-v/--verbose`` (added by
+:class:`ArgumentParser`); :func:`configure_logging` turns them into logging levels: progress
+lines at INFO (shown by default), details at DEBUG (``-v``), warnings always; Ray's, Ray Tune's
+and MLflow's own output only with ``-v``. Results (where the outputs are, the tables) are printed
+whatever the level.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import sys
 from collections.abc import Callable
+
+from tqdm import tqdm
 
 from invlearn_ray.errors import UserError
 
@@ -32,7 +41,12 @@ EXIT_USAGE = 2
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """``argparse`` whose usage errors are one line: ``prog: error: message (see --help)``."""
+    """``argparse`` whose usage errors are one line: ``prog: error: message (see --help)``,
+    with ``-q/--quiet`` and ``-v/--verbose`` on every command line (:func:`configure_logging`)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        add_verbosity_options(self)
 
     def error(self, message: str) -> None:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)} (see --help)\n")
@@ -123,3 +137,77 @@ def add_ray_options(group: argparse._ActionsContainer) -> None:
         "--address", help="Ray cluster address (default: RAY_ADDRESS, else start a local Ray)"
     )
     group.add_argument("--num-cpus", type=positive_int, help="CPUs of a local Ray")
+
+
+QUIET, NORMAL, VERBOSE = -1, 0, 1
+"""Verbosity of a command line (``-q`` / default / ``-v``)."""
+_PACKAGE_LEVELS = {QUIET: logging.WARNING, NORMAL: logging.INFO, VERBOSE: logging.DEBUG}
+THIRD_PARTY_LOGGERS = ("ray", "ray.data", "mlflow", "alembic")
+"""Libraries whose own INFO lines (Ray Tune's bookkeeping, Ray Data's plans, MLflow's database
+set-up) are shown only with ``-v`` (``ray.data`` sets its own level, so it is named too)."""
+
+
+def add_verbosity_options(parser: argparse.ArgumentParser) -> None:
+    """``-q/--quiet`` and ``-v/--verbose`` (see :func:`configure_logging`)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress lines or bars, only warnings and errors (results are still printed)",
+    )
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="debug lines, and Ray's, Ray Tune's and MLflow's own output",
+    )
+
+
+def configure_logging(args: argparse.Namespace) -> int:
+    """Send every log line to stderr through one handler and set the levels ``-q``/``-v`` ask
+    for; returns the verbosity (:data:`QUIET`, :data:`NORMAL` or :data:`VERBOSE`).
+
+    The package logs progress at INFO (shown by default), details at DEBUG (``-v``); the
+    libraries in :data:`THIRD_PARTY_LOGGERS` show only warnings unless ``-v``. Progress bars
+    follow the same switch (:func:`invlearn_ray.progress.progress_bar`). Calling it again
+    replaces its handler rather than adding a second one.
+    """
+    verbosity = QUIET if args.quiet else VERBOSE if args.verbose else NORMAL
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, ProgressAwareHandler)]:
+        root.removeHandler(handler)
+    handler = ProgressAwareHandler()
+    handler.setFormatter(_Formatter(detailed=verbosity == VERBOSE))
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    logging.getLogger("invlearn_ray").setLevel(_PACKAGE_LEVELS[verbosity])
+    for name in THIRD_PARTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbosity == VERBOSE else logging.WARNING)
+    return verbosity
+
+
+class ProgressAwareHandler(logging.Handler):
+    """Writes to the current ``sys.stderr`` through ``tqdm.write``, so a log line appears
+    above a running progress bar instead of breaking it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # logging must never take the program down
+            self.handleError(record)
+
+
+class _Formatter(logging.Formatter):
+    """Progress lines as they are; warnings and errors prefixed by their level; with ``-v``
+    every line with its time and logger."""
+
+    def __init__(self, detailed: bool) -> None:
+        super().__init__("%(asctime)s %(name)s %(levelname)s: %(message)s" if detailed else None)
+        self.detailed = detailed
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if not self.detailed and record.levelno >= logging.WARNING:
+            return f"{record.levelname.lower()}: {text}"
+        return text

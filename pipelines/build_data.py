@@ -25,6 +25,7 @@ from invlearn_ray.cli import (
     ArgumentParser,
     add_ray_options,
     command_line,
+    configure_logging,
     nonnegative_int,
     plain_name,
     positive_int,
@@ -308,6 +309,7 @@ def _print_counts(manifest: Manifest) -> None:
 @command_line
 def main(argv: list[str] | None = None) -> int:
     config, args = config_from_args(argv)
+    verbosity = configure_logging(args)
     resolved = {
         **config.inputs(),
         "out": str(args.out),
@@ -324,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         from invlearn_ray.distributed.session import ensure_ray
 
         dd.check_output_dir(Path(args.out).resolve(), config.inputs(), args.overwrite)
-        ensure_ray(address=args.address, num_cpus=args.num_cpus)
+        ensure_ray(address=args.address, num_cpus=args.num_cpus, verbosity=verbosity)
         manifest = build_dataset(config, args.out, overwrite=args.overwrite)
     print(
         f"dataset {manifest.name!r} written to {Path(args.out).resolve()} "

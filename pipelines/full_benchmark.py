@@ -30,11 +30,13 @@ import time
 from pathlib import Path
 
 from invlearn_ray.cli import (
+    VERBOSE,
     ArgumentParser,
     add_ray_options,
     comma_floats,
     comma_names,
     command_line,
+    configure_logging,
     nonnegative_int,
     positive_float,
     positive_int,
@@ -173,6 +175,7 @@ def resolve(argv: list[str] | None = None):
 def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     profile, given, overrides, args = resolve(argv)
+    verbosity = configure_logging(args)
     # Before Ray starts: every dataset folder verified, every source file present.
     for dataset in profile.datasets:
         dataset.check()
@@ -197,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     # Ray is started (or joined) only here; under `ray job submit`, RAY_ADDRESS names the cluster.
     from invlearn_ray.distributed.session import ensure_ray
 
-    ensure_ray(address=args.address, num_cpus=args.num_cpus)
+    ensure_ray(address=args.address, num_cpus=args.num_cpus, verbosity=verbosity)
     try:
         result = run_benchmark(
             profile,
@@ -209,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             build_engine=args.build_engine,
             reuse=not args.no_reuse,
-            progress=lambda line: print(line, flush=True),
+            tune_verbose=1 if verbosity == VERBOSE else 0,
         )
     except BenchmarkInterrupted as error:
         print(f"interrupted: {error}", file=sys.stderr)

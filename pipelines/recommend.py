@@ -21,7 +21,13 @@ import json
 import sys
 from pathlib import Path
 
-from invlearn_ray.cli import ArgumentParser, add_ray_options, command_line, positive_int
+from invlearn_ray.cli import (
+    ArgumentParser,
+    add_ray_options,
+    command_line,
+    configure_logging,
+    positive_int,
+)
 from invlearn_ray.core.checkpoint import MODEL_CONFIG
 from invlearn_ray.distributed.recommend import check_request, read_raw_ids, recommend_to_parquet
 from invlearn_ray.distributed.run_dir import MODEL_DIR
@@ -100,6 +106,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @command_line
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    verbosity = configure_logging(args)
     users = args.users
     if args.smoke_test and users is None:
         users = read_raw_ids(args.model, "users")[:SMOKE_TEST_USERS].tolist()
@@ -119,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     # replaced should cost nothing and change nothing.
     check_request(args.model, args.out, users, args.overwrite)
 
-    ensure_ray(address=args.address, num_cpus=args.num_cpus)
+    ensure_ray(address=args.address, num_cpus=args.num_cpus, verbosity=verbosity)
     n_rows = recommend_to_parquet(
         args.model,
         args.out,

@@ -25,7 +25,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from invlearn_ray.cli import ArgumentParser, add_ray_options, command_line, nonnegative_int
+from invlearn_ray.cli import (
+    ArgumentParser,
+    add_ray_options,
+    command_line,
+    configure_logging,
+    nonnegative_int,
+)
 from invlearn_ray.config_io import parse_overrides
 from invlearn_ray.core.backbones import BACKBONES
 from invlearn_ray.core.config import TrainConfig
@@ -169,6 +175,7 @@ def _smoke_dataset(out: Path) -> Path:
 @command_line
 def main(argv: list[str] | None = None) -> int:
     config, args = parse_args(argv)
+    verbosity = configure_logging(args)
     out = args.out.resolve()
     check_can_publish(out, args.overwrite)  # before the smoke-test dataset is built into <out>
     dataset = args.dataset.resolve() if args.dataset else _smoke_dataset(out)
@@ -189,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         # Imported only here: one-process training must run where Ray is not installed.
         from invlearn_ray.distributed.session import ensure_ray
 
-        ensure_ray(address=args.address, num_cpus=args.num_cpus)
+        ensure_ray(address=args.address, num_cpus=args.num_cpus, verbosity=verbosity)
     summary = run_training(
         dataset,
         config,

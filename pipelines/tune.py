@@ -22,9 +22,11 @@ import sys
 from pathlib import Path
 
 from invlearn_ray.cli import (
+    VERBOSE,
     ArgumentParser,
     add_ray_options,
     command_line,
+    configure_logging,
     nonnegative_int,
     plain_name,
     positive_float,
@@ -125,6 +127,7 @@ def resolve(argv: list[str] | None = None):
 @command_line
 def main(argv: list[str] | None = None) -> int:
     space, dataset, budget, args = resolve(argv)
+    verbosity = configure_logging(args)
     out = args.out.resolve()
     dataset.check()  # before Ray starts
     print(
@@ -145,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     # Ray is started (or joined) only here; under `ray job submit`, RAY_ADDRESS names the cluster.
     from invlearn_ray.distributed.session import ensure_ray
 
-    ensure_ray(address=args.address, num_cpus=args.num_cpus)
-    dataset_path = ensure_dataset(dataset, out / "datasets", progress=print)
+    ensure_ray(address=args.address, num_cpus=args.num_cpus, verbosity=verbosity)
+    dataset_path = ensure_dataset(dataset, out / "datasets")
     result = run_study(
         space,
         dataset_path,
@@ -155,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         name=args.name,
         tracker=Tracker(args.experiment or args.name, out),
         score_best=not args.no_final,
+        verbose=1 if verbosity == VERBOSE else 0,
     )
     finished = sum(trial["status"] == "TERMINATED" for trial in result.trials)
     print(f"trials: {finished} finished, {result.failed_trials} failed -> {out / TRIALS_FILE}")

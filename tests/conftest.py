@@ -1,7 +1,9 @@
-"""Shared fixtures: one local Ray cluster per test session, and the real-data location."""
+"""Shared fixtures: one local Ray cluster per test session, the real-data location, and the
+logging set-up put back after every test."""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -10,6 +12,20 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("INVLEARN_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 ML100K = SHARED_DATA / "ml-100k"
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """A command line's ``configure_logging`` sets process-wide levels and a handler: each test
+    starts from, and leaves behind, the logging the session began with."""
+    from invlearn_ray.cli import THIRD_PARTY_LOGGERS
+
+    loggers = [logging.getLogger(name) for name in ("", "invlearn_ray", *THIRD_PARTY_LOGGERS)]
+    saved = [(logger, logger.level, list(logger.handlers)) for logger in loggers]
+    yield
+    for logger, level, handlers in saved:
+        logger.setLevel(level)
+        logger.handlers[:] = handlers
 
 
 @pytest.fixture(scope="session")

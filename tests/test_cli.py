@@ -1,18 +1,32 @@
-"""The command lines' shared error policy: one line, exit 1 or 2, and bugs keep their traceback."""
+"""The command lines' shared error policy (one line, exit 1 or 2, bugs keep their traceback)
+and their -q / -v: what reaches stderr, the handler set up once, progress bars following -q."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 
 import pytest
 
-from invlearn_ray.cli import EXIT_INPUT, EXIT_USAGE, ArgumentParser, command_line, plain_name
+from invlearn_ray.cli import (
+    EXIT_INPUT,
+    EXIT_USAGE,
+    QUIET,
+    THIRD_PARTY_LOGGERS,
+    VERBOSE,
+    ArgumentParser,
+    ProgressAwareHandler,
+    command_line,
+    configure_logging,
+    plain_name,
+)
 from invlearn_ray.core.checkpoint import ModelFormatError
 from invlearn_ray.core.trainer import TrainingDiverged, UnsuitableDatasetError
 from invlearn_ray.data.errors import DatasetFormatError
 from invlearn_ray.distributed.recommend import OutputExistsError, UnknownUserError
 from invlearn_ray.distributed.run_dir import RunConflictError, RunExistsError
 from invlearn_ray.errors import UserError
+from invlearn_ray.progress import progress_bar
 
 
 def test_a_user_error_is_one_line_on_stderr_and_exit_status_1(capsys):
@@ -73,3 +87,51 @@ def test_every_error_family_a_command_reports_is_a_user_error():
         RunExistsError,
     )
     assert all(issubclass(family, UserError) for family in families)
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    return ArgumentParser(prog="tool.py").parse_args(argv)
+
+
+def test_quiet_and_verbose_exclude_each_other(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        _args("-q", "-v")
+    assert stopped.value.code == EXIT_USAGE
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_progress_lines_show_by_default_and_quiet_keeps_only_warnings(capsys):
+    logger = logging.getLogger("invlearn_ray.distributed.runs")
+    configure_logging(_args())
+    logger.info("[1/2] synthetic/gmf/ig/seed0  AUC 0.6")
+    logger.debug("details")
+    assert capsys.readouterr().err == "[1/2] synthetic/gmf/ig/seed0  AUC 0.6\n"
+
+    assert configure_logging(_args("-q")) == QUIET
+    logger.info("[2/2] progress")
+    logger.warning("a run failed")
+    assert capsys.readouterr().err == "warning: a run failed\n"
+    libraries = [logging.getLogger(name) for name in THIRD_PARTY_LOGGERS]
+    assert not any(logger.isEnabledFor(logging.INFO) for logger in libraries)
+
+
+def test_verbose_shows_details_and_the_libraries_own_lines(capsys):
+    assert configure_logging(_args("-v")) == VERBOSE
+    logging.getLogger("invlearn_ray.core").debug("epoch 3 details")
+    assert "invlearn_ray.core DEBUG: epoch 3 details" in capsys.readouterr().err
+    # Ray and MLflow print through their own handlers; -v lets their INFO lines through.
+    assert all(logging.getLogger(name).isEnabledFor(logging.INFO) for name in THIRD_PARTY_LOGGERS)
+
+
+def test_configuring_twice_keeps_one_handler():
+    configure_logging(_args())
+    configure_logging(_args("-v"))
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, ProgressAwareHandler)]
+    assert len(handlers) == 1
+
+
+def test_progress_bars_are_off_with_quiet():
+    logger = logging.getLogger("invlearn_ray.distributed.runs")
+    configure_logging(_args("-q"))
+    with progress_bar(logger, 3, desc="runs", unit="run") as bar:
+        assert bar.disable

@@ -8,8 +8,9 @@ re-run of its best configuration). :func:`execute_runs` trains them
   so that two runs share a 2-core machine instead of fighting over it), or
 * one after another as Ray Train runs of ``workers`` data-parallel workers each;
 
-and, in the driver, as each run finishes: prints one progress line, logs it to MLflow (one
-writer, see :mod:`~invlearn_ray.distributed.tracking`) and returns a :class:`RunOutcome`.
+and, in the driver, as each run finishes: logs one progress line (INFO; a progress bar counts
+the runs), logs it to MLflow (one writer, see :mod:`~invlearn_ray.distributed.tracking`) and
+returns a :class:`RunOutcome`.
 
 A run that raises — a diverged loss, a broken dataset, a dead worker — becomes a ``failed``
 outcome carrying the error; the other runs go on and the caller reports the failure rather than
@@ -22,6 +23,7 @@ replaced whole — these folders belong to the benchmark or study that plans the
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 import traceback
@@ -41,11 +43,14 @@ from invlearn_ray.distributed.tracking import (
     run_tags,
 )
 from invlearn_ray.distributed.train import run_training
+from invlearn_ray.progress import progress_bar
 
 SPEC_FILE = "run_spec.json"
 OUTCOME_FILE = "outcome.json"
 WEIGHT_HISTOGRAMS_FILE = "weight_histograms.json"
 STATUS_OK, STATUS_FAILED = "ok", "failed"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -292,7 +297,6 @@ def execute_runs(
     cpus_per_worker: float = 0.5,
     parent_run_id: str | None = None,
     reuse: bool = True,
-    progress: Callable[[str], None] = print,
 ) -> list[RunOutcome]:
     """Train every spec (see the module docstring); outcomes come back in ``specs`` order.
 
@@ -306,7 +310,6 @@ def execute_runs(
         cpus_per_worker: CPUs of each Train worker (``workers>=1``).
         parent_run_id: MLflow parent run of every run (a benchmark's summary run).
         reuse: take the stored outcome of an identical finished run instead of retraining.
-        progress: receives one line per finished run.
     """
     keys = [spec.key for spec in specs]
     if len(set(keys)) != len(keys):
@@ -314,6 +317,7 @@ def execute_runs(
         raise ValueError(f"run keys must be unique; repeated: {duplicates}")
     outcomes: dict[str, RunOutcome] = {}
     total, pending = len(specs), []
+    bar = progress_bar(logger, total, desc="runs", unit="run")
 
     def finish(outcome: RunOutcome) -> None:
         if tracker is not None:
@@ -324,20 +328,22 @@ def execute_runs(
             )
             outcome.run_id = existing or track_outcome(tracker, outcome, role, parent_run_id)
         outcomes[outcome.spec.key] = outcome
-        progress(progress_line(outcome, len(outcomes), total))
+        logger.info(progress_line(outcome, len(outcomes), total))
+        bar.update()
 
-    for spec in specs:
-        stored = finished_outcome(spec) if reuse else None
-        if stored is not None:
-            finish(stored)
-        else:
-            pending.append(spec)
+    with bar:
+        for spec in specs:
+            stored = finished_outcome(spec) if reuse else None
+            if stored is not None:
+                finish(stored)
+            else:
+                pending.append(spec)
 
-    if workers > 0:
-        for spec in pending:
-            finish(execute_run(spec, workers=workers, cpus_per_worker=cpus_per_worker))
-    elif pending:
-        _execute_as_tasks(pending, cpus_per_run, finish)
+        if workers > 0:
+            for spec in pending:
+                finish(execute_run(spec, workers=workers, cpus_per_worker=cpus_per_worker))
+        elif pending:
+            _execute_as_tasks(pending, cpus_per_run, finish)
     return [outcomes[key] for key in keys]
 
 

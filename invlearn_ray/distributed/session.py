@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import ray
+from ray.data import DataContext
+
+from invlearn_ray.cli import NORMAL, QUIET, VERBOSE
 
 
-def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+def ensure_ray(
+    address: str | None = None, num_cpus: int | None = None, verbosity: int = NORMAL
+) -> None:
     """Connect to Ray: keep a running session, else join ``address``, else start local Ray.
 
     Only an explicit ``address`` (or ``RAY_ADDRESS``) joins an existing cluster: on a shared
@@ -15,10 +21,21 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     A local Ray keeps its dashboard (on 127.0.0.1): it serves the State API that Ray Train's
     placement-group cleanup needs — without it, Tune trials stopped early by ASHA never release
     their workers and later trials hang.
+
+    Ray's own output follows the command line's ``-q``/``-v`` (``verbosity``, see
+    :func:`invlearn_ray.cli.configure_logging`): workers' and actors' output reaches this
+    console only with ``-v`` (their errors still come back as exceptions, and their logs stay
+    in Ray's session folder); Ray Data's progress bars show unless ``-q``.
     """
+    DataContext.get_current().enable_progress_bars = verbosity > QUIET
     if ray.is_initialized():
         return
+    options = {
+        "log_to_driver": verbosity >= VERBOSE,
+        # ray.init sets Ray's logger to this level: keep the one configure_logging chose.
+        "logging_level": logging.getLogger("ray").getEffectiveLevel(),
+    }
     if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address)
+        ray.init(address=address, **options)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1")
+        ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", **options)

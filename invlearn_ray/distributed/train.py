@@ -29,6 +29,8 @@ can read (a shared filesystem): rank 0 writes it.
 
 from __future__ import annotations
 
+import logging
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,7 @@ from typing import Any
 import torch
 
 from invlearn_ray.core.config import TrainConfig
-from invlearn_ray.core.trainer import Trainer, TrainingDiverged, check_unlabeled_rows
+from invlearn_ray.core.trainer import EpochRecord, Trainer, TrainingDiverged, check_unlabeled_rows
 from invlearn_ray.data import dataset_dir as dd
 from invlearn_ray.data import publishing
 from invlearn_ray.data.loading import load_dataset
@@ -52,6 +54,9 @@ from invlearn_ray.distributed.run_dir import (
     write_run_outputs,
 )
 from invlearn_ray.errors import UserError
+from invlearn_ray.progress import progress_bar
+
+logger = logging.getLogger(__name__)
 
 TEST_SWITCHES = (
     "_test_fail_once_at_epoch",
@@ -238,7 +243,15 @@ def train_single_process(
         raise RuntimeError("use_gpu was requested but torch sees no CUDA device")
     device = torch.device("cuda" if use_gpu else "cpu")
     data = load_dataset(dataset_path, device)
-    result = Trainer(config, data).fit()
+    with progress_bar(logger, config.epochs, desc="epochs", unit="epoch") as bar:
+
+        def advance(record: EpochRecord) -> None:
+            metric = config.select_metric
+            bar.set_postfix_str(f"valid {metric} {record.valid.get(metric, math.nan):.4f}")
+            bar.update()
+            logger.debug(f"epoch {record.epoch}: {record.flat()}")
+
+        result = Trainer(config, data).fit(on_epoch_end=advance)
     return write_run_outputs(result, folder, dataset_path, data, workers=0, output_dir=output_dir)
 
 

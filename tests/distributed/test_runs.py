@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def _spec(dataset: Path, out: Path, method: str, **changes) -> RunSpec:
 
 @pytest.mark.ray
 def test_a_failed_run_is_recorded_with_its_error_and_the_others_finish(
-    ray_session, tiny_dataset, tmp_path
+    ray_session, tiny_dataset, tmp_path, caplog
 ):
     tracker = Tracker("runs", tmp_path)
     specs = [
@@ -47,8 +48,9 @@ def test_a_failed_run_is_recorded_with_its_error_and_the_others_finish(
         # A diverging learning rate: the trainer stops at the loss bound.
         _spec(tiny_dataset, tmp_path, "ns", lr=1e30),
     ]
-    lines = []
-    outcomes = execute_runs(specs, tracker, role="cell", progress=lines.append)
+    caplog.set_level(logging.INFO, logger="invlearn_ray.distributed.runs")
+    outcomes = execute_runs(specs, tracker, role="cell")
+    lines = [r.getMessage() for r in caplog.records if r.name == "invlearn_ray.distributed.runs"]
     good, bad = outcomes
     assert good.ok and 0 <= good.test["auc"] <= 1 and len(good.history) == good.epochs_run
     assert not bad.ok and bad.error.startswith("TrainingDiverged: training diverged at epoch 0")
@@ -67,7 +69,7 @@ def test_a_failed_run_is_recorded_with_its_error_and_the_others_finish(
 
     # A second invocation reuses the finished run (no retraining, no second MLflow run) and
     # retries the failed one.
-    again = execute_runs(specs, tracker, role="cell", progress=lines.append)
+    again = execute_runs(specs, tracker, role="cell")
     assert again[0].reused and again[0].run_id == good.run_id and again[0].test == good.test
     assert not again[1].ok and not again[1].reused
     assert len(mlflow.search_runs(experiment_names=["runs"])) == 3

@@ -318,6 +318,11 @@ CASES = [
     ),
     ("full_benchmark", "--methods none,magic --out {w}/o", 2, "unknown method(s) ['magic']"),
     ("full_benchmark", "--out {w}/a_file", 2, "a_file is a file"),
+    # Every command line has -q and -v (invlearn_ray.cli.ArgumentParser), never both.
+    *(
+        (command, "-q -v --out {w}/o", 2, "-v/--verbose: not allowed with argument -q/--quiet")
+        for command in COMMANDS
+    ),
 ]
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,8 @@ SHARED_DATA = Path(os.environ.get("INVLEARN_SHARED_DATA", REPO_ROOT.parent / "sh
 ML100K_SPLIT = SHARED_DATA / "ml-100k" / "split"
 DATASET_SOURCES = ("synthetic", "ml100k", "path")
 """Where a benchmark dataset comes from (:attr:`DatasetSpec.source`)."""
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -136,9 +138,7 @@ def parse_dataset(text: str) -> DatasetSpec:
     )
 
 
-def ensure_dataset(
-    spec: DatasetSpec, root: Path, engine: str = "ray", progress: Callable[[str], None] = print
-) -> Path:
+def ensure_dataset(spec: DatasetSpec, root: Path, engine: str = "ray") -> Path:
     """The dataset's folder: built under ``root`` (Ray Data, or in memory), or reused when a
     previous benchmark built exactly the same thing there."""
     config = spec.build_config()
@@ -147,7 +147,7 @@ def ensure_dataset(
     out = (root / spec.name).resolve()
     wanted = json.loads(json.dumps(config.inputs()))
     if _built_from(out) == wanted:
-        progress(f"dataset {spec.name}: reusing {out}")
+        logger.info(f"dataset {spec.name}: reusing {out}")
         return out
     started = time.perf_counter()
     if engine == "ray":
@@ -155,7 +155,7 @@ def ensure_dataset(
     else:
         manifest = build_dataset_in_memory(config, out, overwrite=True)
     counts = ", ".join(f"{split} {manifest.rows(split)}" for split in manifest.counts)
-    progress(
+    logger.info(
         f"dataset {spec.name}: built with {engine} in {time.perf_counter() - started:.1f} s "
         f"({counts}) -> {out}"
     )

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ from invlearn_ray.distributed.benchmark.tuning import tune_cells
 from invlearn_ray.distributed.runs import RunOutcome, execute_runs
 from invlearn_ray.distributed.spaces import SPACES_DIR
 from invlearn_ray.distributed.tracking import Tracker
+from invlearn_ray.progress import progress_bar
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,16 +47,20 @@ class BenchmarkResult:
 
 
 def ensure_datasets(
-    profile: Profile, root: Path, engine: str, progress: Callable[[str], None]
+    profile: Profile, root: Path, engine: str
 ) -> dict[str, tuple[DatasetSpec, Path]]:
     """Every dataset of the profile at every label fraction (a dataset given by path only as
     it is), by table name, built or reused under ``root``."""
-    datasets: dict[str, tuple[DatasetSpec, Path]] = {}
+    specs = {}
     for base in profile.datasets:
         for fraction in profile.label_fractions:
             spec = base.with_label_fraction(fraction) if base.source != "path" else base
-            if spec.name not in datasets:
-                datasets[spec.name] = (spec, ensure_dataset(spec, root, engine, progress))
+            specs.setdefault(spec.name, spec)
+    datasets: dict[str, tuple[DatasetSpec, Path]] = {}
+    with progress_bar(logger, len(specs), desc="datasets", unit="dataset") as bar:
+        for name, spec in specs.items():
+            datasets[name] = (spec, ensure_dataset(spec, root, engine))
+            bar.update()
     return datasets
 
 
@@ -83,7 +91,7 @@ def run_benchmark(
     build_engine: str = "ray",
     spaces_dir: Path = SPACES_DIR,
     reuse: bool = True,
-    progress: Callable[[str], None] = print,
+    tune_verbose: int = 0,
 ) -> BenchmarkResult:
     """Run a benchmark profile end to end; see the package docstring.
 
@@ -99,7 +107,11 @@ def run_benchmark(
         build_engine: ``ray`` (Ray Data) or ``memory`` to build datasets.
         spaces_dir: where the tuning spaces live.
         reuse: reuse finished runs of an earlier, interrupted benchmark in ``out``.
-        progress: receives the progress lines.
+        tune_verbose: Ray Tune's own console output in tuned profiles (0: none, each study
+            logs one line per trial; 1: Tune's status table).
+
+    Progress goes to this package's loggers (INFO): one line per dataset, study, trial and
+    run.
     """
     started = time.perf_counter()
     out = Path(out).resolve()
@@ -115,16 +127,16 @@ def run_benchmark(
         _summary_params(profile, overrides),
     )
     try:
-        datasets = ensure_datasets(profile, out / "datasets", build_engine, progress)
+        datasets = ensure_datasets(profile, out / "datasets", build_engine)
         tuned = None
         if profile.tune is not None:
             paths = {name: path for name, (_, path) in datasets.items()}
             tuned = tune_cells(
-                profile, paths, given, overrides, out, experiment, spaces_dir, progress
+                profile, paths, given, overrides, out, experiment, spaces_dir, tune_verbose
             )
         configs = resolve_cell_configs(profile, datasets, given, overrides, tuned)
         specs = plan_runs(profile, datasets, configs, out)
-        progress(
+        logger.info(
             f"{len(specs)} runs ({profile.name}): {len(datasets)} dataset(s) x "
             f"{len(profile.backbones)} backbone(s) x {len(profile.entries)} method(s) x "
             f"{profile.seeds} seed(s) + {len(profile.ratio_study)} alpha/gamma ratio(s)"
@@ -137,7 +149,6 @@ def run_benchmark(
             cpus_per_run=cpus_per_run,
             parent_run_id=summary_run,
             reuse=reuse,
-            progress=progress,
         )
         rows = summarize(outcomes)
         files = write_report(profile, outcomes, rows, out)

@@ -7,7 +7,8 @@ fixes, selects on validation only, and is never re-run once finished
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from invlearn_ray.distributed.benchmark.profiles import Profile
 from invlearn_ray.distributed.spaces import StudySpace, load_space
 from invlearn_ray.distributed.tracking import Tracker
 from invlearn_ray.distributed.tune import run_study
+
+logger = logging.getLogger(__name__)
 
 
 def study_pins(
@@ -56,10 +59,11 @@ def tune_cell(
     out: Path,
     experiment: str,
     spaces_dir: Path,
-    progress: Callable[[str], None],
+    tune_verbose: int = 0,
 ) -> dict[str, Any]:
     """Run (or reuse) the study of one cell (fields pinned by :func:`study_pins`); returns its
-    best configuration.
+    best configuration. ``tune_verbose`` is Ray Tune's own console output (0: none; the
+    study logs one line per trial instead).
 
     Raises:
         BenchmarkInterrupted: the study was interrupted; the same command resumes it.
@@ -68,7 +72,7 @@ def tune_cell(
     space = load_space(spaces_dir / ENTRY_SPACES[entry])
     space = space.pinned(**study_pins(profile, entry, backbone, space, chosen, dataset_path))
     study_dir = out / "studies" / dataset_name / backbone / entry
-    progress(
+    logger.info(
         f"tuning {dataset_name}/{backbone}/{entry}: {profile.tune.trials} trials -> {study_dir}"
     )
     result = run_study(
@@ -79,13 +83,13 @@ def tune_cell(
         name=f"{dataset_name}/{backbone}/{entry}",
         tracker=Tracker(f"{experiment} study {dataset_name} {backbone} {entry}", out),
         score_best=False,
-        verbose=0,
+        verbose=tune_verbose,
     )
     if not result.complete:
         raise BenchmarkInterrupted(
             f"study {study_dir} was interrupted; run the same command again to resume it"
         )
-    progress(
+    logger.info(
         f"tuned {dataset_name}/{backbone}/{entry}: best {space.metric} {result.best_valid:.4f} "
         f"(trial {result.best_trial_id}, {result.failed_trials} failed trials)"
     )
@@ -100,7 +104,7 @@ def tune_cells(
     out: Path,
     experiment: str,
     spaces_dir: Path,
-    progress: Callable[[str], None],
+    tune_verbose: int = 0,
 ) -> dict[Cell, dict[str, Any]]:
     """The tuned configuration of every cell of ``profile`` on ``datasets`` (name → folder),
     each study pinned to what the user chose for its cell."""
@@ -113,7 +117,7 @@ def tune_cells(
             out,
             experiment,
             spaces_dir,
-            progress,
+            tune_verbose,
         )
         for cell in grid_cells(profile, datasets)
     }

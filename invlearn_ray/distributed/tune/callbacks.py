@@ -1,7 +1,10 @@
-"""MLflow from the Tune driver: one run per trial (:class:`MlflowTrialCallback`)."""
+"""Tune callbacks, run in the driver: one MLflow run per trial (:class:`MlflowTrialCallback`)
+and one progress line per ended trial (:class:`TrialProgressCallback`)."""
 
 from __future__ import annotations
 
+import logging
+import math
 from typing import Any
 
 from ray.tune import Callback
@@ -9,6 +12,8 @@ from ray.tune import Callback
 from invlearn_ray.distributed.run_dir import DIRECTION_LOG_FILE, MODEL_DIR
 from invlearn_ray.distributed.tracking import Tracker, config_params, run_tags
 from invlearn_ray.distributed.tune.trial import HISTORY_FILE, TrialContext
+
+logger = logging.getLogger(__name__)
 
 _TUNE_RESULT_KEYS = {"epoch", "best_epoch"}
 
@@ -86,3 +91,57 @@ class MlflowTrialCallback(Callback):
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         # The error itself is tagged by run_study, from the ResultGrid that fit() returns.
         self.tracker.end_run(self._run_id(trial), "FAILED")
+
+
+class TrialProgressCallback(Callback):
+    """One log line (INFO) per ended trial: the study's own progress, in place of Ray Tune's
+    console tables (shown only with ``verbose >= 1``).
+
+    Its counts and each trial's best score so far are Tune callback state, saved with the
+    experiment, so a resumed study keeps counting where it stopped.
+    """
+
+    def __init__(self, study: str, metric: str, mode: str, trials: int) -> None:
+        self.study = study
+        self.metric = metric
+        self.sign = 1.0 if mode == "max" else -1.0
+        self.trials = trials
+        self._best: dict[str, tuple[float, int]] = {}
+        self._ended = 0
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        value = result.get(self.metric)
+        if not _is_finite_number(value) or "epoch" not in result:
+            return
+        best = self._best.get(trial.trial_id)
+        if best is None or self.sign * value > self.sign * best[0]:
+            self._best[trial.trial_id] = (float(value), int(result["epoch"]))
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        epochs = int((trial.last_result or {}).get("epoch", -1)) + 1
+        best = self._best.get(trial.trial_id)
+        score = (
+            f"best {self.metric} {best[0]:.4f} at epoch {best[1]}"
+            if best is not None
+            else f"no {self.metric}"
+        )
+        self._log(f"trial {trial.trial_id} done: {score} ({epochs} epochs)")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._log(f"trial {trial.trial_id} FAILED (its error is in trials.csv)")
+
+    def _log(self, text: str) -> None:
+        self._ended += 1
+        width = len(str(self.trials))
+        logger.info(f"[{self._ended:>{width}}/{self.trials}] {self.study}: {text}")
+
+    def get_state(self) -> dict[str, Any]:
+        return {"best": dict(self._best), "ended": self._ended}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._best = {key: tuple(value) for key, value in state["best"].items()}
+        self._ended = state["ended"]
+
+
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

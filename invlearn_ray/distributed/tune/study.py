@@ -24,6 +24,7 @@ The study folder's layout is :mod:`~invlearn_ray.distributed.tune.study_dir`.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -43,7 +44,7 @@ from invlearn_ray.distributed.runs import RunSpec, error_line, execute_runs
 from invlearn_ray.distributed.spaces import StudySpace
 from invlearn_ray.distributed.tracking import Tracker
 from invlearn_ray.distributed.tune.budget import StudyBudget
-from invlearn_ray.distributed.tune.callbacks import MlflowTrialCallback
+from invlearn_ray.distributed.tune.callbacks import MlflowTrialCallback, TrialProgressCallback
 from invlearn_ray.distributed.tune.study_dir import (
     BEST_FILE,
     EXPERIMENT,
@@ -59,6 +60,8 @@ from invlearn_ray.distributed.tune.study_dir import (
 )
 from invlearn_ray.distributed.tune.trial import TrialContext, run_trial
 from invlearn_ray.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 
 class StudyFailedError(RuntimeError, UserError):
@@ -115,7 +118,7 @@ def run_study(
     tracker: Tracker | None = None,
     score_best: bool = True,
     callbacks: Sequence[Callback] = (),
-    verbose: int = 1,
+    verbose: int = 0,
 ) -> StudyResult:
     """Run (or resume) a study; see the module docstring.
 
@@ -129,7 +132,8 @@ def run_study(
         score_best: train the best configuration once more and score it on test.
         callbacks: extra Tune callbacks (they are saved with the experiment and come back on
             restore).
-        verbose: Tune's progress output (0 silent, 1 a status table, 2 every result).
+        verbose: Ray Tune's own console output: 0 none (the study logs one INFO line per
+            ended trial instead), 1 Tune's status tables, 2 every result.
 
     Returns:
         The study's result; ``complete`` is False when it was interrupted (call again to
@@ -167,10 +171,11 @@ def run_study(
         # Restoring brings back the callbacks and run config saved with the experiment.
         tuner = tune.Tuner.restore(str(experiment_dir), trainable, resume_unfinished=True)
     else:
-        callback = MlflowTrialCallback(tracker, context, manifest.name, name)
-        tuner = _new_tuner(
-            space, budget, trainable, experiment_dir, [callback, *callbacks], verbose
-        )
+        ours = [
+            MlflowTrialCallback(tracker, context, manifest.name, name),
+            TrialProgressCallback(name, space.metric, space.mode, budget.trials),
+        ]
+        tuner = _new_tuner(space, budget, trainable, experiment_dir, [*ours, *callbacks], verbose)
     results = tuner.fit()
     # Which trials ended is read from the state Tune saved: in fit()'s own results, trials
     # an interruption stopped count as terminated too.
@@ -180,6 +185,7 @@ def run_study(
     trials = summarize_trials(results, space.metric, all_ended=complete)
     write_trials_csv(study_dir / TRIALS_FILE, trials, space)
     for trial in (t for t in trials if t["error"]):
+        logger.warning(f"{name}: trial {trial['trial_id']} failed: {trial['error']}")
         run_id = tracker.find_run(study=name, trial_id=trial["trial_id"], role="trial")
         if run_id is not None:
             tracker.set_tags(run_id, {"error": trial["error"]})
