@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -110,7 +111,8 @@ class ExposureModel:
         """``β (b_u + z0)``: the part of ``log w`` that depends on the user alone."""
         return self.preference * (self.truth.user_bias[users] + self.truth.base_logit)
 
-    def item_log_weight(self) -> Tensor:
+    @cached_property
+    def item_log_weights(self) -> Tensor:
         """``log a_i = log_pop_i + β b_i``: the part of ``log w`` that depends on the item alone."""
         return self.log_popularity + self.preference * self.truth.item_bias
 
@@ -118,7 +120,7 @@ class ExposureModel:
         """``log w(u, i)`` of each pair, float64, elementwise."""
         return (
             self.user_log_weight(users)
-            + self.item_log_weight()[items]
+            + self.item_log_weights[items]
             + self.preference * _dot(self.truth.user_factors[users], self.truth.item_factors[items])
         )
 
@@ -384,7 +386,7 @@ class SampledExposure:
         truth, seed = model.truth, model.seed
         generator = torch.Generator().manual_seed(stream_seed(seed, _SALT_CLUSTERS))
         strata = ItemStrata.build(
-            truth.item_factors, model.item_log_weight(), clusters, rings, generator
+            truth.item_factors, model.item_log_weights, clusters, rings, generator
         )
         draft = cls(model, strata, 0.0, 1.0, torch.zeros(0))
         hits = min(64.0, max(4.0, _PILOT_PROPOSALS / truth.n_users))
@@ -427,15 +429,16 @@ class SampledExposure:
         """
         seed, n_items, strata = self.model.seed, self.model.truth.n_items, self.strata
         offsets = torch.arange(strata.size) << (_FIXED_POINT_BITS + 1)
-        totals = strata.keys[(strata.bounds[1:] - 1).clamp(min=0)] - offsets
+        totals = (strata.keys[(strata.bounds[1:] - 1).clamp(min=0)] - offsets).clamp(min=1)
         keys = []
         for step in self._steps(users):
             log_rate = self._log_rates(step) + self.log_scale
-            decided = self._decided(log_rate)
-            keys.append(self._decided_pairs(step, decided))
-            position = (strata.bounds[:-1] + decided - 1).clamp(min=0)
-            cut = torch.where(decided > 0, strata.keys[position] - offsets, 0)
-            log_rate += torch.log1p(-cut / totals.clamp(min=1))
+            row, stratum, count = self._decided(log_rate)
+            keys.append(self._decided_pairs(step, row, stratum, count))
+            # Proposals skip the decided prefix: its units of the stratum's mass, and its mass.
+            cut = torch.zeros(log_rate.shape, dtype=torch.int64)
+            cut[row, stratum] = strata.keys[strata.bounds[stratum] + count - 1] - offsets[stratum]
+            log_rate[row, stratum] += torch.log1p(-cut[row, stratum] / totals[stratum])
             log_mass, cdf = _cdf(log_rate)
             mean = _SPARSE_RATE_FACTOR * torch.exp(log_mass)
             counts = poisson_quantile(hash_uniform(seed, _SALT_COUNT, step), mean)
@@ -458,24 +461,30 @@ class SampledExposure:
     def decided_items(self, users: Tensor) -> Tensor:
         """``[len(users), S]``: how many leading items of each stratum :meth:`sample` decides
         one by one (step 2 of the module docstring) instead of by proposals."""
-        return self._decided(self._log_rates(users) + self.log_scale)
+        row, stratum, count = self._decided(self._log_rates(users) + self.log_scale)
+        decided = torch.zeros(len(users), self.strata.size, dtype=torch.int64)
+        decided[row, stratum] = count
+        return decided
 
-    def _decided(self, log_rate: Tensor) -> Tensor:
+    def _decided(self, log_rate: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The (row, stratum) pairs with items to decide directly, and how many (a prefix)."""
         strata = self.strata
         sizes = strata.sizes
+        crowded = log_rate > torch.log(DENSE_PROPOSALS_PER_ITEM * sizes)
         # Item i of s has envelope rate exp(log_rate - log_mass_s + log a_i): hot above τ.
         threshold = log_rate - strata.log_mass - math.log(SPARSE_MAX_CHANCE)
-        hot = torch.searchsorted(strata.descending, threshold.T.contiguous()).T
-        crowded = log_rate > torch.log(DENSE_PROPOSALS_PER_ITEM * sizes)
-        return torch.where(crowded, sizes, torch.minimum(hot, sizes))
+        row, stratum = (crowded | (threshold > strata.descending[:, 0])).nonzero(as_tuple=True)
+        hot = torch.searchsorted(strata.descending[stratum], threshold[row, stratum, None])
+        count = torch.where(
+            crowded[row, stratum], sizes[stratum], torch.minimum(hot.squeeze(1), sizes[stratum])
+        )
+        return row, stratum, count
 
-    def _decided_pairs(self, users: Tensor, decided: Tensor) -> Tensor:
+    def _decided_pairs(self, users: Tensor, row: Tensor, stratum: Tensor, count: Tensor) -> Tensor:
         """Keys ``user · n_items + item`` of the seen items among the decided ones."""
         strata, model = self.strata, self.model
-        row, stratum = decided.nonzero(as_tuple=True)
-        sizes = decided[row, stratum]
-        owner = torch.arange(len(row)).repeat_interleave(sizes)
-        first = torch.cumsum(sizes, 0) - sizes
+        owner = torch.arange(len(row)).repeat_interleave(count)
+        first = torch.cumsum(count, 0) - count
         position = strata.bounds[stratum][owner] + torch.arange(len(owner)) - first[owner]
         user, item = users[row][owner], strata.order[position]
         chance = torch.exp(model.log_weights(user, item) + self.log_scale)
@@ -515,7 +524,7 @@ class SampledExposure:
         )
         score = _dot(factors, truth.item_factors[item])
         log_weight = (
-            self.model.user_log_weight(users) + self.model.item_log_weight()[item] + beta * score
+            self.model.user_log_weight(users) + self.model.item_log_weights[item] + beta * score
         )
         return item, torch.exp(beta * (score - bound)), log_weight
 
