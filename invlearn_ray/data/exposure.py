@@ -76,8 +76,8 @@ _SALT_DENSE = 0xDE45
 _PAIRS_PER_CHUNK = 1 << 21
 _ENVELOPE_ENTRIES = 1 << 20
 """Users × strata per sampling step (8 MiB of float64): bounds the envelope's memory."""
-_PILOT_PROPOSALS = 1 << 20
-"""Calibration budget: kept pilot proposals per user are ``2^20 / users``, within 4..64."""
+_PILOT_PROPOSALS = 1 << 18
+"""Calibration budget: kept pilot proposals per user are ``2^18 / users``, within 4..64."""
 _PILOT_MAX = 1 << 14
 """Most pilot proposals for one user (a user whose envelope is very loose)."""
 _KMEANS_ITERATIONS = 4
