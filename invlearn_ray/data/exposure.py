@@ -20,15 +20,15 @@ thinning (Lewis & Shedler, 1979) an *envelope* that sums over strata of items, n
    largest distance of its items). By Cauchy–Schwarz ``<p_u, q_i> <= <p_u, μ_s> + |p_u| r_s``
    on ``s``, so with ``a_i = exp(log_pop_i + β b_i)`` the rate
    ``e_i = c·e^{β(b_u + z0)}·a_i·e^{β(<p_u, μ_s> + |p_u| r_s)} >= c·w(u, i)`` for each item;
-2. **dense strata**: where a user's envelope puts more than ``DENSE_PROPOSALS_PER_ITEM``
-   proposals per item on a stratum, or lets any of its items reach ``c·w > SPARSE_MAX_CHANCE``,
-   each of its items is decided directly: seen with probability ``min(1, c·w)``, a keyed hash
-   per pair. This bounds a very active user's cost by the catalogue, not by a flood of
-   proposals on items already seen;
-3. **proposals** on the other strata: ``N_u ~ Poisson(κ Σ_s e)`` with
-   ``κ = -log(1 - τ) / τ``, ``τ = SPARSE_MAX_CHANCE`` (on those strata ``c·w <= τ``, where
-   ``-log(1 - x) <= κ x``); each proposal picks a stratum in proportion to its envelope mass,
-   then an item of it in proportion to ``a_i``;
+2. **items decided directly**: where a user's envelope puts more than
+   ``DENSE_PROPOSALS_PER_ITEM`` proposals per item on a stratum, all its items; elsewhere the
+   items whose envelope rate exceeds ``τ = SPARSE_MAX_CHANCE`` (a prefix: a stratum's items are
+   stored by ``a_i``, largest first). Each is seen with probability ``min(1, c·w)``, a keyed
+   hash per pair. This bounds a very active user's cost by the catalogue rather than by a flood
+   of proposals on items already seen, and leaves the proposals only items with ``c·w <= τ``;
+3. **proposals** for the other items: ``N_u ~ Poisson(κ Σ e)`` with ``κ = -log(1 - τ) / τ``
+   (``-log(1 - x) <= κ x`` for ``x <= τ``); each picks a stratum in proportion to its remaining
+   envelope mass, then one of its remaining items in proportion to ``a_i``;
 4. **thinning**: a proposal of item ``i`` is kept with probability ``λ_i / (κ e_i) <= 1``. Kept
    proposals form a Poisson process of rates ``λ``; the distinct items they hit are seen.
 
@@ -374,9 +374,9 @@ class SampledExposure:
     ) -> SampledExposure:
         """Build the strata and find ``c`` for ``expected_pairs`` observed pairs.
 
-        The pilot proposes from each user's envelope until the kept share adds up to
-        ``_PILOT_HITS`` proposals (at most ``_PILOT_MAX`` proposals), so users whose envelope
-        is loose get as precise an estimate as the others.
+        The pilot proposes from each user's envelope until the keep probabilities add up to
+        ``_PILOT_PROPOSALS / users`` (4 to 64; at most ``_PILOT_MAX`` proposals), so users whose
+        envelope is loose get about as precise an estimate as the others.
 
         Time O(items · clusters · dim · 5 + users · S + pilot), memory O(pilot + step · S).
 
