@@ -148,7 +148,7 @@ def run_stage(stage: str, shape: SyntheticConfig, rows: int, folder: Path, num_c
     if stage == "build-memory":
         start = time.time()
         manifest = build_dataset_in_memory(_build_config(shape, rows), memory_built, overwrite=True)
-        return [_phase("build-memory", start, manifest["input_rows"])]
+        return [_phase("build-memory", start, manifest.input_rows)]
     if stage == "build-ray":
         # Imported here: every other stage must run where Ray is not installed.
         import ray
@@ -159,7 +159,7 @@ def run_stage(stage: str, shape: SyntheticConfig, rows: int, folder: Path, num_c
         ensure_ray(num_cpus=num_cpus)
         start = time.time()
         manifest = build_dataset(_build_config(shape, rows), folder / "ray", overwrite=True)
-        phases = [_phase("build-ray", start, manifest["input_rows"])]
+        phases = [_phase("build-ray", start, manifest.input_rows)]
         ray.shutdown()
         shutil.rmtree(folder / "ray", ignore_errors=True)
         return phases

@@ -117,7 +117,7 @@ def test_ray_build_of_synthetic_data_matches_and_parse_errors_surface(
     manifest = build_dataset(config, tmp_path / "sampled")
     built = build_in_memory(config)
     _assert_same_folders(tmp_path / "sampled", built)
-    assert manifest["synthetic"]["stats"] == built.manifest["synthetic"]["stats"]
+    assert manifest.synthetic["stats"] == built.manifest.synthetic["stats"]
 
     (tmp_path / "good.csv").write_text("user,item,rating\n1,2,3\n")
     (tmp_path / "bad.csv").write_text("user,item,rating\n1,2,3\n1,3,4\n2,2,lots\n")

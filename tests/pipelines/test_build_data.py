@@ -113,11 +113,11 @@ def test_micro_video_shape_builds_small_without_ray(cli, tmp_path):
     out = tmp_path / "micro"
     argv = ["--preset", "micro_video", "--rows", "3000", "--engine", "memory", "--out", str(out)]
     assert cli.main(argv) == 0
-    manifest = dd.read_manifest(out)
-    assert (manifest["n_users"], manifest["n_items"]) == (37_692, 131_690)
-    stats = manifest["synthetic"]["stats"]
+    manifest = Manifest.read(out)
+    assert (manifest.n_users, manifest.n_items) == (37_692, 131_690)
+    stats = manifest.synthetic["stats"]
     assert stats["clear_rows"] == pytest.approx(3000, rel=0.1)
-    assert stats["observed_rows"] == manifest["input_rows"] and manifest["duplicates_dropped"] == 0
+    assert stats["observed_rows"] == manifest.input_rows and manifest.duplicates_dropped == 0
     data = load_dataset(out)
     unlabeled = data.observed_unlabeled
     assert torch.equal(unlabeled.hidden_labels, data.truth(unlabeled.users, unlabeled.items))
