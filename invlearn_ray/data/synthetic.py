@@ -50,6 +50,7 @@ from invlearn_ray.data.exposure import (
     ExposureModel,
     SampledExposure,
     check_pairwise_size,
+    default_clusters,
     pairwise_exposure,
 )
 from invlearn_ray.data.hashing import hash_uniform
@@ -92,7 +93,8 @@ class SyntheticConfig:
         exposure: ``"pairwise"`` (exact, cost users × items) or ``"sampled"`` (the same model,
             cost linear in rows; see :mod:`invlearn_ray.data.exposure`).
         exposure_clusters, exposure_rings: strata of the sampled exposure's envelope; they set
-            its speed (and which rows a seed gives), not the distribution.
+            its speed (and which rows a seed gives), not the distribution. ``None`` clusters:
+            :func:`~invlearn_ray.data.exposure.default_clusters` of the expected rows per user.
         seed: seeds factors, exposure, feedback and the truth hash.
 
     ``base_logit=-1.5`` with ``exposure_preference=1`` makes ~82% of observed pairs truly
@@ -114,7 +116,7 @@ class SyntheticConfig:
     popularity_sigma: float = 1.0
     exposure_preference: float = 1.0
     exposure: str = "pairwise"
-    exposure_clusters: int = 1024
+    exposure_clusters: int | None = None
     exposure_rings: int = 4
     seed: int = 0
 
@@ -125,7 +127,9 @@ class SyntheticConfig:
             raise ValueError(f"synthetic: feedback must be one of {FEEDBACKS}: {self.feedback!r}")
         if self.exposure not in EXPOSURES:
             raise ValueError(f"synthetic: exposure must be one of {EXPOSURES}: {self.exposure!r}")
-        if self.exposure_clusters < 1 or self.exposure_rings < 1:
+        if (self.exposure_clusters is not None and self.exposure_clusters < 1) or (
+            self.exposure_rings < 1
+        ):
             raise ValueError(
                 "synthetic: exposure_clusters and exposure_rings must be at least 1: "
                 f"{self.exposure_clusters}, {self.exposure_rings}"
@@ -290,10 +294,11 @@ class SyntheticGenerator:
         model = ExposureModel(truth, log_popularity, config.exposure_preference, config.seed)
         if config.exposure == "pairwise":
             return cls(config, truth, durations, model, ((0, config.n_users),))
+        expected = config.expected_observed_rows
         sampled = SampledExposure.fit(
             model,
-            config.expected_observed_rows,
-            clusters=config.exposure_clusters,
+            expected,
+            clusters=config.exposure_clusters or default_clusters(expected / config.n_users),
             rings=config.exposure_rings,
         )
         blocks = _cut(sampled.expected_rows, block_rows or BLOCK_ROWS)
