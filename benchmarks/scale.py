@@ -39,6 +39,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -124,8 +125,15 @@ class TreeMonitor(threading.Thread):
 # ------------------------------------------------------------------------------ stages (child)
 
 
-def _phase(name: str, start: float, rows: int, **detail) -> dict:
-    return {"name": name, "start": start, "end": time.time(), "rows": rows, **detail}
+PHASE = "PHASE "
+"""Prefix of the line a stage prints as soon as one of its phases ends (so a stage that times
+out later still reports what it finished)."""
+
+
+def _phase(name: str, start: float, rows: int, end: float | None = None, **detail) -> None:
+    end = time.time() if end is None else end
+    phase = {"name": name, "start": start, "end": end, "rows": rows, **detail}
+    print(PHASE + json.dumps(phase), flush=True)
 
 
 def _build_config(shape: SyntheticConfig, rows: int) -> BuildConfig:
@@ -139,16 +147,18 @@ def _stored_rows(data) -> int:
 
 
 def run_stage(stage: str, shape: SyntheticConfig, rows: int, folder: Path, num_cpus: int):
-    """Run one stage in this (child) process; returns its timed phases."""
+    """Run one stage in this (child) process, printing each phase when it ends."""
     memory_built = folder / "memory"
     if stage == "generate":
         start = time.time()
         source = generate_interactions(shape.with_clear_rows(rows))
-        return [_phase("generate", start, source.table.num_rows)]
+        _phase("generate", start, source.table.num_rows)
+        return
     if stage == "build-memory":
         start = time.time()
         manifest = build_dataset_in_memory(_build_config(shape, rows), memory_built, overwrite=True)
-        return [_phase("build-memory", start, manifest.input_rows)]
+        _phase("build-memory", start, manifest.input_rows)
+        return
     if stage == "build-ray":
         # Imported here: every other stage must run where Ray is not installed.
         import ray
@@ -159,41 +169,41 @@ def run_stage(stage: str, shape: SyntheticConfig, rows: int, folder: Path, num_c
         ensure_ray(num_cpus=num_cpus)
         start = time.time()
         manifest = build_dataset(_build_config(shape, rows), folder / "ray", overwrite=True)
-        phases = [_phase("build-ray", start, manifest.input_rows)]
+        _phase("build-ray", start, manifest.input_rows)
         ray.shutdown()
         shutil.rmtree(folder / "ray", ignore_errors=True)
-        return phases
+        return
     if not memory_built.is_dir():
         build_dataset_in_memory(_build_config(shape, rows), memory_built, overwrite=True)
     start = time.time()
     data = load_dataset(memory_built)
-    loaded = _phase("load", start, _stored_rows(data))
     if stage == "load":
-        return [loaded]
+        _phase("load", start, _stored_rows(data))
+        return
     backbone = stage.removeprefix("ig-")
     start = time.time()
     trainer = Trainer(TrainConfig(method="ig", backbone=backbone, epochs=1, seed=0), data)
-    setup = _phase(f"trainer setup ({backbone})", start, len(data.train_train))
+    _phase(f"trainer setup ({backbone})", start, len(data.train_train))
     start = time.time()
     record = trainer.run_epoch(0)
-    training_rows = len(data.train_train) + len(data.train_test)
-    train = {
-        "name": f"ig epoch ({backbone})",
-        "start": start,
-        "end": start + record.train_seconds,
-        "rows": training_rows,
-    }
+    trained = start + record.train_seconds
+    _phase(
+        f"ig epoch ({backbone})",
+        start,
+        len(data.train_train) + len(data.train_test),
+        end=trained,
+        valid_seconds=record.eval_seconds,
+    )
     test_start = time.time()
     trainer.result()
-    evaluation = _phase(
+    _phase(
         f"evaluation ({backbone})",
-        start + record.train_seconds,
+        trained,
         len(data.valid) + len(data.test),
         valid_seconds=record.eval_seconds,
         test_seconds=time.time() - test_start,
         train_seconds=record.train_seconds,
     )
-    return [setup, train, evaluation]
 
 
 # ------------------------------------------------------------------------------ driver
@@ -242,29 +252,33 @@ def measure(stage: str, size: int, args: argparse.Namespace, folder: Path) -> li
         str(folder),
     ]
     started = time.time()
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     monitor = TreeMonitor(child.pid)
     monitor.start()
     try:
         out, err = child.communicate(timeout=args.timeout)
     except subprocess.TimeoutExpired:
-        child.kill()
+        os.killpg(child.pid, signal.SIGKILL)  # the stage and any Ray processes it started
         out, err = child.communicate()
         err = f"timed out after {args.timeout} s"
     finally:
         monitor.done.set()
         monitor.join()
-    lines = [line for line in out.splitlines() if line.startswith("[{")]
-    if child.returncode != 0 or not lines:
-        last = (err or out).strip().splitlines()[-1:] or ["no output"]
-        peak = monitor.peak(started, time.time())
-        return [Row(stage, size, 0, float("nan"), peak, error=last[0][:160])]
     rows = []
-    for phase in json.loads(lines[-1]):
-        peak = monitor.peak(phase["start"], phase["end"])
-        detail = {k: v for k, v in phase.items() if k not in ("name", "start", "end", "rows")}
-        seconds = phase["end"] - phase["start"]
-        rows.append(Row(phase["name"], size, phase["rows"], seconds, peak, detail))
+    for line in out.splitlines():
+        if line.startswith(PHASE):
+            phase = json.loads(line.removeprefix(PHASE))
+            peak = monitor.peak(phase["start"], phase["end"])
+            detail = {k: v for k, v in phase.items() if k not in ("name", "start", "end", "rows")}
+            seconds = phase["end"] - phase["start"]
+            rows.append(Row(phase["name"], size, phase["rows"], seconds, peak, detail))
+    if child.returncode != 0:
+        last = (err or out).strip().splitlines()[-1:] or ["no output"]
+        done = f" (finished: {', '.join(row.stage for row in rows)})" if rows else ""
+        peak = monitor.peak(started, time.time())
+        rows.append(Row(stage, size, 0, float("nan"), peak, error=last[0][:120] + done))
     return rows
 
 
@@ -364,8 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"--stages: unknown {unknown}; valid: {', '.join(STAGES)}")
     if args.run_stage:
-        phases = run_stage(args.run_stage, shape, sizes[0], args.work, args.num_cpus)
-        print(json.dumps(phases))
+        run_stage(args.run_stage, shape, sizes[0], args.work, args.num_cpus)
         return 0
 
     work = args.work or Path(tempfile.mkdtemp(prefix="scale-"))
