@@ -321,8 +321,10 @@ class SyntheticGenerator:
         config = self.config
         n_pairs, n_rows = config.n_pairs, counts["observed_rows"]
         number = torch.arange(ALL_PAIRS_SAMPLE)
-        users = (hash_uniform(config.seed, _SALT_PAIR_SAMPLE, number) * config.n_users).long()
-        items = (hash_uniform(config.seed, _SALT_PAIR_SAMPLE, -1 - number) * config.n_items).long()
+        user_draw = hash_uniform(config.seed, _SALT_PAIR_SAMPLE, number, torch.zeros_like(number))
+        item_draw = hash_uniform(config.seed, _SALT_PAIR_SAMPLE, number, torch.ones_like(number))
+        users = (user_draw * config.n_users).long()
+        items = (item_draw * config.n_items).long()
         all_pairs = float(self.truth.labels(users, items).double().mean())
         unobserved = (all_pairs * n_pairs - counts["observed_positives"]) / max(n_pairs - n_rows, 1)
         stats: dict[str, Any] = {
