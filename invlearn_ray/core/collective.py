@@ -5,22 +5,51 @@ it is :class:`LocalCollective` (every call is the identity); under Ray Train (or
 ``torch.distributed`` launcher) it is :class:`TorchDistributedCollective`. Steps reduce *sums*
 and *counts* rather than means, so a result is exact whatever the shard sizes: a global mean is
 ``all_reduce(sum) / all_reduce(count)``.
+
+Two operations: an all-reduce (dense parameters, counts, losses) and an all-gather of
+equal-sized buffers (the touched rows of embedding tables, see
+:func:`~invlearn_ray.core.gradients.reduce_mean`). Each call's payload is counted in
+:attr:`ExchangeStats`, so benchmarks can print the bytes a worker puts on the wire per step.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 from torch import Tensor
 
 
+@dataclass
+class ExchangeStats:
+    """What one worker contributed to collectives: calls made and payload bytes sent in.
+
+    ``payload_bytes`` counts each call's local input (an all-reduce of ``S`` bytes counts
+    ``S``; an all-gather of a ``P``-byte buffer counts ``P``); what crosses the network per
+    worker follows from the algorithm (ring all-reduce ≈ ``2·(W−1)/W·S``, all-gather
+    ``(W−1)·P`` received).
+    """
+
+    calls: int = 0
+    payload_bytes: int = 0
+
+    def add(self, tensor: Tensor) -> None:
+        self.calls += 1
+        self.payload_bytes += tensor.numel() * tensor.element_size()
+
+
 class Collective(Protocol):
     world_size: int
     rank: int
+    stats: ExchangeStats
 
     def all_reduce_sum_(self, tensors: list[Tensor]) -> None:
         """Sum each tensor over all workers, in place."""
+
+    def all_gather(self, tensor: Tensor) -> Tensor:
+        """``[world_size, *tensor.shape]``: every worker's ``tensor`` (same shape on each), in
+        rank order."""
 
 
 class LocalCollective:
@@ -29,15 +58,21 @@ class LocalCollective:
     world_size = 1
     rank = 0
 
+    def __init__(self) -> None:
+        self.stats = ExchangeStats()
+
     def all_reduce_sum_(self, tensors: list[Tensor]) -> None:
         return None
 
+    def all_gather(self, tensor: Tensor) -> Tensor:
+        return tensor.unsqueeze(0)
+
 
 class TorchDistributedCollective:
-    """``torch.distributed`` all-reduce (gloo on CPU, nccl on GPU) over the default group.
+    """``torch.distributed`` collectives (gloo on CPU, nccl on GPU) over the default group.
 
-    The tensors are flattened into one buffer so a step costs one collective call, not one per
-    parameter.
+    The tensors of an all-reduce are flattened into one buffer so a step costs one collective
+    call, not one per parameter.
     """
 
     def __init__(self) -> None:
@@ -48,14 +83,23 @@ class TorchDistributedCollective:
             )
         self.world_size = torch.distributed.get_world_size()
         self.rank = torch.distributed.get_rank()
+        self.stats = ExchangeStats()
 
     def all_reduce_sum_(self, tensors: list[Tensor]) -> None:
         if not tensors:
             return
         flat = torch.cat([tensor.reshape(-1) for tensor in tensors])
+        self.stats.add(flat)
         torch.distributed.all_reduce(flat, op=torch.distributed.ReduceOp.SUM)
         offset = 0
         for tensor in tensors:
             size = tensor.numel()
             tensor.copy_(flat[offset : offset + size].view_as(tensor))
             offset += size
+
+    def all_gather(self, tensor: Tensor) -> Tensor:
+        flat = tensor.contiguous().reshape(-1)
+        self.stats.add(flat)
+        out = flat.new_empty(self.world_size * len(flat))  # gloo accepts the flat form only
+        torch.distributed.all_gather_single(out, flat)
+        return out.view(self.world_size, *tensor.shape)

@@ -20,6 +20,7 @@ SELECT_METRICS = ("gauc", "auc", "ndcg_at_10", "ndcg_at_20", "mrr")
 STEP_RULES = ("sgd", "sign", "adam")
 META_STEP_COUNTS = ("train_test", "train_train")
 IG_SCHEDULES = ("sequential", "interleaved")
+EMBEDDING_OPTIMIZERS = ("adam", "lazy_adam")
 
 
 @dataclass
@@ -35,6 +36,13 @@ class TrainConfig:
         gcn_layers: LightGCN propagation depth K.
         lr: [γ] Adam learning rate of every supervised step and of IG's test-loss step.
         weight_decay: Adam L2 penalty.
+        embedding_optimizer: how Adam updates the embedding tables. ``adam`` (the paper's):
+            exact dense Adam, every row moves every step (momentum), so a step costs O(table)
+            on every worker. ``lazy_adam``: only the rows a step touched update their moments
+            and values (``torch.optim.SparseAdam`` semantics), O(touched rows) per step — what
+            makes data parallelism pay on large tables (README, Scaling). Needs a backbone
+            whose tables are row gathers (mf, gmf, neumf) and eager steps (no compile or
+            cuda_graphs). See ``invlearn_ray.core.optimizers``.
         batch_size: labeled rows per step (the paper: 1024).
         epochs: maximum epochs; early stopping may end sooner.
         patience: epochs without a better validation metric before stopping.
@@ -115,6 +123,7 @@ class TrainConfig:
     gcn_layers: int = 3
     lr: float = 1e-3
     weight_decay: float = 0.0
+    embedding_optimizer: str = "adam"
     batch_size: int = 1024
     epochs: int = 30
     patience: int = 5
@@ -163,6 +172,7 @@ class TrainConfig:
             "ig_schedule": IG_SCHEDULES,
             "ig_base": BASE_METHODS,
             "full_ranking": FULL_RANKING_PROTOCOLS,
+            "embedding_optimizer": EMBEDDING_OPTIMIZERS,
         }
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
@@ -188,6 +198,18 @@ class TrainConfig:
                 f"compile/cuda_graphs support methods {list(STATIC_STEP_METHODS)}, "
                 f"not {self.method!r}; run it without them"
             )
+        if self.embedding_optimizer == "lazy_adam":
+            if BACKBONES[self.backbone].table_index is None:
+                raise ValueError(
+                    f"embedding_optimizer='lazy_adam' needs a backbone whose tables are row "
+                    f"gathers ({sorted(n for n, b in BACKBONES.items() if b.table_index)}); "
+                    f"{self.backbone!r} propagates whole tables: use embedding_optimizer='adam'"
+                )
+            if self.compile or self.cuda_graphs:
+                raise ValueError(
+                    "embedding_optimizer='lazy_adam' updates the rows each batch touches, a "
+                    "shape compile/cuda_graphs cannot capture: turn them off or use 'adam'"
+                )
         if self.needs_unlabeled and self.sampling_rate == 0 and self.unlabeled_source == "sampled":
             raise ValueError(
                 f"method {self.method!r} learns from unlabeled rows: sampling_rate must be >= 1 "

@@ -36,11 +36,13 @@ from invlearn_ray.core.evaluation import (
     evaluate_split,
     score_pairs,
 )
-from invlearn_ray.core.gradients import grad_and_value, reduce_mean_
+from invlearn_ray.core.gradients import grad_and_value, reduce_mean
 from invlearn_ray.core.inverse_gradient import CANDIDATES, InverseGradient
 from invlearn_ray.core.losses import idl_weights
 from invlearn_ray.core.methods import build_objective, method_spec
 from invlearn_ray.core.objectives import BatchLoss, Objective, TrainBatch
+from invlearn_ray.core.optimizers import DenseUpdate, LazyAdam, ParameterUpdate
+from invlearn_ray.core.touched_rows import batch_ids, rows_of
 from invlearn_ray.data.hashing import stream_seed
 from invlearn_ray.data.recdata import Interactions, RecData
 from invlearn_ray.data.sampling import epoch_generator, sample_unlabeled
@@ -161,17 +163,30 @@ def build_model(config: TrainConfig, data: RecData) -> Backbone:
         )
 
 
-def make_optimizer(model: Backbone, config: TrainConfig) -> torch.optim.Adam:
-    """Adam with the fused kernel: one pass per tensor instead of ~10 (measured 9x faster per
-    step on this 2-core CPU at ML-1M table sizes; also the fast path on CUDA). Capturable (step
-    counts on the device) when steps are replayed as CUDA graphs."""
-    return torch.optim.Adam(
+def make_optimizer(model: Backbone, config: TrainConfig) -> ParameterUpdate:
+    """The configured update (``config.embedding_optimizer``, see :mod:`core.optimizers`).
+
+    Dense Adam uses the fused kernel: one pass per tensor instead of ~10 (measured 9x faster per
+    step on this 2-core CPU at ML-1M table sizes; also the fast path on CUDA); capturable (step
+    counts on the device) when steps are replayed as CUDA graphs.
+    """
+    if config.embedding_optimizer == "lazy_adam":
+        return LazyAdam(model, lr=config.lr, weight_decay=config.weight_decay)
+    adam = torch.optim.Adam(
         model.parameters(),
         lr=config.lr,
         weight_decay=config.weight_decay,
         fused=True,
         capturable=config.cuda_graphs,
     )
+    return DenseUpdate(model, adam)
+
+
+def uses_touched_rows(config: TrainConfig, model: Backbone) -> bool:
+    """Whether steps differentiate only the table rows their batch reads (core.touched_rows):
+    for gather backbones in eager steps; compiled and CUDA-graphed steps need shapes that do
+    not depend on the batch's ids, LightGCN propagates whole tables."""
+    return model.table_index is not None and not (config.compile or config.cuda_graphs)
 
 
 def training_rows(config: TrainConfig, data: RecData) -> TrainingRows:
@@ -261,6 +276,7 @@ class Trainer:
         check_unlabeled_rows(config, len(data.observed_unlabeled), data.name)
         self.model = build_model(config, data).to(self.device)
         self.optimizer = make_optimizer(self.model, config)
+        self.touched_rows = uses_touched_rows(config, self.model)
         rows = rows or training_rows(config, data)
         self.batches = batch_source or BatchSource(
             rows,
@@ -281,6 +297,7 @@ class Trainer:
             temperature=config.idl_temperature,
             collective=self.collective,
             compile=config.compile,
+            touched_rows=self.touched_rows,
         )
         self._graphed: dict[tuple[str, ...], GraphedStep] = {}
         self.global_step = 0
@@ -299,19 +316,22 @@ class Trainer:
     def _supervised_tensors(
         self, fields: tuple[str, ...], epoch: int, *tensors: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """One supervised step from the batch's tensors: local gradient sums, one all-reduce
-        with the row count, the global mean assigned as gradient, one optimizer step."""
+        """One supervised step from the batch's tensors: local gradient sums (on the table rows
+        the batch reads), their global mean with the row count, one optimizer step."""
         batch = TrainBatch(**dict(zip(fields, tensors, strict=True)))
-        live = dict(self.model.named_parameters())
-        params = {name: param.detach() for name, param in live.items()}
+        params = {name: param.detach() for name, param in self.model.named_parameters()}
+        read = rows_of(self.model, batch_ids(batch), self.touched_rows)
         grads, loss = self._supervised_gradient(
-            self.objective, self.model, params, batch, self.global_step, epoch, self.config.compile
+            self.objective,
+            self.model,
+            read.gather(params),
+            read.renumber_batch(batch),
+            self.global_step,
+            epoch,
+            self.config.compile,
         )
-        grads = list(grads.values())
-        reduce_mean_(grads, loss.count, self.collective)
-        for param, grad in zip(live.values(), grads, strict=True):
-            param.grad = grad
-        self.optimizer.step()
+        grads = reduce_mean(read.row_gradients(grads, params), loss.count, self.collective)
+        self.optimizer.step(grads)
         if loss.record is not None:
             self.objective.record(batch, loss.record)
         return loss.total.detach(), loss.count.detach()
