@@ -8,12 +8,15 @@ and *counts* rather than means, so a result is exact whatever the shard sizes: a
 
 Two operations: an all-reduce (dense parameters, counts, losses) and an all-gather of
 equal-sized buffers (the touched rows of embedding tables, see
-:func:`~invlearn_ray.core.gradients.reduce_mean`). Each call's payload is counted in
+:class:`~invlearn_ray.core.gradients.WorkerMean`). Each call's payload is counted in
 :attr:`ExchangeStats`, so benchmarks can print the bytes a worker puts on the wire per step.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,7 +26,8 @@ from torch import Tensor
 
 @dataclass
 class ExchangeStats:
-    """What one worker contributed to collectives: calls made and payload bytes sent in.
+    """What one worker contributed to collectives: calls, payload bytes sent in, and seconds
+    spent inside them (the transfer plus waiting for the slowest worker).
 
     ``payload_bytes`` counts each call's local input (an all-reduce of ``S`` bytes counts
     ``S``; an all-gather of a ``P``-byte buffer counts ``P``); what crosses the network per
@@ -33,10 +37,16 @@ class ExchangeStats:
 
     calls: int = 0
     payload_bytes: int = 0
+    seconds: float = 0.0
 
-    def add(self, tensor: Tensor) -> None:
+    @contextmanager
+    def call(self, payload: Tensor) -> Iterator[None]:
+        """Count one collective call with this local payload, and time it."""
+        started = time.perf_counter()
+        yield
+        self.seconds += time.perf_counter() - started
         self.calls += 1
-        self.payload_bytes += tensor.numel() * tensor.element_size()
+        self.payload_bytes += payload.numel() * payload.element_size()
 
 
 class Collective(Protocol):
@@ -89,8 +99,8 @@ class TorchDistributedCollective:
         if not tensors:
             return
         flat = torch.cat([tensor.reshape(-1) for tensor in tensors])
-        self.stats.add(flat)
-        torch.distributed.all_reduce(flat, op=torch.distributed.ReduceOp.SUM)
+        with self.stats.call(flat):
+            torch.distributed.all_reduce(flat, op=torch.distributed.ReduceOp.SUM)
         offset = 0
         for tensor in tensors:
             size = tensor.numel()
@@ -99,7 +109,7 @@ class TorchDistributedCollective:
 
     def all_gather(self, tensor: Tensor) -> Tensor:
         flat = tensor.contiguous().reshape(-1)
-        self.stats.add(flat)
         out = flat.new_empty(self.world_size * len(flat))  # gloo accepts the flat form only
-        torch.distributed.all_gather_single(out, flat)
+        with self.stats.call(flat):
+            torch.distributed.all_gather_single(out, flat)
         return out.view(self.world_size, *tensor.shape)

@@ -14,9 +14,10 @@ step touched (:mod:`~invlearn_ray.core.touched_rows`). A batch of 1,024 rows tou
 those rows is what keeps a step's cost independent of the table size.
 
 Steps reduce *sums* and row *counts* across workers, so the global mean is exact whatever the
-shard sizes. :func:`reduce_mean` all-reduces dense gradients and exchanges the touched rows of
-row gradients (:func:`exchange_rows`): two collective calls per reduction, O(touched rows ×
-workers) bytes, where a dense all-reduce of the tables moves O(table) bytes.
+shard sizes. :class:`WorkerMean` does it in one collective call per step: dense gradients alone
+are all-reduced; with row gradients, every worker's (row index, gradient row) pairs, dense
+gradients and count travel in one all-gather — O(touched rows × workers) bytes where a dense
+all-reduce of the tables moves O(table) bytes — and every worker sums them in rank order.
 """
 
 from __future__ import annotations
@@ -89,81 +90,159 @@ def reduce_mean_(grads: list[Tensor], count: Tensor | int, collective: Collectiv
     torch._foreach_div_(grads, total.clamp(min=1.0)[0])
 
 
-def reduce_mean(
-    grads: Mapping[str, Gradient], count: Tensor | int, collective: Collective
-) -> dict[str, Gradient]:
-    """Local gradient *sums* → the global mean, for dense and row gradients alike.
+class WorkerMean:
+    """The global mean of one kind of step's gradient sums, identical on every worker.
 
-    Dense gradients are all-reduced (with the count, and with every worker's number of touched
-    rows); row gradients are then exchanged as (row index, gradient row) pairs and summed on
-    every worker in rank order (:func:`exchange_rows`), so every worker holds bit-identical
-    results and parameters stay identical without a broadcast. Cost per call: O(dense
-    parameters + touched rows × workers), never O(table).
+    Dense gradients only (LightGCN, compiled steps): one all-reduce with the count. With row
+    gradients: one all-gather of a buffer per worker, laid out as::
+
+        [indices of table 1 .. T (capacity_t each) | count | row counts | dense gradients |
+         gradient rows of table 1 .. T (capacity_t × dim each)]
+
+    (indices bit-cast into the float dtype — an all-gather copies bytes, nothing adds them —
+    and first, so every worker's indices start at an aligned offset). Every worker then sums
+    the gathered parts in rank order, so parameters stay bit-identical without a broadcast.
+
+    The dense head gradients ride along instead of taking an all-reduce of their own: one call
+    instead of two per step (each costs ~0.2–1 ms of latency on this machine, more than a
+    batch-1024 step's compute), at ``W×`` their (small) size. The capacity of each table is the
+    most rows any worker has sent at this call site; when a worker touches more (every worker
+    reads all row counts from the gathered buffers), all of them grow it and gather again — a
+    second call in the first steps only. One instance per call site (supervised step, IG's
+    dual and test gradients), since their row counts differ.
+
+    Args:
+        collective: the workers' collective.
     """
-    names = list(grads)
-    dense = [grad for grad in grads.values() if not isinstance(grad, RowGradient)]
-    rows = [grad for grad in grads.values() if isinstance(grad, RowGradient)]
-    if not rows:
-        reduce_mean_(dense, count, collective)
-        return dict(zip(names, dense, strict=True))
-    like = rows[0].rows
-    total = _count_tensor(count, like)
-    if collective.world_size > 1:
-        sizes = like.new_zeros((collective.world_size, len(rows)))
-        sizes[collective.rank] = torch.tensor(
-            [len(grad.indices) for grad in rows], dtype=like.dtype, device=like.device
+
+    GROWTH = 1.25
+    """Headroom when a capacity grows, so that small fluctuations do not force regathers."""
+
+    def __init__(self, collective: Collective) -> None:
+        self.collective = collective
+        self.capacity: dict[str, int] = {}
+
+    def __call__(self, grads: Mapping[str, Gradient], count: Tensor | int) -> dict[str, Gradient]:
+        """Local gradient *sums* and row count → the global means, by parameter name."""
+        names = list(grads)
+        dense = [grad for grad in grads.values() if not isinstance(grad, RowGradient)]
+        tables = [name for name in names if isinstance(grads[name], RowGradient)]
+        if not tables:
+            reduce_mean_(dense, count, self.collective)
+            return dict(zip(names, dense, strict=True))
+        rows = [grads[name] for name in tables]
+        total = _count_tensor(count, rows[0].rows)
+        if self.collective.world_size > 1:
+            total, dense, rows = self._gather_sums(tables, rows, dense, total)
+        divisor = total.clamp(min=1.0)[0]
+        means = iter([grad / divisor for grad in dense])
+        row_means = dict(
+            zip(
+                tables,
+                [grad.map_rows(lambda values: values / divisor) for grad in rows],
+                strict=True,
+            )
         )
-        collective.all_reduce_sum_([*dense, total, sizes])
-        rows = exchange_rows(rows, sizes, collective)
-    divisor = total.clamp(min=1.0)[0]
-    if dense:
-        torch._foreach_div_(dense, divisor)
-    dense_means = iter(dense)
-    row_means = iter([grad.map_rows(lambda values: values / divisor) for grad in rows])
-    return {
-        name: next(row_means) if isinstance(grad, RowGradient) else next(dense_means)
-        for name, grad in grads.items()
-    }
+        return {name: row_means[name] if name in row_means else next(means) for name in names}
+
+    def _gather_sums(
+        self, tables: list[str], rows: list[RowGradient], dense: list[Tensor], count: Tensor
+    ) -> tuple[Tensor, list[Tensor], list[RowGradient]]:
+        sizes = [len(grad.indices) for grad in rows]
+        like = rows[0].rows
+        if not _exact_count(max([*sizes, float(count)]), like.dtype):
+            raise ValueError(
+                f"{max([*sizes, float(count)])} rows in one step are more than {like.dtype} "
+                "counts exactly; use float32 gradients or smaller batches"
+            )
+        while True:
+            capacity = [max(self.capacity.get(name, 0), 1) for name in tables]
+            layout = _Layout(rows, dense, capacity)
+            gathered = self.collective.all_gather(layout.pack(rows, dense, count, sizes))
+            all_sizes = layout.sizes(gathered)
+            wanted = all_sizes.max(dim=0).values.tolist()
+            if all(need <= have for need, have in zip(wanted, capacity, strict=True)):
+                break
+            for name, need in zip(tables, wanted, strict=True):
+                if need > self.capacity.get(name, 0):
+                    self.capacity[name] = math.ceil(need * self.GROWTH)
+        return layout.sums(gathered, all_sizes, rows)
 
 
-def exchange_rows(
-    grads: list[RowGradient], sizes: Tensor, collective: Collective
-) -> list[RowGradient]:
-    """The sum over workers of each table's row gradient, identical on every worker.
+class _Layout:
+    """Where each piece sits in one worker's exchange buffer (see :class:`WorkerMean`)."""
 
-    One all-gather of a buffer per worker holding its (index, row) pairs, padded to the
-    longest worker's; ``sizes[k, t]`` is worker ``k``'s row count of table ``t`` (agreed by the
-    caller's all-reduce). Indices travel bit-cast into the gradient's dtype (an all-gather
-    copies bytes; nothing adds them), so one call carries both.
-    """
-    if not _exact_count(sizes):
-        raise ValueError(
-            f"a worker touched {int(sizes.max())} rows of one table in one step, more than "
-            f"{sizes.dtype} counts exactly; use float32 gradients or smaller batches"
-        )
-    counts = sizes.to(torch.int64).tolist()
-    dims = [math.prod(grad.rows.shape[1:]) for grad in grads]
-    per_index = _index_width(grads[0].rows.dtype)
-    lengths = [sum(n * (per_index + d) for n, d in zip(row, dims, strict=True)) for row in counts]
-    # A multiple of the index width: every worker's indices then start at an aligned offset.
-    capacity = per_index * math.ceil(max(lengths) / per_index)
-    buffer = torch.cat(
-        [grad.indices.contiguous().view(grads[0].rows.dtype) for grad in grads]
-        + [grad.rows.reshape(-1) for grad in grads]
-    )
-    buffer = torch.nn.functional.pad(buffer, (0, capacity - len(buffer)))
-    gathered = collective.all_gather(buffer)
-    parts: list[list[RowGradient]] = [[] for _ in grads]
-    for rank, row_counts in enumerate(counts):
-        offset, indices = 0, []
-        for n in row_counts:
-            indices.append(gathered[rank, offset : offset + n * per_index].view(torch.int64))
-            offset += n * per_index
-        for table, (grad, n, dim) in enumerate(zip(grads, row_counts, dims, strict=True)):
-            values = gathered[rank, offset : offset + n * dim].view(n, *grad.rows.shape[1:])
-            parts[table].append(RowGradient(indices[table], values, grad.n_rows))
-            offset += n * dim
-    return [sum_row_gradients(table_parts) for table_parts in parts]
+    def __init__(self, rows: list[RowGradient], dense: list[Tensor], capacity: list[int]) -> None:
+        self.dtype = rows[0].rows.dtype
+        self.index_width = 8 // rows[0].rows.element_size()
+        self.capacity = capacity
+        self.row_shapes = [grad.rows.shape[1:] for grad in rows]
+        self.row_sizes = [math.prod(shape) for shape in self.row_shapes]
+        self.dense_shapes = [grad.shape for grad in dense]
+        self.header = self.index_width * sum(capacity)
+        self.dense_start = self.header + 1 + len(rows)
+        self.rows_start = self.dense_start + sum(grad.numel() for grad in dense)
+        end = self.rows_start + sum(c * n for c, n in zip(capacity, self.row_sizes, strict=True))
+        self.length = self.index_width * math.ceil(end / self.index_width)
+
+    def pack(
+        self, rows: list[RowGradient], dense: list[Tensor], count: Tensor, sizes: list[int]
+    ) -> Tensor:
+        buffer = torch.zeros(self.length, dtype=self.dtype, device=count.device)
+        offset = 0
+        for grad, capacity in zip(rows, self.capacity, strict=True):
+            n = min(len(grad.indices), capacity)  # a worker over capacity sends a prefix
+            buffer[offset : offset + n * self.index_width] = grad.indices[:n].view(self.dtype)
+            offset += capacity * self.index_width
+        buffer[offset] = count[0]
+        buffer[offset + 1 : self.dense_start] = torch.tensor(sizes, dtype=self.dtype)
+        if dense:
+            buffer[self.dense_start : self.rows_start] = torch.cat([g.reshape(-1) for g in dense])
+        offset = self.rows_start
+        for grad, capacity, size in zip(rows, self.capacity, self.row_sizes, strict=True):
+            n = min(len(grad.indices), capacity)
+            buffer[offset : offset + n * size] = grad.rows[:n].reshape(-1)
+            offset += capacity * size
+        return buffer
+
+    def sizes(self, gathered: Tensor) -> Tensor:
+        """``[workers, tables]`` row counts every worker sent (whatever fit)."""
+        return gathered[:, self.header + 1 : self.dense_start].to(torch.int64)
+
+    def sums(
+        self, gathered: Tensor, sizes: Tensor, rows: list[RowGradient]
+    ) -> tuple[Tensor, list[Tensor], list[RowGradient]]:
+        """Σ over workers, in rank order: the count, each dense gradient, each table's rows."""
+        count = gathered[0, self.header : self.header + 1].clone()
+        dense = gathered[0, self.dense_start : self.rows_start].clone()
+        for rank in range(1, len(gathered)):
+            count += gathered[rank, self.header : self.header + 1]
+            dense += gathered[rank, self.dense_start : self.rows_start]
+        sizes_of_dense = [math.prod(shape) for shape in self.dense_shapes]
+        dense_parts = [
+            part.view(shape)
+            for part, shape in zip(dense.split(sizes_of_dense), self.dense_shapes, strict=True)
+        ]
+        tables = []
+        for table, grad in enumerate(rows):
+            index_start = self.index_width * sum(self.capacity[:table])
+            row_start = self.rows_start + sum(
+                c * n for c, n in zip(self.capacity[:table], self.row_sizes[:table], strict=True)
+            )
+            parts = []
+            for rank, worker in enumerate(gathered):
+                n = int(sizes[rank, table])
+                indices = worker[index_start : index_start + n * self.index_width]
+                values = worker[row_start : row_start + n * self.row_sizes[table]]
+                parts.append(
+                    RowGradient(
+                        indices.view(torch.int64),
+                        values.view(n, *self.row_shapes[table]),
+                        grad.n_rows,
+                    )
+                )
+            tables.append(sum_row_gradients(parts))
+        return count, dense_parts, tables
 
 
 def sum_row_gradients(parts: list[RowGradient]) -> RowGradient:
@@ -192,11 +271,6 @@ def _count_tensor(count: Tensor | int, like: Tensor) -> Tensor:
     return torch.full((1,), float(count), device=like.device, dtype=like.dtype)
 
 
-def _index_width(dtype: torch.dtype) -> int:
-    """Elements of ``dtype`` one int64 index occupies when bit-cast."""
-    return 8 // torch.empty((), dtype=dtype).element_size()
-
-
-def _exact_count(sizes: Tensor) -> bool:
-    """Row counts travel in the gradients' float dtype: they must be exactly representable."""
-    return float(sizes.max()) <= 2.0 / torch.finfo(sizes.dtype).eps
+def _exact_count(value: float, dtype: torch.dtype) -> bool:
+    """Counts travel in the gradients' float dtype: they must be exactly representable."""
+    return value <= 2.0 / torch.finfo(dtype).eps

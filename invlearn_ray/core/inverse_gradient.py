@@ -31,7 +31,7 @@ What this implementation does differently from the paper's released code, and wh
   step but the optimizer (and the ``adam`` rule's moments) costs O(table);
 * data parallel: the dual gradient, the three (loss sum, row count) pairs and the final gradient
   are reduced through :class:`~invlearn_ray.core.collective.Collective` (row gradients as
-  exchanged touched rows, :func:`~invlearn_ray.core.gradients.reduce_mean`), so every worker
+  exchanged touched rows, :class:`~invlearn_ray.core.gradients.WorkerMean`), so every worker
   takes the same argmin and parameters stay identical without broadcasting (method.md §4).
 """
 
@@ -45,7 +45,7 @@ from torch import Tensor
 
 from invlearn_ray.core.backbones import Backbone, Params
 from invlearn_ray.core.collective import Collective, LocalCollective
-from invlearn_ray.core.gradients import Gradient, RowGradient, grad_and_value, reduce_mean
+from invlearn_ray.core.gradients import Gradient, RowGradient, WorkerMean, grad_and_value
 from invlearn_ray.core.losses import idl_weights
 from invlearn_ray.core.optimizers import ParameterUpdate, as_parameter_update
 from invlearn_ray.core.touched_rows import rows_of
@@ -258,6 +258,8 @@ class InverseGradient:
         self.temperature = temperature
         self.direction = DualDirection(step_rule)
         self.collective = collective or LocalCollective()
+        self._dual_mean = WorkerMean(self.collective)
+        self._test_mean = WorkerMean(self.collective)
         device = next(model.parameters()).device
         # Constants of every step, made once (and outside any CUDA-graph capture).
         self._index = torch.arange(3, device=device)
@@ -293,7 +295,7 @@ class InverseGradient:
             self.temperature,
             self._functional,
         )
-        dual = reduce_mean(read_by_u.row_gradients(grads, params), len(unlabeled_users), collective)
+        dual = self._dual_mean(read_by_u.row_gradients(grads, params), len(unlabeled_users))
         steps = dict(zip(params, self.direction(list(dual.values())), strict=True))
 
         # Lines 13–16: the three training-test losses, then the same argmin on every worker.
@@ -320,11 +322,9 @@ class InverseGradient:
             test_labels,
             self._functional,
         )
-        test = reduce_mean(
-            read_by_t.row_gradients(test_grads, params), len(test_labels), collective
-        )
+        test_mean = self._test_mean(read_by_t.row_gradients(test_grads, params), len(test_labels))
         _move_(params, steps, sign)
-        self.optimizer.step(test)
+        self.optimizer.step(test_mean)
         return MetaStepResult(choice=choice, test_losses=test_losses, pos_weights=pos_weights)
 
     def state_dict(self) -> dict:

@@ -36,7 +36,7 @@ from invlearn_ray.core.evaluation import (
     evaluate_split,
     score_pairs,
 )
-from invlearn_ray.core.gradients import grad_and_value, reduce_mean
+from invlearn_ray.core.gradients import WorkerMean, grad_and_value
 from invlearn_ray.core.inverse_gradient import CANDIDATES, InverseGradient
 from invlearn_ray.core.losses import idl_weights
 from invlearn_ray.core.methods import build_objective, method_spec
@@ -277,6 +277,7 @@ class Trainer:
         self.model = build_model(config, data).to(self.device)
         self.optimizer = make_optimizer(self.model, config)
         self.touched_rows = uses_touched_rows(config, self.model)
+        self._supervised_mean = WorkerMean(self.collective)
         rows = rows or training_rows(config, data)
         self.batches = batch_source or BatchSource(
             rows,
@@ -330,7 +331,7 @@ class Trainer:
             epoch,
             self.config.compile,
         )
-        grads = reduce_mean(read.row_gradients(grads, params), loss.count, self.collective)
+        grads = self._supervised_mean(read.row_gradients(grads, params), loss.count)
         self.optimizer.step(grads)
         if loss.record is not None:
             self.objective.record(batch, loss.record)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from invlearn_ray.core.collective import LocalCollective
-from invlearn_ray.core.gradients import RowGradient, reduce_mean, sum_row_gradients
+from invlearn_ray.core.gradients import RowGradient, WorkerMean, sum_row_gradients
 
 
 def row_gradient(indices: list[int], seed: int, n_rows: int = 20) -> RowGradient:
@@ -35,7 +35,9 @@ def test_row_gradient_at_any_ids_reads_zero_off_its_rows():
 
 def test_one_process_mean_divides_dense_and_row_gradients_by_the_count():
     rows, head = row_gradient([2, 5], 0), torch.tensor([4.0, -2.0])
-    mean = reduce_mean({"table": rows, "head": head.clone()}, 4, LocalCollective())
+    collective = LocalCollective()
+    mean = WorkerMean(collective)({"table": rows, "head": head.clone()}, 4)
     torch.testing.assert_close(mean["table"].dense(), rows.dense() / 4)
     torch.testing.assert_close(mean["head"], head / 4)
     assert list(mean) == ["table", "head"]
+    assert collective.stats.calls == 0
