@@ -26,8 +26,9 @@ from invlearn_ray.core.config import TrainConfig
 from invlearn_ray.core.inverse_gradient import CANDIDATES
 from invlearn_ray.core.objectives import TrainBatch
 from invlearn_ray.core.trainer import Trainer, training_rows
+from invlearn_ray.data.build import make_synthetic_recdata
 from invlearn_ray.data.recdata import Interactions
-from invlearn_ray.data.synthetic import SyntheticConfig, make_synthetic_recdata
+from invlearn_ray.data.synthetic import SyntheticConfig
 
 WORLD = 2
 EPOCHS = 2

@@ -8,7 +8,8 @@ import torch
 from invlearn_ray.core.backbones import BACKBONES, build_backbone
 from invlearn_ray.core.config import TrainConfig
 from invlearn_ray.core.gradients import RowGradient, grad_and_value
-from invlearn_ray.core.objectives import TrainBatch, build_objective
+from invlearn_ray.core.methods import build_objective
+from invlearn_ray.core.objectives import TrainBatch
 from invlearn_ray.core.touched_rows import AllRows, TouchedRows, batch_ids, rows_of
 
 N_USERS, N_ITEMS = 40, 70
