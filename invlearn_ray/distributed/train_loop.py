@@ -1,7 +1,13 @@
 """The per-worker function of data-parallel training on Ray Train (method.md §4).
 
-Every worker runs :func:`train_loop_per_worker` with the same ``config`` dict:
+Every worker runs :func:`train_loop_per_worker` with the same ``config`` dict
+(:func:`setup_worker` does steps 0–3):
 
+0. set torch's intra-op threads to the node's cores divided by the workers on the node
+   (:func:`intra_op_threads`): Ray exports ``OMP_NUM_THREADS`` from the worker's CPU
+   reservation (1 for the default 0.5 CPU), which leaves a lone worker on one core, and the
+   torch default (every core per worker) oversubscribes the cores once several workers share
+   them — both measured slower on this 2-core machine;
 1. load the dataset's small, global parts with ``load_dataset`` (validation, test, the
    seen-item index, observed-unlabeled rows): evaluation is deterministic and identical on
    every rank, so early-stopping decisions agree without communication;
@@ -21,7 +27,8 @@ Every worker runs :func:`train_loop_per_worker` with the same ``config`` dict:
    and identical weights — and writes nothing; :func:`run_summary` raises it on the driver.
 
 Parameters stay identical on every worker without a broadcast: the dual-loss gradient, the
-three candidates' (loss sum, row count) pairs and every final gradient are all-reduced, and
+three candidates' (loss sum, row count) pairs and every final gradient are reduced — embedding
+tables as the rows each step touched (:class:`~invlearn_ray.core.gradients.WorkerMean`) — and
 every worker takes the same argmin (:class:`~invlearn_ray.core.inverse_gradient.InverseGradient`).
 
 A checkpoint needs no random-generator state: every draw comes from a generator keyed by
@@ -38,6 +45,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -276,26 +284,35 @@ def run_summary(return_value: dict[str, Any] | None) -> dict[str, Any]:
     return dict(return_value or {})
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
-    """Train one configuration data-parallel; see the module docstring.
+def intra_op_threads(local_workers: int, cores: int | None = None) -> int:
+    """Torch intra-op threads for one of ``local_workers`` workers sharing a node's ``cores``
+    (default: the CPUs this process may run on): an equal share, at least one."""
+    cores = cores if cores is not None else len(os.sched_getaffinity(0))
+    return max(1, cores // max(1, local_workers))
 
-    Args:
-        config: ``dataset`` (a built dataset folder), ``train`` (a ``TrainConfig`` dict),
-            ``output_dir`` (the run folder), optional ``staging_dir`` (where rank 0 writes the
-            run's files when the driver publishes them to ``output_dir`` afterwards) and
-            optional ``_test_*`` switches.
 
-    Returns:
-        On rank 0, the run's summary (``write_run_outputs``), or ``{DIVERGED: message}`` when
-        training diverged (read it with :func:`run_summary`); None on other ranks.
-    """
-    train_config = TrainConfig.from_dict(config["train"])
+@dataclass
+class Worker:
+    """What :func:`setup_worker` builds: one worker's data, trainer and place in the group."""
+
+    config: TrainConfig
+    data: RecData
+    trainer: Trainer
+    collective: TorchDistributedCollective
+    rank: int
+    world_size: int
+
+
+def setup_worker(config: dict[str, Any]) -> Worker:
+    """Steps 0–3 of the module docstring: threads, data, this worker's shards, agreed step
+    counts and the trainer. Also used by ``benchmarks/data_parallel.py`` to time the loop."""
     context = ray.train.get_context()
+    torch.set_num_threads(intra_op_threads(context.get_local_world_size()))
+    train_config = TrainConfig.from_dict(config["train"])
     rank, world_size = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
-    dataset_path = Path(config["dataset"])
 
-    data = load_dataset(dataset_path, device)
+    data = load_dataset(Path(config["dataset"]), device)
     # Every worker reads its shards in the same order: a streaming split starts with a barrier.
     train_train = shard_interactions(ray.train.get_dataset_shard("train_train"), device)
     train_test = shard_interactions(ray.train.get_dataset_shard("train_test"), device)
@@ -311,10 +328,27 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     )
     if config.get("_test_record_batches_dir"):
         batches = RecordingBatchSource(batches, Path(config["_test_record_batches_dir"]), rank)
-    trainer = Trainer(
-        train_config, data, TorchDistributedCollective(), rows=rows, batch_source=batches
-    )
-    resumed_from_epoch = restore(trainer, train_config, world_size)
+    collective = TorchDistributedCollective()
+    trainer = Trainer(train_config, data, collective, rows=rows, batch_source=batches)
+    return Worker(train_config, data, trainer, collective, rank, world_size)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
+    """Train one configuration data-parallel; see the module docstring.
+
+    Args:
+        config: ``dataset`` (a built dataset folder), ``train`` (a ``TrainConfig`` dict),
+            ``output_dir`` (the run folder), optional ``staging_dir`` (where rank 0 writes the
+            run's files when the driver publishes them to ``output_dir`` afterwards) and
+            optional ``_test_*`` switches.
+
+    Returns:
+        On rank 0, the run's summary (``write_run_outputs``), or ``{DIVERGED: message}`` when
+        training diverged (read it with :func:`run_summary`); None on other ranks.
+    """
+    worker = setup_worker(config)
+    trainer, rank, world_size = worker.trainer, worker.rank, worker.world_size
+    resumed_from_epoch = restore(trainer, worker.config, world_size)
 
     while not trainer.should_stop:
         epoch = trainer.next_epoch
@@ -326,15 +360,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
             # this epoch. Returning, not raising: Ray Train would restart the group from the
             # last checkpoint, and it would diverge again.
             return {DIVERGED: str(error)} if rank == 0 else None
-        report_epoch(trainer, record, train_config, rank, world_size)
+        report_epoch(trainer, record, worker.config, rank, world_size)
 
     if rank != 0:
         return None
     return write_run_outputs(
         trainer.result(),
         Path(config.get("staging_dir", config["output_dir"])),
-        dataset_path,
-        data,
+        Path(config["dataset"]),
+        worker.data,
         workers=world_size,
         resumed_from_epoch=resumed_from_epoch,
         output_dir=Path(config["output_dir"]),
