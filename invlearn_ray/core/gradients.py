@@ -134,15 +134,16 @@ class WorkerMean:
         total = _count_tensor(count, rows[0].rows)
         if self.collective.world_size > 1:
             total, dense, rows = self._gather_sums(tables, rows, dense, total)
-        divisor = total.clamp(min=1.0)[0]
-        means = iter([grad / divisor for grad in dense])
-        row_means = dict(
-            zip(
-                tables,
-                [grad.map_rows(lambda values: values / divisor) for grad in rows],
-                strict=True,
-            )
-        )
+        # One fused division of everything (the tensors are this call's own, never the caller's).
+        divided = [*dense, *(grad.rows for grad in rows)]
+        if self.collective.world_size == 1:
+            divided = [tensor.clone() for tensor in divided]
+        torch._foreach_div_(divided, total.clamp(min=1.0)[0])
+        means = iter(divided[: len(dense)])
+        row_means = {
+            name: RowGradient(grad.indices, values, grad.n_rows)
+            for name, grad, values in zip(tables, rows, divided[len(dense) :], strict=True)
+        }
         return {name: row_means[name] if name in row_means else next(means) for name in names}
 
     def _gather_sums(
@@ -170,40 +171,45 @@ class WorkerMean:
 
 
 class _Layout:
-    """Where each piece sits in one worker's exchange buffer (see :class:`WorkerMean`)."""
+    """Where each piece sits in one worker's exchange buffer (see :class:`WorkerMean`).
+
+    Built to keep a step's op count small: the buffer is one ``torch.cat`` and every table is
+    read back for all workers at once (``[workers, capacity]`` views of the gathered buffers).
+    """
 
     def __init__(self, rows: list[RowGradient], dense: list[Tensor], capacity: list[int]) -> None:
-        self.dtype = rows[0].rows.dtype
         self.index_width = 8 // rows[0].rows.element_size()
         self.capacity = capacity
         self.row_shapes = [grad.rows.shape[1:] for grad in rows]
         self.row_sizes = [math.prod(shape) for shape in self.row_shapes]
         self.dense_shapes = [grad.shape for grad in dense]
-        self.header = self.index_width * sum(capacity)
+        self.index_starts = _starts([self.index_width * c for c in capacity])
+        self.header = self.index_starts[-1]
         self.dense_start = self.header + 1 + len(rows)
-        self.rows_start = self.dense_start + sum(grad.numel() for grad in dense)
-        end = self.rows_start + sum(c * n for c, n in zip(capacity, self.row_sizes, strict=True))
+        self.rows_start = self.dense_start + sum(math.prod(shape) for shape in self.dense_shapes)
+        row_lengths = [c * n for c, n in zip(capacity, self.row_sizes, strict=True)]
+        self.row_starts = [self.rows_start + start for start in _starts(row_lengths)]
+        end = self.row_starts[-1]
         self.length = self.index_width * math.ceil(end / self.index_width)
 
     def pack(
         self, rows: list[RowGradient], dense: list[Tensor], count: Tensor, sizes: list[int]
     ) -> Tensor:
-        buffer = torch.zeros(self.length, dtype=self.dtype, device=count.device)
-        offset = 0
-        for grad, capacity in zip(rows, self.capacity, strict=True):
-            n = min(len(grad.indices), capacity)  # a worker over capacity sends a prefix
-            buffer[offset : offset + n * self.index_width] = grad.indices[:n].view(self.dtype)
-            offset += capacity * self.index_width
-        buffer[offset] = count[0]
-        buffer[offset + 1 : self.dense_start] = torch.tensor(sizes, dtype=self.dtype)
-        if dense:
-            buffer[self.dense_start : self.rows_start] = torch.cat([g.reshape(-1) for g in dense])
-        offset = self.rows_start
-        for grad, capacity, size in zip(rows, self.capacity, self.row_sizes, strict=True):
-            n = min(len(grad.indices), capacity)
-            buffer[offset : offset + n * size] = grad.rows[:n].reshape(-1)
-            offset += capacity * size
-        return buffer
+        """This worker's buffer; a table with more rows than its capacity sends a prefix."""
+        like = rows[0].rows
+        kept = [min(size, capacity) for size, capacity in zip(sizes, self.capacity, strict=True)]
+        pieces: list[Tensor] = []
+        for grad, n, capacity in zip(rows, kept, self.capacity, strict=True):
+            pieces.append(grad.indices[:n].view(like.dtype))
+            pieces.append(like.new_zeros(self.index_width * (capacity - n)))
+        pieces.append(count.reshape(1))
+        pieces.append(torch.tensor(sizes, dtype=like.dtype, device=like.device))
+        pieces.extend(grad.reshape(-1) for grad in dense)
+        for grad, n, capacity, size in zip(rows, kept, self.capacity, self.row_sizes, strict=True):
+            pieces.append(grad.rows[:n].reshape(-1))
+            pieces.append(like.new_zeros((capacity - n) * size))
+        pieces.append(like.new_zeros(self.length - self.row_starts[-1]))
+        return torch.cat(pieces)
 
     def sizes(self, gathered: Tensor) -> Tensor:
         """``[workers, tables]`` row counts every worker sent (whatever fit)."""
@@ -213,36 +219,42 @@ class _Layout:
         self, gathered: Tensor, sizes: Tensor, rows: list[RowGradient]
     ) -> tuple[Tensor, list[Tensor], list[RowGradient]]:
         """Σ over workers, in rank order: the count, each dense gradient, each table's rows."""
-        count = gathered[0, self.header : self.header + 1].clone()
-        dense = gathered[0, self.dense_start : self.rows_start].clone()
+        head = gathered[:, self.header : self.rows_start]
+        total = head[0].clone()
         for rank in range(1, len(gathered)):
-            count += gathered[rank, self.header : self.header + 1]
-            dense += gathered[rank, self.dense_start : self.rows_start]
-        sizes_of_dense = [math.prod(shape) for shape in self.dense_shapes]
+            total += head[rank]
+        count, dense = total[:1], total[1 + len(rows) :]
         dense_parts = [
             part.view(shape)
-            for part, shape in zip(dense.split(sizes_of_dense), self.dense_shapes, strict=True)
+            for part, shape in zip(
+                dense.split([math.prod(shape) for shape in self.dense_shapes]),
+                self.dense_shapes,
+                strict=True,
+            )
         ]
+        sizes_by_table = sizes.T.tolist()
         tables = []
         for table, grad in enumerate(rows):
-            index_start = self.index_width * sum(self.capacity[:table])
-            row_start = self.rows_start + sum(
-                c * n for c, n in zip(self.capacity[:table], self.row_sizes[:table], strict=True)
-            )
-            parts = []
-            for rank, worker in enumerate(gathered):
-                n = int(sizes[rank, table])
-                indices = worker[index_start : index_start + n * self.index_width]
-                values = worker[row_start : row_start + n * self.row_sizes[table]]
-                parts.append(
-                    RowGradient(
-                        indices.view(torch.int64),
-                        values.view(n, *self.row_shapes[table]),
-                        grad.n_rows,
-                    )
-                )
+            capacity, shape = self.capacity[table], self.row_shapes[table]
+            start, row_start = self.index_starts[table], self.row_starts[table]
+            indices = gathered[:, start : start + self.index_width * capacity]
+            values = gathered[:, row_start : row_start + capacity * self.row_sizes[table]]
+            indices = indices.contiguous().view(torch.int64)
+            values = values.reshape(len(gathered), capacity, *shape)
+            parts = [
+                RowGradient(indices[rank, :n], values[rank, :n], grad.n_rows)
+                for rank, n in enumerate(sizes_by_table[table])
+            ]
             tables.append(sum_row_gradients(parts))
         return count, dense_parts, tables
+
+
+def _starts(lengths: list[int]) -> list[int]:
+    """Offsets of consecutive pieces of these lengths, and the end: ``[0, l0, l0 + l1, ...]``."""
+    starts = [0]
+    for length in lengths:
+        starts.append(starts[-1] + length)
+    return starts
 
 
 def sum_row_gradients(parts: list[RowGradient]) -> RowGradient:
