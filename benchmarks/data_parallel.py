@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import ray.data
 import ray.train
 import torch
 from ray.train.torch import TorchTrainer
@@ -257,9 +258,13 @@ def main(argv: list[str] | None = None) -> None:
 
     args.data_dir.mkdir(parents=True, exist_ok=True)
     ensure_ray(num_cpus=args.num_cpus)
+    ray.data.DataContext.get_current().enable_progress_bars = False
     spawn = multiprocessing.get_context("spawn")
     for rows in sizes:
-        dataset = built_dataset(rows, args.data_dir)
+        # Child processes: the build's and the one-process run's memory is returned on exit
+        # (the Ray workers share this machine's memory with the driver).
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as child:
+            dataset = child.submit(built_dataset, rows, args.data_dir).result()
         for optimizer in args.optimizers:
             train = TrainConfig(
                 method="ig", backbone="gmf", epochs=args.epochs, embedding_optimizer=optimizer
