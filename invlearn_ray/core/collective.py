@@ -8,8 +8,10 @@ and *counts* rather than means, so a result is exact whatever the shard sizes: a
 
 Two operations: an all-reduce (dense parameters, counts, losses) and an all-gather of
 equal-sized buffers (the touched rows of embedding tables, see
-:class:`~invlearn_ray.core.gradients.WorkerMean`). Each call's payload is counted in
-:attr:`ExchangeStats`, so benchmarks can print the bytes a worker puts on the wire per step.
+:class:`~invlearn_ray.core.gradients.WorkerMean`); :func:`all_gather_rows` builds the
+all-gather of buffers whose row counts differ (evaluation shards' scores) on top of it. Each
+call's payload is counted in :attr:`ExchangeStats`, so benchmarks can print the bytes a worker
+puts on the wire per step.
 """
 
 from __future__ import annotations
@@ -113,3 +115,19 @@ class TorchDistributedCollective:
         with self.stats.call(flat):
             torch.distributed.all_gather_single(out, flat)
         return out.view(self.world_size, *tensor.shape)
+
+
+def all_gather_rows(collective: Collective, tensor: Tensor) -> list[Tensor]:
+    """Every worker's ``tensor``, in rank order, when workers hold different numbers of rows
+    (the trailing shape must agree): one all-gather of the lengths, one of the rows padded to
+    the longest. Each worker receives the same list, so what it computes from it agrees."""
+    if collective.world_size == 1:
+        return [tensor]
+    length = torch.tensor([len(tensor)], dtype=torch.int64, device=tensor.device)
+    lengths = collective.all_gather(length).reshape(-1).tolist()
+    if max(lengths) == 0:
+        return [tensor] * collective.world_size
+    padded = tensor.new_zeros((max(lengths), *tensor.shape[1:]))
+    padded[: len(tensor)] = tensor
+    gathered = collective.all_gather(padded)
+    return [gathered[rank, :n] for rank, n in enumerate(lengths)]

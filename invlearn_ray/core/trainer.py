@@ -8,7 +8,11 @@ scores the validation split and keeps the best model by a *ranking* metric (meth
 The same class runs inside a Ray Train worker: give it a
 :class:`~invlearn_ray.core.collective.TorchDistributedCollective` and the worker's
 :class:`~invlearn_ray.core.batches.TrainingRows`, and drive it with :meth:`Trainer.run_epoch`
-/ :meth:`Trainer.state_dict` so the loop can report and checkpoint between epochs. All
+/ :meth:`Trainer.state_dict` so the loop can report and checkpoint between epochs. Each
+worker then holds and scores only its users' validation and test rows
+(:func:`~invlearn_ray.core.evaluation.evaluation_shard`); evaluations combine the shards'
+statistics, so every worker reports the one-process metrics and stops at the same epoch, and
+:meth:`Trainer.result` is a collective call every worker makes. All
 randomness comes from generators keyed by (seed, epoch, rank), so resuming at epoch ``e``
 replays exactly what an uninterrupted run would have done.
 """
@@ -34,6 +38,7 @@ from invlearn_ray.core.evaluation import (
     annotation_quality,
     evaluate_full_ranking,
     evaluate_split,
+    evaluation_shard,
     score_pairs,
 )
 from invlearn_ray.core.gradients import WorkerMean, grad_and_value
@@ -265,8 +270,9 @@ class Trainer:
         batch_source: BatchSource | None = None,
     ) -> None:
         self.config = config
-        self.data = data
         self.collective = collective or LocalCollective()
+        # Each worker scores its users' validation and test rows; evaluations combine shards.
+        self.data = evaluation_shard(data, self.collective.rank, self.collective.world_size)
         self.device = data.valid.users.device
         if config.cuda_graphs and self.device.type != "cuda":
             raise ValueError(
@@ -401,7 +407,7 @@ class Trainer:
         train_seconds = time.perf_counter() - started
 
         started = time.perf_counter()
-        valid = evaluate_split(self.model, self.data.valid)
+        valid = evaluate_split(self.model, self.data.valid, collective=self.collective)
         diagnostic_logits = self._diagnostic_logits(self.model)
         record = EpochRecord(
             epoch=epoch,
@@ -451,9 +457,10 @@ class Trainer:
         return model
 
     def result(self) -> TrainResult:
-        """Score the selected model on the test split — once, after selection."""
+        """Score the selected model on the test split — once, after selection. Data-parallel:
+        every worker calls it (each scores its shard of the test users)."""
         model = self.selected_model()
-        test = evaluate_split(model, self.data.test)
+        test = evaluate_split(model, self.data.test, collective=self.collective)
         ranking = evaluate_full_ranking(
             model,
             self.data.test,
@@ -462,6 +469,7 @@ class Trainer:
             protocol=self.config.full_ranking,
             sample_users=self.config.full_ranking_users,
             seed=self.config.seed,
+            collective=self.collective,
         )
         test.update(ranking.metrics)
         test.update(self._annotation(self._diagnostic_logits(model)))

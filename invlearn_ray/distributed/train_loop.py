@@ -8,9 +8,11 @@ Every worker runs :func:`train_loop_per_worker` with the same ``config`` dict
    reservation (1 for the default 0.5 CPU), which leaves a lone worker on one core, and the
    torch default (every core per worker) oversubscribes the cores once several workers share
    them — both measured slower on this 2-core machine;
-1. load the dataset's small, global parts with ``load_dataset`` (validation, test, the
-   seen-item index, observed-unlabeled rows): evaluation is deterministic and identical on
-   every rank, so early-stopping decisions agree without communication;
+1. load the dataset's small, global parts with ``load_dataset`` (the seen-item index,
+   observed-unlabeled rows) and keep only this worker's users' validation and test rows
+   (``evaluation_shard``): each evaluation scores the worker's users and combines the shards'
+   statistics with collectives, so every rank gets the one-process metrics and early-stopping
+   decisions agree;
 2. materialise *its shard* of ``train_train`` and ``train_test`` from
    ``ray.train.get_dataset_shard`` into tensors once, sorted by input row (batches are then
    built by index, ~5x faster than re-reading a Ray Dataset every epoch — ray_notes.md);
@@ -21,8 +23,9 @@ Every worker runs :func:`train_loop_per_worker` with the same ``config`` dict
 4. resume from ``ray.train.get_checkpoint()`` when Ray Train restarted the group;
 5. per epoch: :meth:`Trainer.run_epoch`, then ``ray.train.report`` on every worker (a
    barrier) with rank 0 attaching ``trainer.state_dict()`` as the checkpoint;
-6. rank 0 scores the selected model on test once, writes the run's outputs and returns the
-   summary (``Result.return_value``). A run whose loss or weights leave their bounds
+6. every worker scores its shard of the test users for the selected model once (a
+   collective); rank 0 writes the run's outputs and returns the summary
+   (``Result.return_value``). A run whose loss or weights leave their bounds
    (``TrainingDiverged``) stops on every worker at the same epoch — each judges the global loss
    and identical weights — and writes nothing; :func:`run_summary` raises it on the driver.
 
@@ -60,6 +63,7 @@ from ray.train import DataConfig
 from invlearn_ray.core.batches import BatchSource, EpochPlan, TrainingRows, local_step_counts
 from invlearn_ray.core.collective import TorchDistributedCollective
 from invlearn_ray.core.config import TrainConfig
+from invlearn_ray.core.evaluation import evaluation_shard
 from invlearn_ray.core.trainer import EpochRecord, Trainer, TrainingDiverged
 from invlearn_ray.data import canonical as cn
 from invlearn_ray.data.loading import load_dataset
@@ -70,8 +74,9 @@ CHECKPOINT_FILE = "trainer.pt"
 DIVERGED = "diverged"
 """Key of rank 0's return value when training diverged (its value: the one-line reason)."""
 SHARDED_SPLITS = ("train_train", "train_test")
-"""Splits read through Ray Data and divided among workers; every other split is small and
-global (validation, test, the seen-item index), so each worker loads it whole."""
+"""Splits read through Ray Data and divided among workers by row range. Validation and test
+are loaded from the folder and cut by user (``evaluation_shard``); the seen-item index is
+global, so each worker loads it whole."""
 SHARD_COLUMNS = (cn.ROW, cn.USER, cn.ITEM, cn.LABEL)
 
 
@@ -312,7 +317,8 @@ def setup_worker(config: dict[str, Any]) -> Worker:
     rank, world_size = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
 
-    data = load_dataset(Path(config["dataset"]), device)
+    # The full validation and test rows are dropped here: a worker holds its users' share.
+    data = evaluation_shard(load_dataset(Path(config["dataset"]), device), rank, world_size)
     # Every worker reads its shards in the same order: a streaming split starts with a barrier.
     train_train = shard_interactions(ray.train.get_dataset_shard("train_train"), device)
     train_test = shard_interactions(ray.train.get_dataset_shard("train_test"), device)
@@ -362,10 +368,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
             return {DIVERGED: str(error)} if rank == 0 else None
         report_epoch(trainer, record, worker.config, rank, world_size)
 
+    result = trainer.result()  # a collective: every worker scores its test users
     if rank != 0:
         return None
     return write_run_outputs(
-        trainer.result(),
+        result,
         Path(config.get("staging_dir", config["output_dir"])),
         Path(config["dataset"]),
         worker.data,
