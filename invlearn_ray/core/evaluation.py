@@ -35,7 +35,9 @@ from invlearn_ray.core.metrics import (
     MetricTotals,
     RowMetricStats,
     finalize_row_metrics,
+    mann_whitney_u,
     row_metric_stats,
+    row_metrics_report,
     user_shard,
 )
 from invlearn_ray.data.recdata import UNKNOWN_LABEL, Interactions, RecData, UserItemIndex
@@ -99,18 +101,35 @@ def evaluation_shard(data: RecData, rank: int, world_size: int) -> RecData:
     )
 
 
-def combine_row_metric_stats(stats: RowMetricStats, collective: Collective) -> RowMetricStats:
-    """Every worker's row statistics merged, on every worker: one all-reduce of the per-user
-    totals, all-gathers of the rows' scores and labels for the global AUC (5 bytes a row, plus
-    padding to the largest shard). One worker: ``stats`` itself, so the one-process report is
-    unchanged bit for bit."""
+def combine_row_metrics(stats: RowMetricStats, collective: Collective) -> dict[str, float]:
+    """The :func:`~invlearn_ray.core.metrics.evaluate_rows` report of every worker's shard, on
+    every worker. One worker: :func:`finalize_row_metrics` itself, bit for bit. Several: the
+    global AUC as a Mann–Whitney count of each worker's positives against every worker's sorted
+    negatives (an all-gather of negative scores, 4 bytes a row plus padding to the largest
+    shard), then one all-reduce of that count, the class counts and the per-user totals.
+    Every worker reads the same numbers, so all take the same early-stopping decision.
+    Time ∝ the shard's rows × log(rows)."""
     if collective.world_size == 1:
-        return stats
-    totals = stats.totals.values.clone()
-    collective.all_reduce_sum_([totals])
-    scores = torch.cat(all_gather_rows(collective, stats.scores))
-    labels = torch.cat(all_gather_rows(collective, stats.labels.to(torch.uint8)))
-    return RowMetricStats(MetricTotals(stats.totals.keys, totals), scores, labels.bool())
+        return finalize_row_metrics(stats)
+    labels = stats.labels
+    negatives = stats.scores[~labels]
+    ascending = negatives.flip(0) if stats.presorted else torch.sort(negatives).values
+    positives = stats.scores[labels]
+    shards = all_gather_rows(collective, ascending)
+    u_statistic = sum(float(mann_whitney_u(positives, shard)) for shard in shards)
+    totals = stats.totals.values
+    counts = totals.new_tensor([u_statistic, len(positives), len(negatives)])
+    summed = torch.cat([counts, totals])
+    collective.all_reduce_sum_([summed])
+    u_total, n_positives, n_negatives = summed[:3].tolist()
+    if n_positives == 0 or n_negatives == 0:
+        raise ValueError(
+            f"evaluate_rows: only one class is present ({int(n_positives)} positives among "
+            f"{int(n_positives + n_negatives)} rows); AUC needs positives and negatives — "
+            "evaluate on rows that carry both labels"
+        )
+    auc_value = u_total / (n_positives * n_negatives)
+    return row_metrics_report(auc_value, MetricTotals(stats.totals.keys, summed[3:]))
 
 
 def evaluate_split(
@@ -131,7 +150,7 @@ def evaluate_split(
     scores = score_pairs(model, split.users, split.items)
     model.train(was_training)
     stats = row_metric_stats(scores, split.labels, split.users, ks=ks)
-    return finalize_row_metrics(combine_row_metric_stats(stats, collective or LocalCollective()))
+    return combine_row_metrics(stats, collective or LocalCollective())
 
 
 def resolve_full_ranking(protocol: str, factorized: bool, users: int, sample_users: int) -> str:
