@@ -12,10 +12,13 @@ and duration labeled by the paper's finish-rate rule), at each ``--rows`` size a
 Each run trains ``--epochs`` epochs (each followed by the validation evaluation) and reports
 the fastest epoch and evaluation (the machine is shared: the best of a few is the least
 disturbed). Printed per run: seconds, the ratios the targets are stated in, the payload one
-worker puts into collectives per step — measured for the touched-row exchange, computed for the
-dense all-reduce it replaced (``4·(parameters + 1)`` bytes per gradient reduction) — the calls
-and seconds spent in collectives, peak resident memory per worker, and the bytes of validation
-and test rows each worker holds.
+worker puts into collectives per training step — measured for the touched-row exchange,
+computed for the dense all-reduce it replaced (``4·(parameters + 1)`` bytes per gradient
+reduction) — the collective calls and seconds per epoch, peak resident memory per worker, and
+the bytes of validation and test rows each worker holds. For 2 workers it also measures what
+one collective call costs between them (a 1-float all-reduce: pure latency; a gather of one
+step's payload), so the share of an epoch that per-call latency alone takes is printed, not
+guessed, and the sharded validation evaluation on its own (seconds, calls, bytes).
 
     python benchmarks/data_parallel.py                                 # 1 M and 9.5 M rows
     python benchmarks/data_parallel.py --rows 1000000 --optimizers lazy_adam --epochs 3
@@ -47,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from invlearn_ray.cli import comma_names, positive_int  # noqa: E402
 from invlearn_ray.core.backbones import count_parameters  # noqa: E402
 from invlearn_ray.core.config import EMBEDDING_OPTIMIZERS, TrainConfig  # noqa: E402
+from invlearn_ray.core.evaluation import evaluate_split  # noqa: E402
 from invlearn_ray.core.trainer import Trainer  # noqa: E402
 from invlearn_ray.data import dataset_dir as dd  # noqa: E402
 from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory  # noqa: E402
@@ -149,19 +153,61 @@ def single_process(dataset: str, train: dict[str, Any], epochs: int) -> dict[str
     return stats
 
 
+def collective_latency_ms(payload_bytes: float, calls: int = 200) -> dict[str, float]:
+    """Milliseconds per call of a 1-float all-reduce (the latency every call pays) and of an
+    all-gather of one step's payload, between this run's workers (after 20 warm-up calls)."""
+    world = torch.distributed.get_world_size()
+    tiny = torch.zeros(1)
+    step = torch.zeros(max(1, int(payload_bytes) // 4))
+    gathered = torch.empty(world * len(step))
+
+    def timed(call) -> float:
+        for _ in range(20):
+            call()
+        torch.distributed.barrier()
+        started = time.perf_counter()
+        for _ in range(calls):
+            call()
+        return (time.perf_counter() - started) / calls * 1e3
+
+    return {
+        "latency_ms": timed(lambda: torch.distributed.all_reduce(tiny)),
+        "step_gather_ms": timed(lambda: torch.distributed.all_gather_single(gathered, step)),
+    }
+
+
 def ray_worker(config: dict[str, Any]) -> list[dict[str, Any]] | None:
-    """Ray Train worker: the product's worker setup, timed; rank 0 returns every rank's stats."""
+    """Ray Train worker: the product's worker setup, timed; rank 0 returns every rank's stats.
+
+    The collectives of the epochs' evaluations and loss reductions are taken out of the
+    per-step figures: one more validation evaluation is measured on its own (seconds, calls,
+    bytes) and subtracted once per epoch with the epoch's loss all-reduce (1 call, 8 bytes).
+    """
     worker = setup_worker(config)
-    stats = epoch_stats(worker.trainer, config["epochs"])
+    epochs = config["epochs"]
+    stats = epoch_stats(worker.trainer, epochs)
     exchange = worker.collective.stats
+    calls, payload, seconds = exchange.calls, exchange.payload_bytes, exchange.seconds
+    started = time.perf_counter()
+    evaluate_split(worker.trainer.model, worker.data.valid, collective=worker.collective)
+    eval_s = time.perf_counter() - started
+    eval_calls, eval_bytes = exchange.calls - calls, exchange.payload_bytes - payload
+    eval_collective_s = exchange.seconds - seconds
+    steps = epochs * (stats["supervised_steps"] + stats["meta_steps"])
+    train_payload = payload - epochs * (eval_bytes + 8)
     stats.update(
         threads=torch.get_num_threads(),
-        calls=exchange.calls,
-        payload_bytes=exchange.payload_bytes,
-        collective_s=exchange.seconds / config["epochs"],
+        calls_per_epoch=(calls - epochs * (eval_calls + 1)) / epochs,
+        bytes_per_step=train_payload / steps,
+        collective_s=(seconds - epochs * eval_collective_s) / epochs,
+        eval_alone_s=eval_s,
+        eval_calls=eval_calls,
+        eval_bytes=eval_bytes,
         peak_rss_mb=peak_rss_mb(),
         eval_mb=held_eval_mb(worker.data),
     )
+    if worker.world_size > 1:
+        stats.update(collective_latency_ms(train_payload / steps))
     everyone: list[dict[str, Any] | None] = [None] * worker.world_size
     torch.distributed.all_gather_object(everyone, stats)
     return everyone if worker.rank == 0 else None
@@ -180,13 +226,11 @@ def ray_run(dataset: Path, train: dict[str, Any], workers: int, epochs: int) -> 
     )
     ranks = trainer.fit().return_value
     slowest = {key: max(rank[key] for rank in ranks) for key in ("epoch_s", "eval_s")}
-    steps = ranks[0]["supervised_steps"] + ranks[0]["meta_steps"]
     return {
         **ranks[0],
         **slowest,
         "peak_rss_mb": max(rank["peak_rss_mb"] for rank in ranks),
-        "bytes_per_step": ranks[0]["payload_bytes"] / (epochs * steps),
-        "calls_per_step": ranks[0]["calls"] / (epochs * steps),
+        "eval_mb": max(rank["eval_mb"] for rank in ranks),
     }
 
 
@@ -207,21 +251,35 @@ def report(rows: int, optimizer: str, runs: dict[str, dict[str, Any]]) -> None:
     print(f"\n{rows:,} rows, GMF IG, embedding_optimizer={optimizer}")
     header = (
         f"{'run':<10} {'thr':>3} {'epoch s':>8} {'eval s':>7} {'vs 1proc':>8} {'vs 1wkr':>8} "
-        f"{'B/step sent':>12} {'B/step dense':>13} {'calls/st':>8} {'coll s':>7} "
+        f"{'B/step sent':>12} {'B/step dense':>13} {'calls/ep':>8} {'coll s/ep':>9} "
         f"{'peak MB':>8} {'eval MB':>8}"
     )
     print(header)
     print("-" * len(header))
     for name, stats in runs.items():
-        sent = f"{stats['bytes_per_step']:12,.0f}" if "bytes_per_step" in stats else f"{'-':>12}"
-        dense = dense_bytes_per_step(stats) if name == "2 workers" else None
+        sent = f"{stats['bytes_per_step']:12,.0f}" if name == "2 workers" else f"{'-':>12}"
+        dense = f"{dense_bytes_per_step(stats):13,.0f}" if name == "2 workers" else f"{'-':>13}"
         print(
             f"{name:<10} {stats['threads']:>3} {stats['epoch_s']:8.2f} {stats['eval_s']:7.3f} "
             f"{stats['epoch_s'] / single['epoch_s']:8.2f} {stats['epoch_s'] / one['epoch_s']:8.2f} "
-            f"{sent} {'-' if dense is None else f'{dense:,.0f}':>13} "
-            f"{stats.get('calls_per_step', 0):8.2f} {stats.get('collective_s', 0):7.2f} "
-            f"{stats['peak_rss_mb']:8.0f} {stats['eval_mb']:8.1f}"
+            f"{sent} {dense} {stats.get('calls_per_epoch', 0):8.0f} "
+            f"{stats.get('collective_s', 0):9.2f} {stats['peak_rss_mb']:8.0f} "
+            f"{stats['eval_mb']:8.1f}"
         )
+    steps = two["supervised_steps"] + two["meta_steps"]
+    latency_s = two["calls_per_epoch"] * two["latency_ms"] / 1e3
+    print(
+        f"2 workers' collectives: {steps:.0f} steps and {two['calls_per_epoch']:.0f} calls per "
+        f"epoch; a 1-float all-reduce costs {two['latency_ms']:.3f} ms, a step's gather "
+        f"{two['step_gather_ms']:.3f} ms: latency alone {latency_s:.2f} s of the "
+        f"{two['epoch_s']:.2f} s epoch, in collectives {two['collective_s']:.2f} s (transfer "
+        f"and waiting for the other worker); one process's whole epoch {single['epoch_s']:.2f} s"
+    )
+    print(
+        f"evaluation (validation, alone): 1 worker {one['eval_alone_s']:.3f} s, 2 workers "
+        f"{two['eval_alone_s']:.3f} s, {two['eval_calls']} calls, {two['eval_bytes']:,} bytes "
+        "sent per worker"
+    )
     print(
         f"targets: 2 workers / 1 process {two['epoch_s'] / single['epoch_s']:.2f} (<= 1.3); "
         f"2 workers / 1 worker {two['epoch_s'] / one['epoch_s']:.2f} (<= 1.0); "
