@@ -4,10 +4,12 @@ by user across Ray Train workers."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import ray
 import ray.train
 import torch
 from ray.train.torch import TorchTrainer
@@ -77,6 +79,8 @@ def dataset(tmp_path_factory) -> Path:
 def test_workers_scoring_their_users_report_the_one_process_metrics(
     ray_session, dataset, tmp_path, num_workers
 ):
+    # The worker function lives in this test module, which Ray's workers cannot import.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     trainer = TorchTrainer(
         evaluate_on_worker,
         train_loop_config={"dataset": str(dataset)},
