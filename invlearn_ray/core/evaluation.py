@@ -143,7 +143,7 @@ def evaluate_split(
     With a ``collective`` over several workers, ``split`` is this worker's
     :func:`evaluation_shard` of it and the report covers every worker's shard: identical on
     every worker and equal to the one-process report up to float64 rounding of the per-user
-    sums (~1e-16 relative; the AUC exactly). Time ∝ the shard's rows (the AUC's sort ∝ all).
+    sums (~1e-16 relative; the AUC exactly). Time ∝ the shard's rows × log(rows).
     """
     was_training = model.training
     model.eval()
