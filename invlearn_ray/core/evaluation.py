@@ -10,7 +10,9 @@
   the shards' mergeable statistics, so every worker reports the one-process numbers;
 * :func:`annotation_quality` — how well the model's implied labels of *unlabeled* rows match
   their hidden truth. IDL's weights favour label 1 exactly when ``ℓ(z, 0) > ℓ(z, 1)``, i.e. when
-  the logit ``z > 0``, so the annotation of a row is ``1[z > 0]`` for every method.
+  the logit ``z > 0``, so the annotation of a row is ``1[z > 0]`` for every method. Thresholded
+  accuracy depends on where the logits sit; the annotation *AUC* (the score ranked against the
+  hidden labels) does not, and is the figure to compare methods by.
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ from invlearn_ray.core.full_ranking import (
     full_ranking_population,
     full_ranking_stats,
 )
+from invlearn_ray.core.losses import idl_weights
 from invlearn_ray.core.metrics import (
     MetricTotals,
     RowMetricStats,
+    auc,
     finalize_row_metrics,
     mann_whitney_u,
     row_metric_stats,
@@ -252,14 +256,28 @@ def evaluate_full_ranking(
 
 
 @torch.no_grad()
-def annotation_quality(logits: Tensor, hidden_labels: Tensor, prefix: str) -> dict[str, float]:
-    """Precision / recall / accuracy of the annotation ``1[z > 0]`` against hidden labels.
+def annotation_quality(
+    logits: Tensor, hidden_labels: Tensor, prefix: str, idl_temperature: float | None = None
+) -> dict[str, float]:
+    """How well the model annotates unlabeled rows, against their hidden labels.
+
+    * ``{prefix}_auc`` — the AUC of the logits against the hidden labels: the annotation as a
+      ranking, free of any threshold (ties averaged, as :func:`~invlearn_ray.core.metrics.auc`);
+    * ``{prefix}_accuracy``, ``_precision``, ``_recall`` — of the thresholded annotation
+      ``1[z > 0]``;
+    * ``{prefix}_weight_auc`` (when ``idl_temperature`` is given: IDL and IG) — the AUC of the
+      IDL weight w¹. It is **not** new information: w¹ = σ((2/T)·(log ℓ(z,0) − log ℓ(z,1))) is
+      strictly increasing in z for every temperature T, so it ranks the rows as the logits do
+      and its AUC equals ``{prefix}_auc`` except where float rounding saturates w¹ at 0 or 1
+      and turns distinct logits into ties (tested). It is reported because the paper reads
+      its annotation through the weights.
 
     ``logits`` are the model's on the rows (:func:`score_pairs`; the trainer scores its
     diagnostic rows once for this and the IDL weight histogram). Rows whose hidden label is
-    unknown are ignored. Keys are ``{prefix}_precision`` etc.; ``{prefix}_rows`` says how many
-    rows were judged, ``{prefix}_true_positive_rate`` how many of them are truly positive (the
-    base rate, to read the others against).
+    unknown are ignored. ``{prefix}_rows`` says how many rows were judged,
+    ``{prefix}_true_positive_rate`` how many of them are truly positive (the base rate, to
+    read the others against). AUCs are NaN when the rows hold one class only. Time ∝ rows ·
+    log rows.
     """
     known = hidden_labels != UNKNOWN_LABEL
     if not bool(known.any()):
@@ -269,10 +287,16 @@ def annotation_quality(logits: Tensor, hidden_labels: Tensor, prefix: str) -> di
     truth = hidden_labels[known] == 1
     true_positive = (predicted & truth).sum().item()
     n_predicted, n_true, n_rows = predicted.sum().item(), truth.sum().item(), int(known.sum())
-    return {
+    both_classes = 0 < n_true < n_rows
+    report = {
         f"{prefix}_rows": n_rows,
         f"{prefix}_true_positive_rate": n_true / n_rows,
+        f"{prefix}_auc": auc(logits, truth) if both_classes else float("nan"),
         f"{prefix}_accuracy": (predicted == truth).float().mean().item(),
         f"{prefix}_precision": true_positive / n_predicted if n_predicted else float("nan"),
         f"{prefix}_recall": true_positive / n_true if n_true else float("nan"),
     }
+    if idl_temperature is not None:
+        pos_weights, _ = idl_weights(logits, idl_temperature)
+        report[f"{prefix}_weight_auc"] = auc(pos_weights, truth) if both_classes else float("nan")
+    return report

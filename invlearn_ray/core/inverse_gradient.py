@@ -33,6 +33,11 @@ What this implementation does differently from the paper's released code, and wh
   are reduced through :class:`~invlearn_ray.core.collective.Collective` (row gradients as
   exchanged touched rows, :class:`~invlearn_ray.core.gradients.WorkerMean`), so every worker
   takes the same argmin and parameters stay identical without broadcasting (method.md §4).
+
+This project's variant (``direction="per_row"``, issue 13): Algorithm 1 makes one choice per
+batch, so a batch of mostly-right and some wrong IDL annotations moves as one. The per-row
+direction signs each unlabeled row's dual-loss gradient by its first-order alignment with the
+training-test gradient (:func:`aligned_dual_gradient`) before the same three-candidate choice.
 """
 
 from __future__ import annotations
@@ -45,7 +50,13 @@ from torch import Tensor
 
 from invlearn_ray.core.backbones import Backbone, Params
 from invlearn_ray.core.collective import Collective, LocalCollective
-from invlearn_ray.core.gradients import Gradient, RowGradient, WorkerMean, grad_and_value
+from invlearn_ray.core.gradients import (
+    Gradient,
+    RowGradient,
+    WorkerMean,
+    grad_and_value,
+    reduce_mean_,
+)
 from invlearn_ray.core.losses import idl_weights
 from invlearn_ray.core.optimizers import ParameterUpdate, as_parameter_update
 from invlearn_ray.core.touched_rows import rows_of
@@ -57,6 +68,7 @@ _CANDIDATE_SIGNS = (0.0, -1.0, 1.0)
 """θ_c = θ + sign_c · α · s: direct descends the dual loss, inverse ascends it."""
 
 STEP_RULES = ("sgd", "sign", "adam")
+DIRECTIONS = ("batch", "per_row")
 
 
 class DualDirection:
@@ -167,6 +179,59 @@ def dual_gradient(
     return grads, total, pos_weights
 
 
+def test_gradient(
+    model: Backbone, params: Params, users: Tensor, items: Tensor, labels: Tensor
+) -> dict[str, Tensor]:
+    """∇θ of the training-test BCE sum at θ (the per-row direction's reference)."""
+
+    def test_sum(theta: Params) -> tuple[Tensor, tuple[()]]:
+        logits = model(users, items, theta)
+        return F.binary_cross_entropy_with_logits(logits, labels, reduction="sum"), ()
+
+    grads, _ = grad_and_value(test_sum, dict(params), functional=False)
+    return grads
+
+
+def aligned_dual_gradient(
+    model: Backbone,
+    params: Params,
+    users: Tensor,
+    items: Tensor,
+    temperature: float,
+    test_grads: Params,
+) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+    """∇θ of Σ_r s_r·(w¹ℓ(z_r, 1) + w⁰ℓ(z_r, 0)), each row signed by its alignment with ∇L_test.
+
+    A row's dual-loss gradient is ``c_r·∇z_r`` with ``c_r = ∂ℓ_dual/∂z_r = σ(z_r) − w¹_r``
+    (weights stop-gradient). Descending it changes the training-test loss, to first order, by
+    ``−α·c_r·d_r`` with ``d_r = <∇z_r, ∇L_test>``. So ``s_r = sign(c_r·d_r)`` keeps the rows
+    whose IDL annotation the training-test data agrees with and flips the others (a zero
+    alignment drops the row); the direct candidate then descends the test loss to first order
+    (its inner product with ∇L_test is ``Σ_r |c_r·d_r| ≥ 0``). All ``d_r`` come from one
+    forward-mode product (``torch.func.jvp``) over the unlabeled rows: time ∝ 2 forwards + 1
+    backward of the rows, memory ∝ rows. ``test_grads`` must be the (all-reduced) mean
+    training-test gradient at ``params``.
+
+    Returns:
+        The gradient (local sum over the rows), the signed loss sum and the rows' w¹.
+    """
+    detached = {name: value.detach() for name, value in params.items()}
+    tangents = {name: test_grads[name] for name in detached}
+    logits, along_test = torch.func.jvp(
+        lambda theta: model(users, items, theta), (detached,), (tangents,)
+    )
+    pos_weights, _ = idl_weights(logits, temperature)
+    signs = torch.sign((torch.sigmoid(logits) - pos_weights) * along_test).detach()
+
+    def signed_sum(theta: Params) -> tuple[Tensor, Tensor]:
+        z = model(users, items, theta)
+        pos, neg = idl_weights(z, temperature)
+        return (signs * (pos * F.softplus(-z) + neg * F.softplus(z))).sum(), pos
+
+    grads, (total, pos_weights) = grad_and_value(signed_sum, detached, functional=False)
+    return grads, total, pos_weights
+
+
 def candidate_loss_sums(
     model: Backbone,
     params: Params,
@@ -239,6 +304,9 @@ class InverseGradient:
         touched_rows: differentiate the rows the batches read, not the whole tables (default:
             unless compiled — compiled and CUDA-graphed steps need shapes independent of the
             batch's ids). Backbones without ``table_index`` always take dense gradients.
+        direction: ``batch`` (Algorithm 1) or ``per_row`` (:func:`aligned_dual_gradient`;
+            eager only, dense gradients: one more training-test gradient and a forward-mode
+            product per step).
     """
 
     def __init__(
@@ -251,10 +319,19 @@ class InverseGradient:
         collective: Collective | None = None,
         compile: bool = False,
         touched_rows: bool | None = None,
+        direction: str = "batch",
     ) -> None:
+        if direction not in DIRECTIONS:
+            raise ValueError(f"unknown IG direction {direction!r}; valid: {list(DIRECTIONS)}")
+        if direction == "per_row" and compile:
+            raise ValueError("the per_row IG direction runs eagerly; turn compile off")
+        self.per_row = direction == "per_row"
         self.model = model
         self.optimizer = as_parameter_update(model, optimizer)
-        self.touched_rows = not compile if touched_rows is None else touched_rows
+        # per_row signs rows against the whole training-test gradient: dense parameters.
+        self.touched_rows = (
+            False if self.per_row else (not compile if touched_rows is None else touched_rows)
+        )
         self.temperature = temperature
         self.direction = DualDirection(step_rule)
         self.collective = collective or LocalCollective()
@@ -287,14 +364,23 @@ class InverseGradient:
         read_by_t = rows_of(model, {"user": [test_users], "item": [test_items]}, self.touched_rows)
 
         # Lines 9–11: one dual gradient; the inverse candidate is its negation.
-        grads, _, pos_weights = self._dual_gradient(
-            model,
-            read_by_u.gather(params),
-            read_by_u.renumbered["user"][0],
-            read_by_u.renumbered["item"][0],
-            self.temperature,
-            self._functional,
-        )
+        if self.per_row:
+            # Dense parameters (touched_rows is off for per_row): the reference gradient
+            # signs each unlabeled row against the whole training-test gradient.
+            reference = test_gradient(model, params, test_users, test_items, test_labels)
+            reduce_mean_(list(reference.values()), len(test_labels), collective)
+            grads, _, pos_weights = aligned_dual_gradient(
+                model, params, unlabeled_users, unlabeled_items, self.temperature, reference
+            )
+        else:
+            grads, _, pos_weights = self._dual_gradient(
+                model,
+                read_by_u.gather(params),
+                read_by_u.renumbered["user"][0],
+                read_by_u.renumbered["item"][0],
+                self.temperature,
+                self._functional,
+            )
         dual = self._dual_mean(read_by_u.row_gradients(grads, params), len(unlabeled_users))
         steps = dict(zip(params, self.direction(list(dual.values())), strict=True))
 

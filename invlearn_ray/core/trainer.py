@@ -4,6 +4,9 @@ One :class:`Trainer` runs any method on any backbone: it plans each epoch's batc
 (:mod:`~invlearn_ray.core.batches`), takes supervised steps with the method's objective and,
 for IG, meta steps (:func:`~invlearn_ray.core.inverse_gradient.inverse_gradient_step`), then
 scores the validation split and keeps the best model by a *ranking* metric (method.md §5).
+A method that does not train (``MethodSpec.trains`` False: the popularity scorer) is computed
+from the training rows in one "epoch" of no steps, then validated and tested the same way, so
+it reaches run folders, MLflow and tables as any method does.
 
 The same class runs inside a Ray Train worker: give it a
 :class:`~invlearn_ray.core.collective.TorchDistributedCollective` and the worker's
@@ -43,10 +46,11 @@ from invlearn_ray.core.evaluation import (
 )
 from invlearn_ray.core.gradients import WorkerMean, grad_and_value
 from invlearn_ray.core.inverse_gradient import CANDIDATES, InverseGradient
-from invlearn_ray.core.losses import idl_weights
+from invlearn_ray.core.losses import bce_with_logits, idl_weights
 from invlearn_ray.core.methods import build_objective, method_spec
 from invlearn_ray.core.objectives import BatchLoss, Objective, TrainBatch
 from invlearn_ray.core.optimizers import DenseUpdate, LazyAdam, ParameterUpdate
+from invlearn_ray.core.popularity import fit_item_prior
 from invlearn_ray.core.touched_rows import batch_ids, rows_of
 from invlearn_ray.data.hashing import stream_seed
 from invlearn_ray.data.recdata import Interactions, RecData
@@ -86,9 +90,9 @@ class TrainingDiverged(RuntimeError, UserError):
 
 def largest_weight(model: Backbone) -> float:
     """The largest absolute parameter value (NaN if any is NaN). One pass over the weights and
-    one host sync: cheap once per epoch."""
+    one host sync: cheap once per epoch. 0 for a scorer without parameters (``popularity``)."""
     peaks = [parameter.detach().abs().amax() for parameter in model.parameters()]
-    return torch.stack(peaks).max().item()
+    return torch.stack(peaks).max().item() if peaks else 0.0
 
 
 def check_divergence(config: TrainConfig, epoch: int, train_loss: float, weight: float) -> None:
@@ -134,7 +138,8 @@ def check_unlabeled_rows(config: TrainConfig, n_observed: int, dataset_name: str
         n_observed: the dataset's observed-unlabeled rows (its ``unclear/`` split).
 
     Raises:
-        UnsuitableDatasetError: ``unlabeled_source='observed'`` and ``n_observed == 0``.
+        UnsuitableDatasetError: ``n_observed == 0`` and ``unlabeled_source='observed'`` or a
+            method that reads observed rows whatever the source (``watched_positive``).
     """
     if config.needs_unlabeled and config.unlabeled_source == "observed" and not n_observed:
         raise UnsuitableDatasetError(
@@ -143,16 +148,22 @@ def check_unlabeled_rows(config: TrainConfig, n_observed: int, dataset_name: str
             "label fraction 1); use unlabeled_source='sampled' or 'both', or build the "
             "dataset with --label-fraction below 1"
         )
+    if method_spec(config.supervised_method).observed_rows and not n_observed:
+        raise UnsuitableDatasetError(
+            f"method {config.supervised_method!r} learns from observed-unlabeled rows, and "
+            f"dataset {dataset_name!r} has none (no unclear band, label fraction 1); build it "
+            "with --label-fraction below 1 or train another method"
+        )
 
 
 def build_model(config: TrainConfig, data: RecData) -> Backbone:
     """The configured backbone, initialised from ``config.seed`` without touching global RNG."""
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"init_scale": config.init_scale}
     if config.backbone == "neumf":
         extra["mlp_layers"] = config.mlp_layers
     if config.backbone == "lightgcn":
         positives = data.training_positives()
-        extra = {
+        extra |= {
             "num_layers": config.gcn_layers,
             "graph_users": positives.users.cpu(),
             "graph_items": positives.items.cpu(),
@@ -195,13 +206,15 @@ def uses_touched_rows(config: TrainConfig, model: Backbone) -> bool:
 
 
 def training_rows(config: TrainConfig, data: RecData) -> TrainingRows:
-    """What training may read. IG fits training-train and judges on training-test; every
-    other method fits all labeled training rows (IG gets no more labeled data than they do)."""
-    labeled = data.train_train if config.method == "ig" else data.labeled_training()
+    """What training may read. IG (and ``none_ig_steps``, which takes IG's steps) fits
+    training-train and steps on training-test; every other method fits all labeled training
+    rows (IG gets no more labeled data than they do)."""
+    ig_batches = method_spec(config.method).ig_batches
+    labeled = data.train_train if ig_batches else data.labeled_training()
     empty = Interactions.empty().to(labeled.users.device)
     return TrainingRows(
         labeled=labeled,
-        train_test=data.train_test if config.method == "ig" else empty,
+        train_test=data.train_test if ig_batches else empty,
         observed_users=data.observed_unlabeled.users,
         observed_items=data.observed_unlabeled.items,
         seen=data.seen_in_training,
@@ -280,32 +293,46 @@ class Trainer:
                 "move it with RecData.to('cuda') or turn cuda_graphs off"
             )
         check_unlabeled_rows(config, len(data.observed_unlabeled), data.name)
-        self.model = build_model(config, data).to(self.device)
-        self.optimizer = make_optimizer(self.model, config)
-        self.touched_rows = uses_touched_rows(config, self.model)
-        self._supervised_mean = WorkerMean(self.collective)
         rows = rows or training_rows(config, data)
-        self.batches = batch_source or BatchSource(
-            rows,
-            config,
-            rank=self.collective.rank,
-            world_size=self.collective.world_size,
-            steps_per_epoch=steps_per_epoch,
-        )
-        self.objective = build_objective(config, len(rows.labeled), self.device)
-        self._supervised_gradient = (
-            torch.compile(supervised_gradient) if config.compile else supervised_gradient
-        )
-        self.inverse_gradient = InverseGradient(
-            self.model,
-            self.optimizer,
-            dual_lr=config.dual_lr,
-            step_rule=config.step_rule,
-            temperature=config.idl_temperature,
-            collective=self.collective,
-            compile=config.compile,
-            touched_rows=self.touched_rows,
-        )
+        self.rows = rows
+        self.trains = method_spec(config.method).trains
+        if not self.trains:
+            self.model = fit_item_prior(
+                rows.labeled,
+                rows.observed_items,
+                data.n_users,
+                data.n_items,
+                prior_weight=config.popularity_prior,
+                play_weight=config.popularity_play_weight,
+                collective=self.collective,
+            ).to(self.device)
+        else:
+            self.model = build_model(config, data).to(self.device)
+            self.optimizer = make_optimizer(self.model, config)
+            self.touched_rows = uses_touched_rows(config, self.model)
+            self._supervised_mean = WorkerMean(self.collective)
+            self.batches = batch_source or BatchSource(
+                rows,
+                config,
+                rank=self.collective.rank,
+                world_size=self.collective.world_size,
+                steps_per_epoch=steps_per_epoch,
+            )
+            self.objective = build_objective(config, len(rows.labeled), self.device)
+            self._supervised_gradient = (
+                torch.compile(supervised_gradient) if config.compile else supervised_gradient
+            )
+            self.inverse_gradient = InverseGradient(
+                self.model,
+                self.optimizer,
+                dual_lr=config.dual_lr,
+                step_rule=config.step_rule,
+                temperature=config.idl_temperature,
+                collective=self.collective,
+                compile=config.compile,
+                touched_rows=self.touched_rows,
+                direction=config.ig_direction,
+            )
         self._graphed: dict[tuple[str, ...], GraphedStep] = {}
         self.global_step = 0
         self.next_epoch = 0
@@ -382,14 +409,11 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- epochs
 
-    def run_epoch(self, epoch: int) -> EpochRecord:
-        """Train one epoch, then score validation and update the model selection."""
-        self.model.train()
-        started = time.perf_counter()
+    def _train_steps(self, epoch: int) -> tuple[Tensor, Tensor]:
+        """One epoch's steps; returns the supervised loss sum and count."""
         plan = self.batches.plan(epoch, with_meta=epoch >= self.config.warmup_epochs)
         loss_sum = torch.zeros((), device=self.device)
         loss_count = torch.zeros((), device=self.device)
-        n_logged = len(self.direction_log["choice"])
         for batch in iterate(plan, self.config.ig_schedule):
             if isinstance(batch, MetaBatch):
                 self.meta_step(batch, epoch)
@@ -397,6 +421,23 @@ class Trainer:
                 loss = self.supervised_step(batch, epoch)
                 loss_sum += loss.total
                 loss_count += loss.count
+        return loss_sum, loss_count
+
+    @torch.no_grad()
+    def _labeled_loss(self) -> tuple[Tensor, Tensor]:
+        """BCE sum and count of the (non-trained) scorer on the labeled training rows: what a
+        scorer reports as its training loss."""
+        labeled = self.rows.labeled
+        logits = score_pairs(self.model, labeled.users, labeled.items)
+        total = bce_with_logits(logits, labeled.labels, reduction="sum")
+        return total, total.new_tensor(float(len(labeled)))
+
+    def run_epoch(self, epoch: int) -> EpochRecord:
+        """Train one epoch, then score validation and update the model selection."""
+        self.model.train()
+        started = time.perf_counter()
+        n_logged = len(self.direction_log["choice"])
+        loss_sum, loss_count = self._train_steps(epoch) if self.trains else self._labeled_loss()
         meta_choices = self.direction_log["choice"][n_logged:]
         self.direction_log["epoch"].append(torch.full((len(meta_choices),), epoch))
         # Every worker's sums: each decides on the global loss, so all stop at the same epoch.
@@ -436,9 +477,8 @@ class Trainer:
 
     @property
     def should_stop(self) -> bool:
-        return (
-            self.next_epoch >= self.config.epochs or self.epochs_without_gain > self.config.patience
-        )
+        epochs = self.config.epochs if self.trains else 1  # a scorer is computed once
+        return self.next_epoch >= epochs or self.epochs_without_gain > self.config.patience
 
     def fit(self, on_epoch_end: Callable[[EpochRecord], None] | None = None) -> TrainResult:
         """Train until early stopping or ``config.epochs``, then score the selected model."""
@@ -531,11 +571,19 @@ class Trainer:
     def _annotation(self, logits: Tensor) -> dict[str, float]:
         rows, report = self._diagnostic_rows, {}
         n_sampled = len(rows["sampled_users"])
+        idl = method_spec(self.config.method).idl_weights
+        temperature = self.config.idl_temperature if idl else None
         if "sampled_truth" in rows:
-            report.update(annotation_quality(logits[:n_sampled], rows["sampled_truth"], "sampled"))
+            report.update(
+                annotation_quality(
+                    logits[:n_sampled], rows["sampled_truth"], "sampled", temperature
+                )
+            )
         if len(rows["observed_users"]):
             report.update(
-                annotation_quality(logits[n_sampled:], rows["observed_truth"], "observed")
+                annotation_quality(
+                    logits[n_sampled:], rows["observed_truth"], "observed", temperature
+                )
             )
         return report
 
@@ -555,8 +603,8 @@ class Trainer:
         """Everything needed to resume after ``next_epoch - 1``; tensors only in nested dicts."""
         return {
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "inverse_gradient": self.inverse_gradient.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.trains else {},
+            "inverse_gradient": self.inverse_gradient.state_dict() if self.trains else {},
             "global_step": self.global_step,
             "next_epoch": self.next_epoch,
             "best_score": self.best_score,
@@ -570,8 +618,9 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.inverse_gradient.load_state_dict(state["inverse_gradient"])
+        if self.trains:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.inverse_gradient.load_state_dict(state["inverse_gradient"])
         self.global_step = state["global_step"]
         self.next_epoch = state["next_epoch"]
         self.best_score = state["best_score"]

@@ -64,6 +64,7 @@ from invlearn_ray.core.batches import BatchSource, EpochPlan, TrainingRows, loca
 from invlearn_ray.core.collective import TorchDistributedCollective
 from invlearn_ray.core.config import TrainConfig
 from invlearn_ray.core.evaluation import evaluation_shard
+from invlearn_ray.core.methods import method_spec
 from invlearn_ray.core.trainer import EpochRecord, Trainer, TrainingDiverged
 from invlearn_ray.data import canonical as cn
 from invlearn_ray.data.loading import load_dataset
@@ -198,8 +199,9 @@ def worker_rows(
     world_size: int,
 ) -> TrainingRows:
     """This worker's :class:`TrainingRows`, mirroring ``training_rows`` of one process: IG
-    fits training-train and judges on training-test, other methods fit both."""
-    if config.method == "ig":
+    (and ``none_ig_steps``) fits training-train and steps on training-test, other methods fit
+    both."""
+    if method_spec(config.method).ig_batches:
         labeled, judged = train_train, train_test
     else:
         labeled = Interactions(

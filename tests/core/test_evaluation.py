@@ -1,26 +1,31 @@
-"""Scoring a model on a split: which full-ranking protocol runs, and that each path is exact."""
+"""Scoring a model on a split: which full-ranking protocol runs, that each path is exact, and
+annotation quality (thresholded and as a ranking)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from sklearn.metrics import roc_auc_score
 
 from invlearn_ray.core.backbones import Backbone, build_backbone, score_all_pairwise
 from invlearn_ray.core.collective import TorchDistributedCollective
 from invlearn_ray.core.config import TrainConfig
 from invlearn_ray.core.evaluation import (
+    annotation_quality,
     evaluate_full_ranking,
     evaluate_split,
     evaluation_shard,
     resolve_full_ranking,
 )
 from invlearn_ray.core.full_ranking import full_ranking_metrics
+from invlearn_ray.core.losses import idl_weights
 from invlearn_ray.core.metrics import evaluate_rows
 from invlearn_ray.data.build import make_synthetic_recdata
-from invlearn_ray.data.recdata import UserItemIndex
+from invlearn_ray.data.recdata import UNKNOWN_LABEL, UserItemIndex
 from invlearn_ray.data.synthetic import SyntheticConfig
 
 
@@ -193,3 +198,64 @@ def test_two_user_shards_report_the_one_process_metrics_on_both_workers(tmp_path
         assert set(held[0].tolist()).isdisjoint(held[1].tolist())
         assert sum(map(len, held)) == len(getattr(data, split))
         assert max(map(len, held)) < 0.7 * len(getattr(data, split))
+
+
+# ---------------------------------------------------------------------------------------------
+# Annotation quality: thresholded and as a ranking
+# ---------------------------------------------------------------------------------------------
+
+
+def annotation_rows(seed: int = 0, n: int = 400, scale: float = 2.0):
+    generator = torch.Generator().manual_seed(seed)
+    truth = torch.randint(0, 2, (n,), generator=generator)
+    logits = scale * (torch.randn(n, generator=generator) + truth.float())
+    logits[1:100:2] = logits[0:100:2]  # ties, which AUC must average
+    hidden = truth.clone()
+    hidden[::11] = UNKNOWN_LABEL  # rows without a hidden label are ignored
+    return logits, hidden
+
+
+def test_annotation_auc_equals_sklearn_on_the_rows_with_a_hidden_label():
+    logits, hidden = annotation_rows()
+    report = annotation_quality(logits, hidden, "observed")
+    known = hidden != UNKNOWN_LABEL
+    assert report["observed_auc"] == pytest.approx(
+        roc_auc_score(hidden[known].numpy(), logits[known].numpy()), abs=1e-12
+    )
+    assert report["observed_rows"] == int(known.sum())
+    predicted = (logits[known] > 0).numpy()
+    assert report["observed_accuracy"] == pytest.approx(
+        float((predicted == hidden[known].numpy()).mean()), abs=1e-6
+    )
+
+
+@pytest.mark.parametrize("temperature", [0.25, 1.0, 4.0])
+def test_the_idl_weights_auc_is_the_logits_auc_a_monotone_transform_adds_nothing(temperature):
+    # w1 = sigmoid((2/T)(log l0 - log l1)) is strictly increasing in the logit for every T, so
+    # it ranks the rows exactly as the logits do: the weight AUC is reported, but it is the
+    # same figure, not new information.
+    logits, hidden = annotation_rows(scale=2.0)
+    report = annotation_quality(logits, hidden, "observed", idl_temperature=temperature)
+    assert report["observed_weight_auc"] == report["observed_auc"]
+    weights, _ = idl_weights(logits, temperature)
+    order = torch.argsort(logits)
+    assert (weights[order].diff() >= 0).all()
+
+
+def test_the_weight_auc_differs_only_where_saturated_weights_tie_distinct_logits():
+    # At |z| of a few hundred w1 rounds to exactly 0 or 1 in float32: distinct logits become
+    # ties, and only then can the two AUCs differ.
+    truth = torch.tensor([1, 0, 1, 0, 1, 0])
+    logits = torch.tensor([400.0, 300.0, 200.0, -200.0, -300.0, -400.0])
+    weights, _ = idl_weights(logits, 1.0)
+    assert weights[0] == weights[1] == weights[2] == 1.0
+    report = annotation_quality(logits, truth, "observed", idl_temperature=1.0)
+    assert report["observed_auc"] != report["observed_weight_auc"]
+    assert report["observed_weight_auc"] == pytest.approx(
+        roc_auc_score(truth.numpy(), weights.numpy()), abs=1e-12
+    )
+
+
+def test_annotation_auc_is_nan_when_the_rows_hold_one_class():
+    report = annotation_quality(torch.tensor([0.3, -1.0]), torch.tensor([1, 1]), "observed", 1.0)
+    assert math.isnan(report["observed_auc"]) and math.isnan(report["observed_weight_auc"])
