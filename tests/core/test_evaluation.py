@@ -233,8 +233,8 @@ def test_annotation_auc_equals_sklearn_on_the_rows_with_a_hidden_label():
 def test_the_idl_weights_auc_is_the_logits_auc_a_monotone_transform_adds_nothing(temperature):
     # w1 = sigmoid((2/T)(log l0 - log l1)) is strictly increasing in the logit for every T, so
     # it ranks the rows exactly as the logits do: the weight AUC is reported, but it is the
-    # same figure, not new information.
-    logits, hidden = annotation_rows(scale=2.0)
+    # same figure, not new information (logits small enough that no weight saturates).
+    logits, hidden = annotation_rows(scale=0.3)
     report = annotation_quality(logits, hidden, "observed", idl_temperature=temperature)
     assert report["observed_weight_auc"] == report["observed_auc"]
     weights, _ = idl_weights(logits, temperature)
@@ -245,10 +245,10 @@ def test_the_idl_weights_auc_is_the_logits_auc_a_monotone_transform_adds_nothing
 def test_the_weight_auc_differs_only_where_saturated_weights_tie_distinct_logits():
     # At |z| of a few hundred w1 rounds to exactly 0 or 1 in float32: distinct logits become
     # ties, and only then can the two AUCs differ.
-    truth = torch.tensor([1, 0, 1, 0, 1, 0])
-    logits = torch.tensor([400.0, 300.0, 200.0, -200.0, -300.0, -400.0])
+    truth = torch.tensor([0, 1, 0, 1])
+    logits = torch.tensor([400.0, 300.0, -300.0, -400.0])
     weights, _ = idl_weights(logits, 1.0)
-    assert weights[0] == weights[1] == weights[2] == 1.0
+    assert weights[0] == weights[1] == 1.0 and weights[2] == weights[3] == 0.0
     report = annotation_quality(logits, truth, "observed", idl_temperature=1.0)
     assert report["observed_auc"] != report["observed_weight_auc"]
     assert report["observed_weight_auc"] == pytest.approx(
