@@ -436,15 +436,28 @@ PROFILES = {
     ),
     "sparse-sweep": Profile(
         name="sparse-sweep",
-        description="issue 6: label fractions 100/30/10/3% x GMF/NeuMF x None, NS, T-CE, R-CE, "
-        "IDL, IG, BSL, best explicit-negative loss x 3 seeds, each tuned with the same budget",
+        description="issues 6, 13: label fractions 100/30/10/3% x GMF/NeuMF/biased MF x "
+        "Popularity, None, None at IG's steps, watched = positive, NS, T-CE, R-CE, IDL, IG, BSL, "
+        "best explicit-negative loss x 3 seeds, each tuned with the same 16-trial budget",
         datasets=(DatasetSpec("synthetic"), DatasetSpec("ml100k")),
-        backbones=("gmf", "neumf"),
-        entries=("none", "ns", "tce", "rce", "idl", "ig", "bsl", BEST_EXPLICIT),
+        backbones=("gmf", "neumf", "biased_mf"),
+        entries=(
+            "popularity",
+            "none",
+            "none_ig_steps",
+            "watched_positive",
+            "ns",
+            "tce",
+            "rce",
+            "idl",
+            "ig",
+            "bsl",
+            BEST_EXPLICIT,
+        ),
         seeds=3,
         train={"epochs": 30, "patience": 5},
         label_fractions=(1.0, 0.3, 0.1, 0.03),
-        tune=StudyBudget(trials=8, concurrency=2),
+        tune=StudyBudget(trials=16, concurrency=2),
     ),
 }
 """The named profiles (``--profile``)."""
