@@ -516,6 +516,14 @@ def entry_method(entry: str, overrides: Mapping[str, Any]) -> str:
     return overrides.get("method", UNTUNED_BEST_EXPLICIT)
 
 
+def runs_on(entry: str, dataset_path: Path) -> bool:
+    """Whether the row can train on the dataset: a method that learns from observed-unlabeled
+    rows whatever the source (``watched_positive``) has nothing to learn from on one without
+    them (e.g. ML-100K with every label), so its row is left out there, with a note."""
+    spec = METHOD_SPECS.get(entry)
+    return not (spec and spec.observed_rows and Manifest.read(dataset_path).rows("unclear") == 0)
+
+
 def study_pins(
     profile: Profile,
     entry: str,
@@ -594,6 +602,8 @@ def plan_runs(
     for dataset_name, (dataset_spec, path) in datasets.items():
         for backbone in profile.backbones:
             for entry in profile.entries:
+                if (dataset_name, backbone, entry) not in configs:
+                    continue  # left out: see runs_on
                 values = configs[(dataset_name, backbone, entry)]
                 for seed in range(profile.seeds):
                     config = TrainConfig.from_dict({**values, "seed": seed})
@@ -708,6 +718,9 @@ def run_benchmark(
         for dataset_name, (_, path) in datasets.items():
             for backbone in profile.backbones:
                 for entry in profile.entries:
+                    if not runs_on(entry, path):
+                        progress(f"skipped {dataset_name}/{backbone}/{entry}: no observed rows")
+                        continue
                     chosen = {**given.for_run(entry, backbone), **overrides}
                     values = {**profile.train, **chosen}
                     if profile.tune is not None:

@@ -31,6 +31,7 @@ from invlearn_ray.distributed.benchmark import (
     load_given_configs,
     parse_dataset,
     plan_runs,
+    runs_on,
     study_pins,
 )
 from invlearn_ray.distributed.run_dir import DIRECTION_LOG_FILE
@@ -148,6 +149,17 @@ def test_study_pins_the_row_and_the_unlabeled_source_only_without_observed_rows(
     assert study_pins(profile, "ig", "gmf", space, given, bare)["unlabeled_source"] == "both"
     none_space = load_space(SPACES_DIR / "none.yaml")
     assert "unlabeled_source" not in study_pins(profile, "none", "gmf", none_space, {}, bare)
+
+
+def test_watched_positive_is_left_out_only_where_there_are_no_observed_rows(tiny_dataset, tmp_path):
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_dataset, bare)
+    manifest = json.loads((bare / "manifest.json").read_text())
+    manifest["counts"]["unclear"]["rows"] = 0
+    (bare / "manifest.json").write_text(json.dumps(manifest))
+    assert runs_on("watched_positive", tiny_dataset)
+    assert not runs_on("watched_positive", bare)
+    assert runs_on("ig", bare) and runs_on(BEST_EXPLICIT, bare)
 
 
 def test_best_explicit_takes_the_given_loss_or_the_complement_likelihood():
