@@ -4,6 +4,8 @@ Examples::
 
     python pipelines/build_data.py                      # synthetic default -> datasets/synthetic
     python pipelines/build_data.py --smoke-test         # tiny synthetic -> datasets/smoke
+    python pipelines/build_data.py --preset micro_video # the paper's Micro Video size (9.5 M)
+    python pipelines/build_data.py --preset micro_video --rows 1000000 --name micro_1m
     python pipelines/build_data.py --source ml100k-inter ../shared/data/ml-100k/ml-100k.inter
     python pipelines/build_data.py --source presplit ../shared/data/ml-100k/split --name ml100k
     python pipelines/build_data.py --source csv events.csv \\
@@ -124,7 +126,20 @@ def make_parser() -> ArgumentParser:
     )
     source.add_argument("--delimiter", default=",", help="csv field separator (default ,)")
     source.add_argument(
-        "--synthetic-preset", choices=sorted(PRESETS), default="default", help="synthetic size"
+        "--synthetic-preset",
+        "--preset",
+        choices=sorted(PRESETS),
+        default="default",
+        metavar="NAME",
+        help=f"synthetic shape — ids, truth, feedback, size — one of {', '.join(sorted(PRESETS))} "
+        "(micro_video: the paper's Micro Video, 37,692 users x 131,690 items, 9.5 M clear rows; "
+        "ml20m_scale: MovieLens-20M's ids and 20 M rows); default: default",
+    )
+    source.add_argument(
+        "--rows",
+        type=positive_int,
+        help="synthetic: expected clear (labeled) rows; keeps the preset's ids and scales its "
+        "density (unclear rows come on top, 1 - clear_rate of all rows)",
     )
     source.add_argument("--feedback", choices=FEEDBACKS, help="synthetic feedback kind")
     source.add_argument("--smoke-test", action="store_true", help="tiny synthetic dataset")
@@ -184,8 +199,8 @@ def make_parser() -> ArgumentParser:
 
 def _source_spec(args: argparse.Namespace, parser: ArgumentParser) -> SourceSpec:
     if args.smoke_test:
-        if args.source:
-            parser.error("--smoke-test builds the tiny synthetic dataset; drop --source")
+        if args.source or args.rows:
+            parser.error("--smoke-test builds the tiny synthetic dataset; drop --source/--rows")
         return SourceSpec.from_synthetic(
             SyntheticConfig.preset("tiny", seed=args.seed), name=args.name or "smoke"
         )
@@ -193,8 +208,8 @@ def _source_spec(args: argparse.Namespace, parser: ArgumentParser) -> SourceSpec
     if kind_name not in CLI_SOURCES:
         parser.error(f"--source: unknown kind {kind_name!r}; valid: {', '.join(CLI_SOURCES)}")
     kind, default_name = CLI_SOURCES[kind_name]
-    if kind != "synthetic" and (args.synthetic_preset != "default" or args.feedback):
-        parser.error("--synthetic-preset and --feedback apply to --source synthetic only")
+    if kind != "synthetic" and (args.synthetic_preset != "default" or args.feedback or args.rows):
+        parser.error("--preset, --rows and --feedback apply to --source synthetic only")
     if args.columns and kind not in ("inter", "csv", "parquet"):
         parser.error(f"--columns applies to inter, csv and parquet sources, not {kind_name!r}")
     if kind == "synthetic":
@@ -203,10 +218,13 @@ def _source_spec(args: argparse.Namespace, parser: ArgumentParser) -> SourceSpec
         overrides = {"seed": args.seed}
         if args.feedback:
             overrides["feedback"] = args.feedback
-        return SourceSpec.from_synthetic(
-            SyntheticConfig.preset(args.synthetic_preset, **overrides),
-            name=args.name or default_name,
-        )
+        config = SyntheticConfig.preset(args.synthetic_preset, **overrides)
+        if args.rows:
+            try:
+                config = config.with_clear_rows(args.rows)
+            except ValueError as error:
+                parser.error(f"--rows: {error}")
+        return SourceSpec.from_synthetic(config, name=args.name or default_name)
     if not paths:
         parser.error(f"--source {kind_name} needs a path")
     if kind == "presplit":

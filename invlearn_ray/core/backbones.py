@@ -182,17 +182,38 @@ def _normal_embedding(rows: int, dim: int, std: float = 0.01) -> nn.Parameter:
     return nn.Parameter(torch.randn(rows, dim) * std)
 
 
+def _check_init_scale(name: str, init_scale: float) -> None:
+    if not init_scale > 0:
+        raise ValueError(f"{name}: init_scale must be > 0, got {init_scale!r}")
+
+
 class _EmbeddingPair(Backbone):
-    """One user table and one item table; subclasses differ only in how a pair is scored."""
+    """One user table and one item table; subclasses differ only in how a pair is scored.
+
+    ``init_scale`` multiplies the tables' initial standard deviation ``init_std`` (every
+    backbone takes it): a bilinear score starts at ~``d · std²``, so a labeled-only GMF from
+    N(0, 0.01²) with a handful of steps per epoch never leaves its saddle (issue 13: AUC 0.50
+    at 3 % of ML-1M labels). Only the embedding tables are scaled; head layers keep their own
+    initialisation.
+    """
 
     table_names = ("user_embedding", "item_embedding")
     table_index = {"user_embedding": "user", "item_embedding": "item"}
 
-    def __init__(self, n_users: int, n_items: int, embedding_dim: int, init_std: float) -> None:
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        embedding_dim: int,
+        init_std: float,
+        init_scale: float = 1.0,
+    ) -> None:
         super().__init__(n_users, n_items)
+        _check_init_scale(type(self).__name__, init_scale)
         self.embedding_dim = embedding_dim
-        self.user_embedding = _normal_embedding(n_users, embedding_dim, std=init_std)
-        self.item_embedding = _normal_embedding(n_items, embedding_dim, std=init_std)
+        std = init_std * init_scale
+        self.user_embedding = _normal_embedding(n_users, embedding_dim, std=std)
+        self.item_embedding = _normal_embedding(n_items, embedding_dim, std=std)
 
     def representations(self, users: Tensor, items: Tensor, params: Params) -> Representations:
         return (
@@ -209,9 +230,11 @@ class MF(_EmbeddingPair):
 
     name = "mf"
 
-    def __init__(self, n_users: int, n_items: int, embedding_dim: int = 32) -> None:
+    def __init__(
+        self, n_users: int, n_items: int, embedding_dim: int = 32, init_scale: float = 1.0
+    ) -> None:
         # A larger init than NCF's 0.01 keeps dot products from starting at ~1e-4 (no head scale).
-        super().__init__(n_users, n_items, embedding_dim, init_std=0.1)
+        super().__init__(n_users, n_items, embedding_dim, init_std=0.1, init_scale=init_scale)
 
     def head(self, reps: Representations, params: Params) -> Tensor:
         user_rows, item_rows = reps
@@ -227,8 +250,10 @@ class GMF(_EmbeddingPair):
 
     name = "gmf"
 
-    def __init__(self, n_users: int, n_items: int, embedding_dim: int = 32) -> None:
-        super().__init__(n_users, n_items, embedding_dim, init_std=0.01)
+    def __init__(
+        self, n_users: int, n_items: int, embedding_dim: int = 32, init_scale: float = 1.0
+    ) -> None:
+        super().__init__(n_users, n_items, embedding_dim, init_std=0.01, init_scale=init_scale)
         predict = nn.Linear(embedding_dim, 1)
         nn.init.kaiming_uniform_(predict.weight, a=1, nonlinearity="sigmoid")
         nn.init.zeros_(predict.bias)
@@ -251,6 +276,59 @@ class GMF(_EmbeddingPair):
         )
 
 
+class BiasedMF(_EmbeddingPair):
+    """Biased matrix factorisation: ``f(u, i) = μ + b_u + b_i + <p_u, q_i>``.
+
+    RecBole's FM on two fields (user id, item id): a global bias, first-order user and item
+    biases, and the second-order interaction. The biases let it learn item popularity and user
+    leniency — which alone rank far above chance (issue 13's popularity anchor) — and which
+    GMF/NeuMF can only express through their factors. Initialisation: biases at 0, ``μ`` at 0,
+    factors N(0, 0.1²) × ``init_scale`` (the MF scale: a dot product of 0.01-scale factors
+    starts at ~1e-4 and barely moves for several epochs).
+
+    The biases are one-column tables gathered like the factors, so the representation stage
+    stays a row gather (linear in the tables, touched rows only) and ``μ`` is the head.
+    """
+
+    name = "biased_mf"
+    table_names = ("user_embedding", "item_embedding", "user_bias", "item_bias")
+    table_index = {
+        "user_embedding": "user",
+        "item_embedding": "item",
+        "user_bias": "user",
+        "item_bias": "item",
+    }
+
+    def __init__(
+        self, n_users: int, n_items: int, embedding_dim: int = 32, init_scale: float = 1.0
+    ) -> None:
+        super().__init__(n_users, n_items, embedding_dim, init_std=0.1, init_scale=init_scale)
+        self.user_bias = nn.Parameter(torch.zeros(n_users, 1))
+        self.item_bias = nn.Parameter(torch.zeros(n_items, 1))
+        self.global_bias = nn.Parameter(torch.zeros(1))
+
+    def representations(self, users: Tensor, items: Tensor, params: Params) -> Representations:
+        return (
+            F.embedding(users, params["user_embedding"]),
+            F.embedding(items, params["item_embedding"]),
+            F.embedding(users, params["user_bias"]).squeeze(-1),
+            F.embedding(items, params["item_bias"]).squeeze(-1),
+        )
+
+    def head(self, reps: Representations, params: Params) -> Tensor:
+        user_rows, item_rows, user_bias, item_bias = reps
+        return (user_rows * item_rows).sum(-1) + user_bias + item_bias + params["global_bias"]
+
+    @torch.no_grad()
+    def factors(self) -> Factors:
+        # μ + b_u + b_i + <p, q> = <[p, b_u, 1], [q, 1, b_i]> + μ: augmented columns.
+        return Factors(
+            torch.cat([self.user_embedding, self.user_bias, torch.ones_like(self.user_bias)], 1),
+            torch.cat([self.item_embedding, torch.ones_like(self.item_bias), self.item_bias], 1),
+            float(self.global_bias),
+        )
+
+
 class NeuMF(Backbone):
     """NeuMF (He et al. 2017): GMF ⊕ an MLP tower, joined by one linear layer.
 
@@ -265,18 +343,25 @@ class NeuMF(Backbone):
     table_index = {"gmf_user": "user", "gmf_item": "item", "mlp_user": "user", "mlp_item": "item"}
 
     def __init__(
-        self, n_users: int, n_items: int, embedding_dim: int = 32, mlp_layers: int = 3
+        self,
+        n_users: int,
+        n_items: int,
+        embedding_dim: int = 32,
+        mlp_layers: int = 3,
+        init_scale: float = 1.0,
     ) -> None:
         super().__init__(n_users, n_items)
         if mlp_layers < 1:
             raise ValueError("NeuMF: mlp_layers must be >= 1")
+        _check_init_scale("NeuMF", init_scale)
         self.embedding_dim = embedding_dim
         self.mlp_layers = mlp_layers
         mlp_dim = embedding_dim * 2 ** (mlp_layers - 1)
-        self.gmf_user = _normal_embedding(n_users, embedding_dim)
-        self.gmf_item = _normal_embedding(n_items, embedding_dim)
-        self.mlp_user = _normal_embedding(n_users, mlp_dim)
-        self.mlp_item = _normal_embedding(n_items, mlp_dim)
+        std = 0.01 * init_scale
+        self.gmf_user = _normal_embedding(n_users, embedding_dim, std)
+        self.gmf_item = _normal_embedding(n_items, embedding_dim, std)
+        self.mlp_user = _normal_embedding(n_users, mlp_dim, std)
+        self.mlp_item = _normal_embedding(n_items, mlp_dim, std)
         width = 2 * mlp_dim
         for layer in range(mlp_layers):
             linear = nn.Linear(width, width // 2)
@@ -374,8 +459,10 @@ class LightGCN(Backbone):
         num_layers: int = 3,
         graph_users: Tensor | None = None,
         graph_items: Tensor | None = None,
+        init_scale: float = 1.0,
     ) -> None:
         super().__init__(n_users, n_items)
+        _check_init_scale("LightGCN", init_scale)
         if graph_users is None or graph_items is None:
             raise ValueError(
                 "LightGCN needs the training-positive graph: pass graph_users and graph_items "
@@ -385,8 +472,8 @@ class LightGCN(Backbone):
             raise ValueError("LightGCN: graph_users and graph_items differ in length")
         self.embedding_dim = embedding_dim
         self.num_layers = num_layers
-        self.user_embedding = _normal_embedding(n_users, embedding_dim, std=0.1)
-        self.item_embedding = _normal_embedding(n_items, embedding_dim, std=0.1)
+        self.user_embedding = _normal_embedding(n_users, embedding_dim, std=0.1 * init_scale)
+        self.item_embedding = _normal_embedding(n_items, embedding_dim, std=0.1 * init_scale)
         self.register_buffer("graph_users", graph_users.to(torch.int64).clone())
         self.register_buffer("graph_items", graph_items.to(torch.int64).clone())
         self._derive_edges()
@@ -447,15 +534,54 @@ class LightGCN(Backbone):
         return {"embedding_dim": self.embedding_dim, "num_layers": self.num_layers}
 
 
-BACKBONES: dict[str, type[Backbone]] = {cls.name: cls for cls in (MF, GMF, NeuMF, LightGCN)}
+class ItemPrior(Backbone):
+    """A scorer, not a trained backbone: one fixed logit per item, the same for every user.
+
+    The model of methods that do not train (``popularity``: an item's smoothed labeled-positive
+    rate and play count, :mod:`invlearn_ray.core.popularity`). It honours the scoring contract
+    — pairs, the catalogue, :class:`Factors` (``user = 1``, ``item = logit``), save/load — so
+    evaluation, recommendation and the run folder treat it as any model. It has no parameters;
+    the logits are a buffer.
+    """
+
+    name = "item_prior"
+
+    def __init__(self, n_users: int, n_items: int, item_logits: Tensor | None = None) -> None:
+        super().__init__(n_users, n_items)
+        logits = torch.zeros(n_items) if item_logits is None else item_logits.to(torch.float32)
+        if logits.shape != (n_items,):
+            raise ValueError(f"ItemPrior: item_logits must have shape ({n_items},)")
+        self.register_buffer("item_logits", logits.clone())
+
+    def representations(self, users: Tensor, items: Tensor, params: Params) -> Representations:
+        return (self.item_logits[items],)
+
+    def head(self, reps: Representations, params: Params) -> Tensor:
+        return reps[0]
+
+    @torch.no_grad()
+    def factors(self) -> Factors:
+        ones = self.item_logits.new_ones(self.n_users, 1)
+        return Factors(ones, self.item_logits.unsqueeze(1))
+
+    def config(self) -> dict[str, Any]:
+        return {}
+
+
+BACKBONES: dict[str, type[Backbone]] = {
+    cls.name: cls for cls in (MF, GMF, BiasedMF, NeuMF, LightGCN)
+}
+"""The trainable backbones (``TrainConfig.backbone``)."""
+MODELS: dict[str, type[Backbone]] = {**BACKBONES, ItemPrior.name: ItemPrior}
+"""Every model a run can save: the backbones and the non-trained scorers."""
 
 
 def build_backbone(name: str, n_users: int, n_items: int, **kwargs: Any) -> Backbone:
-    """Construct a backbone by registry name (``mf``, ``gmf``, ``neumf``, ``lightgcn``)."""
+    """Construct a model by registry name (:data:`MODELS`: ``gmf``, ``biased_mf``, ...)."""
     key = name.lower()
-    if key not in BACKBONES:
-        raise KeyError(f"unknown backbone {name!r}; valid names: {sorted(BACKBONES)}")
-    return BACKBONES[key](n_users, n_items, **kwargs)
+    if key not in MODELS:
+        raise KeyError(f"unknown backbone {name!r}; valid names: {sorted(MODELS)}")
+    return MODELS[key](n_users, n_items, **kwargs)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -2,7 +2,9 @@
 
 A :class:`BatchSource` turns a worker's share of the training data into one epoch's plan:
 supervised batches (with the unlabeled rows, candidates or negatives its method needs) and,
-for IG, meta batches pairing unlabeled rows ``U`` with training-test rows ``T``. Everything
+for IG, meta batches pairing unlabeled rows ``U`` with training-test rows ``T`` (for
+``none_ig_steps``, which takes IG's steps without its judge, plain supervised batches of the
+same ``T`` rows in their place). Everything
 random comes from generators seeded by (seed, epoch, rank, stream), so an epoch's plan is a pure
 function of those — which is what makes a run reproducible and a failed worker resumable.
 
@@ -27,7 +29,7 @@ from invlearn_ray.data.recdata import Interactions, UserItemIndex
 from invlearn_ray.data.sampling import SeenItemSampler, epoch_generator
 
 # Independent random streams of one (seed, epoch, rank).
-_SHUFFLE, _UNLABELED, _OBSERVED, _CANDIDATES, _NEGATIVES, _TEST, _POOLS = range(7)
+_SHUFFLE, _UNLABELED, _OBSERVED, _CANDIDATES, _NEGATIVES, _TEST, _POOLS, _ROTATE = range(8)
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,12 @@ class MetaBatch:
 
 @dataclass(frozen=True)
 class EpochPlan:
+    """An epoch's steps. ``meta`` holds IG's meta batches — or, for a method that takes IG's
+    steps without its judge (``none_ig_steps``), supervised batches of the training-test rows,
+    scheduled where IG's meta steps would be."""
+
     supervised: list[TrainBatch]
-    meta: list[MetaBatch]
+    meta: list[MetaBatch | TrainBatch]
 
 
 @dataclass(frozen=True)
@@ -145,24 +151,52 @@ class BatchSource:
         return self._pools
 
     def plan(self, epoch: int, with_meta: bool = True) -> EpochPlan:
-        """The batches of ``epoch``; IG also gets its meta batches unless ``with_meta`` is off
-        (IG's warm-up epochs)."""
-        config, labeled = self.config, self.rows.labeled
+        """The batches of ``epoch``; IG (and ``none_ig_steps``) also gets its training-test
+        steps unless ``with_meta`` is off (IG's warm-up epochs)."""
+        config = self.config
+        labeled, judged = self._fitted_and_judged(epoch)
         order = torch.randperm(
             len(labeled), generator=self._generator(epoch, _SHUFFLE), device=self.device
         )
         batches = _chunks(order, self.steps_per_epoch)
-        extras = self._per_row_draws(epoch)
+        extras = self._per_row_draws(epoch, labeled)
         observed = self._observed_chunks(epoch, self.steps_per_epoch)
         supervised = [
-            self._train_batch(rows, extras, observed[k], epoch, k) for k, rows in enumerate(batches)
+            self._train_batch(labeled, rows, extras, observed[k], epoch, k)
+            for k, rows in enumerate(batches)
         ]
-        meta = self._meta_batches(epoch) if config.method == "ig" and with_meta else []
+        meta: list[MetaBatch | TrainBatch] = []
+        if method_spec(config.method).ig_batches and with_meta:
+            if config.method == "ig":
+                meta = list(self._meta_batches(epoch, labeled, judged))
+            else:
+                meta = self._judge_batches(epoch, judged)
         return EpochPlan(supervised=supervised, meta=meta)
 
-    def _per_row_draws(self, epoch: int) -> dict[str, Tensor]:
+    def _fitted_and_judged(self, epoch: int) -> tuple[Interactions, Interactions]:
+        """The rows supervised steps fit and the training-test rows judged this epoch.
+
+        ``ig_judge="fixed"``: the dataset's split. ``rotating``: this worker's labeled rows
+        split afresh every epoch (seeded by seed, epoch and rank) into the same two sizes, so
+        every labeled row is fitted in some epochs and judges in others.
+        """
+        rows = self.rows
+        if self.config.ig_judge != "rotating" or not len(rows.train_test):
+            return rows.labeled, rows.train_test
+        both = Interactions(
+            torch.cat([rows.labeled.users, rows.train_test.users]),
+            torch.cat([rows.labeled.items, rows.train_test.items]),
+            torch.cat([rows.labeled.labels, rows.train_test.labels]),
+        )
+        order = torch.randperm(
+            len(both), generator=self._generator(epoch, _ROTATE), device=self.device
+        )
+        n_judged = len(rows.train_test)
+        return both.take(order[n_judged:]), both.take(order[:n_judged])
+
+    def _per_row_draws(self, epoch: int, labeled: Interactions) -> dict[str, Tensor]:
         """Per labeled row, drawn once per epoch: sampled unlabeled items, softmax negatives."""
-        config, labeled = self.config, self.rows.labeled
+        config = self.config
         draws: dict[str, Tensor] = {}
         wants_sampled = config.unlabeled_source in ("sampled", "both")
         method = method_spec(config.supervised_method)
@@ -179,6 +213,7 @@ class BatchSource:
     def _observed_chunks(self, epoch: int, n_chunks: int) -> list[Tensor]:
         """This epoch's observed-unlabeled rows, shuffled and spread over ``n_chunks`` steps."""
         uses_observed = self.config.unlabeled_source in ("observed", "both")
+        uses_observed |= method_spec(self.config.supervised_method).observed_rows
         if not uses_observed or not len(self.rows.observed_users):
             return [self.rows.observed_users[:0]] * n_chunks
         order = torch.randperm(
@@ -189,9 +224,15 @@ class BatchSource:
         return _chunks(order, n_chunks)
 
     def _train_batch(
-        self, rows: Tensor, draws: dict[str, Tensor], observed: Tensor, epoch: int, step: int
+        self,
+        labeled: Interactions,
+        rows: Tensor,
+        draws: dict[str, Tensor],
+        observed: Tensor,
+        epoch: int,
+        step: int,
     ) -> TrainBatch:
-        config, labeled = self.config, self.rows.labeled
+        config = self.config
         users = labeled.users[rows]
         batch = {"rows": rows, "users": users, "items": labeled.items[rows]}
         batch["labels"] = labeled.labels[rows]
@@ -214,10 +255,29 @@ class BatchSource:
             batch["negatives"] = draws["negatives"][rows]
         return TrainBatch(**batch)
 
-    def _meta_batches(self, epoch: int) -> list[MetaBatch]:
+    def _judge_rows(self, epoch: int, n_judged: int) -> list[Tensor]:
+        """Each meta step's training-test rows: ``local_test_batch`` per step, cycling."""
+        n_steps, size = self.meta_steps_per_epoch, self.local_test_batch
+        test_rows = self._cycled(n_judged, n_steps * size, epoch)
+        return [test_rows[step * size : (step + 1) * size] for step in range(n_steps)]
+
+    def _judge_batches(self, epoch: int, judged: Interactions) -> list[TrainBatch]:
+        """IG's training-test rows as plain supervised batches (``none_ig_steps``)."""
+        return [
+            TrainBatch(
+                rows=t_rows,
+                users=judged.users[t_rows],
+                items=judged.items[t_rows],
+                labels=judged.labels[t_rows],
+            )
+            for t_rows in self._judge_rows(epoch, len(judged))
+        ]
+
+    def _meta_batches(
+        self, epoch: int, labeled: Interactions, test: Interactions
+    ) -> list[MetaBatch]:
         """IG's (U, T) pairs: U from this epoch's unlabeled pool, T cycling over training-test."""
-        test = self.rows.train_test
-        pool_users, pool_items = self._unlabeled_pool(epoch)
+        pool_users, pool_items = self._unlabeled_pool(epoch, labeled)
         n_steps = self.meta_steps_per_epoch
         unlabeled = _chunks(
             torch.randperm(
@@ -225,10 +285,8 @@ class BatchSource:
             ),
             n_steps,
         )
-        test_rows = self._cycled(len(test), n_steps * self.local_test_batch, epoch)
         meta = []
-        for step, rows in enumerate(unlabeled):
-            t_rows = test_rows[step * self.local_test_batch : (step + 1) * self.local_test_batch]
+        for rows, t_rows in zip(unlabeled, self._judge_rows(epoch, len(test)), strict=True):
             meta.append(
                 MetaBatch(
                     unlabeled_users=pool_users[rows],
@@ -240,9 +298,9 @@ class BatchSource:
             )
         return meta
 
-    def _unlabeled_pool(self, epoch: int) -> tuple[Tensor, Tensor]:
+    def _unlabeled_pool(self, epoch: int, labeled: Interactions) -> tuple[Tensor, Tensor]:
         """IG's unlabeled rows this epoch: sampled per training-train row and/or observed."""
-        config, labeled = self.config, self.rows.labeled
+        config = self.config
         users, items = [], []
         if config.unlabeled_source in ("sampled", "both"):
             sampled = self.sampler.sample(

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from invlearn_ray.core.backbones import BACKBONES, Backbone, build_backbone
+from invlearn_ray.core.backbones import MODELS, Backbone, build_backbone
 from invlearn_ray.errors import UserError
 
 MODEL_WEIGHTS = "model.pt"
@@ -75,10 +75,10 @@ def read_model_description(directory: str | Path) -> dict[str, Any]:
             f"{path}: model format version {description.get('format_version')!r} is not "
             f"{FORMAT_VERSION}; {_RESAVE}"
         )
-    if description.get("backbone") not in BACKBONES:
+    if description.get("backbone") not in MODELS:
         raise ModelFormatError(
             f"{path}: unknown backbone {description.get('backbone')!r}; "
-            f"valid names: {sorted(BACKBONES)}"
+            f"valid names: {sorted(MODELS)}"
         )
     for key in ("n_users", "n_items"):
         value = description.get(key)

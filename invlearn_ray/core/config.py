@@ -20,6 +20,9 @@ SELECT_METRICS = ("gauc", "auc", "ndcg_at_10", "ndcg_at_20", "mrr")
 STEP_RULES = ("sgd", "sign", "adam")
 META_STEP_COUNTS = ("train_test", "train_train")
 IG_SCHEDULES = ("sequential", "interleaved")
+EMBEDDING_OPTIMIZERS = ("adam", "lazy_adam")
+IG_DIRECTIONS = ("batch", "per_row")
+IG_JUDGES = ("fixed", "rotating")
 
 
 @dataclass
@@ -29,12 +32,23 @@ class TrainConfig:
     Attributes:
         method: one of :data:`~invlearn_ray.core.methods.METHODS` (their facts:
             :mod:`invlearn_ray.core.methods`).
-        backbone: ``mf`` | ``gmf`` | ``neumf`` | ``lightgcn``.
+        backbone: ``mf`` | ``gmf`` | ``biased_mf`` | ``neumf`` | ``lightgcn``.
         embedding_dim: factor size (the paper: 32).
+        init_scale: multiplies the initial standard deviation of every embedding table (each
+            backbone's own default: 0.01 for GMF/NeuMF as NCF, 0.1 for MF/biased MF/LightGCN).
+            A bilinear model starts at its saddle: labeled-only GMF from N(0, 0.01²) with a
+            handful of steps per epoch stays at AUC 0.50 (issue 13), so it is tuned.
         mlp_layers: NeuMF tower depth (He et al.: 3).
         gcn_layers: LightGCN propagation depth K.
         lr: [γ] Adam learning rate of every supervised step and of IG's test-loss step.
         weight_decay: Adam L2 penalty.
+        embedding_optimizer: how Adam updates the embedding tables. ``adam`` (the paper's):
+            exact dense Adam, every row moves every step (momentum), so a step costs O(table)
+            on every worker. ``lazy_adam``: only the rows a step touched update their moments
+            and values (``torch.optim.SparseAdam`` semantics), O(touched rows) per step — what
+            makes data parallelism pay on large tables (README, Scaling). Needs a backbone
+            whose tables are row gathers (mf, gmf, neumf) and eager steps (no compile or
+            cuda_graphs). See ``invlearn_ray.core.optimizers``.
         batch_size: labeled rows per step (the paper: 1024).
         epochs: maximum epochs; early stopping may end sooner.
         patience: epochs without a better validation metric before stopping.
@@ -43,6 +57,12 @@ class TrainConfig:
             family (method.md §5).
         seed: seeds initialisation, shuffling and sampling.
         sampling_rate: unlabeled items sampled per labeled training row (the paper: 1).
+        popularity_prior: [w] the ``popularity`` scorer's prior strength: pseudo-rows at the
+            global positive rate added to each item's labeled rows
+            (:mod:`invlearn_ray.core.popularity`).
+        popularity_play_weight: [λ] the ``popularity`` scorer's weight of log(1 + play count).
+        observed_weight: ``watched_positive``'s weight of an observed-unlabeled row taken as a
+            positive (labeled rows weigh 1).
         unlabeled_source: where NS/IDL/IG's unlabeled rows come from: ``sampled``
             non-interacted items (the paper), ``observed`` unclear interactions, or ``both``.
             The default is the paper's, the one source every dataset has. In the tuned
@@ -76,7 +96,17 @@ class TrainConfig:
             labeled rows, as Algorithm 1; any other non-IG method puts IG's meta steps on top
             of that method (e.g. ``idl`` or ``bsl``). The meta step's test loss stays BCE.
         test_batch_size: training-test rows per meta step.
-        idl_temperature: exponent generalisation of the IDL weights (1 = paper eq. 4).
+        idl_temperature: exponent generalisation of the IDL weights (1 = paper eq. 4); IG's
+            dual gradient uses it too.
+        ig_direction: what IG's candidates move along: ``batch`` (Algorithm 1: the batch's
+            dual-loss gradient; one direct/none/inverse choice per meta step) or ``per_row``
+            (each unlabeled row's dual-loss gradient signed by its first-order alignment with
+            the training-test gradient, so rows are flipped one by one; see
+            :func:`~invlearn_ray.core.inverse_gradient.aligned_dual_gradient`).
+        ig_judge: IG's training-test slice: ``fixed`` (the dataset's, as Algorithm 1) or
+            ``rotating`` (every epoch the labeled training rows are split afresh, seeded, into
+            the same sizes, so every labeled row is fitted in some epochs and judges in
+            others). Also sets ``none_ig_steps``' batches, which follow IG's.
         eval_user_batch: users per batch in full-catalogue evaluation (memory: that many ×
             n_items scores).
         full_ranking: how the test split's full-catalogue Recall/NDCG@20 is computed:
@@ -111,16 +141,21 @@ class TrainConfig:
     method: str = "none"
     backbone: str = "gmf"
     embedding_dim: int = 32
+    init_scale: float = 1.0
     mlp_layers: int = 3
     gcn_layers: int = 3
     lr: float = 1e-3
     weight_decay: float = 0.0
+    embedding_optimizer: str = "adam"
     batch_size: int = 1024
     epochs: int = 30
     patience: int = 5
     select_metric: str = "gauc"
     seed: int = 0
     sampling_rate: int = 1
+    popularity_prior: float = 5.0
+    popularity_play_weight: float = 0.0
+    observed_weight: float = 1.0
     unlabeled_source: str = "sampled"
     max_drop: float = 0.2
     num_gradual: int = 30000
@@ -144,6 +179,8 @@ class TrainConfig:
     ig_base: str = "none"
     test_batch_size: int = 1024
     idl_temperature: float = 1.0
+    ig_direction: str = "batch"
+    ig_judge: str = "fixed"
     eval_user_batch: int = 1024
     full_ranking: str = "auto"
     full_ranking_users: int = 1000
@@ -161,8 +198,11 @@ class TrainConfig:
             "step_rule": STEP_RULES,
             "meta_steps": META_STEP_COUNTS,
             "ig_schedule": IG_SCHEDULES,
+            "ig_direction": IG_DIRECTIONS,
+            "ig_judge": IG_JUDGES,
             "ig_base": BASE_METHODS,
             "full_ranking": FULL_RANKING_PROTOCOLS,
+            "embedding_optimizer": EMBEDDING_OPTIMIZERS,
         }
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
@@ -171,12 +211,13 @@ class TrainConfig:
                 )
         positive = ("embedding_dim", "batch_size", "epochs", "n_candidates", "n_negatives")
         positive += ("test_batch_size", "lr", "tau", "tau_pos", "tau_neg", "eval_user_batch")
-        positive += ("full_ranking_users",)
+        positive += ("full_ranking_users", "init_scale", "idl_temperature")
         positive += ("max_train_loss", "max_weight")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)!r}")
         non_negative = ("patience", "sampling_rate", "warmup_epochs", "dual_lr_ratio", "eps")
+        non_negative += ("popularity_prior", "popularity_play_weight", "observed_weight")
         for name in non_negative:
             if not getattr(self, name) >= 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)!r}")
@@ -187,6 +228,32 @@ class TrainConfig:
             raise ValueError(
                 f"compile/cuda_graphs support methods {list(STATIC_STEP_METHODS)}, "
                 f"not {self.method!r}; run it without them"
+            )
+        if self.embedding_optimizer == "lazy_adam":
+            if BACKBONES[self.backbone].table_index is None:
+                raise ValueError(
+                    f"embedding_optimizer='lazy_adam' needs a backbone whose tables are row "
+                    f"gathers ({sorted(n for n, b in BACKBONES.items() if b.table_index)}); "
+                    f"{self.backbone!r} propagates whole tables: use embedding_optimizer='adam'"
+                )
+            if self.compile or self.cuda_graphs:
+                raise ValueError(
+                    "embedding_optimizer='lazy_adam' updates the rows each batch touches, a "
+                    "shape compile/cuda_graphs cannot capture: turn them off or use 'adam'"
+                )
+            if self.ig_direction == "per_row":
+                raise ValueError(
+                    "ig_direction='per_row' steps on dense gradients, which "
+                    "embedding_optimizer='lazy_adam' does not take: use 'adam'"
+                )
+        if self.ig_direction == "per_row" and (self.compile or self.cuda_graphs):
+            raise ValueError(
+                "ig_direction='per_row' runs eagerly: turn compile and cuda_graphs off"
+            )
+        if self.ig_judge == "rotating" and method_spec(self.ig_base).candidates == "fixed_pool":
+            raise ValueError(
+                f"ig_judge='rotating' re-splits the fitted rows every epoch, but ig_base "
+                f"{self.ig_base!r} keeps a candidate pool per fitted row; use ig_judge='fixed'"
             )
         if self.needs_unlabeled and self.sampling_rate == 0 and self.unlabeled_source == "sampled":
             raise ValueError(

@@ -5,21 +5,27 @@
 * :func:`evaluate_full_ranking` — Recall@K / NDCG@K over every item a user has not trained on
   (the BSL protocol, the one to use for ranking claims — method.md §6), for every test user or,
   under a budget, for a seeded sample of them (:data:`FULL_RANKING_PROTOCOLS`);
+* :func:`evaluation_shard` — the validation and test users a data-parallel worker holds and
+  scores; the two evaluations above then take the worker's :class:`Collective` and combine
+  the shards' mergeable statistics, so every worker reports the one-process numbers;
 * :func:`annotation_quality` — how well the model's implied labels of *unlabeled* rows match
   their hidden truth. IDL's weights favour label 1 exactly when ``ℓ(z, 0) > ℓ(z, 1)``, i.e. when
-  the logit ``z > 0``, so the annotation of a row is ``1[z > 0]`` for every method.
+  the logit ``z > 0``, so the annotation of a row is ``1[z > 0]`` for every method. Thresholded
+  accuracy depends on where the logits sit; the annotation *AUC* (the score ranked against the
+  hidden labels) does not, and is the figure to compare methods by.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from invlearn_ray.core.backbones import Backbone
+from invlearn_ray.core.collective import Collective, LocalCollective, all_gather_rows
 from invlearn_ray.core.full_ranking import (
     UserSample,
     draw_user_sample,
@@ -27,8 +33,18 @@ from invlearn_ray.core.full_ranking import (
     full_ranking_population,
     full_ranking_stats,
 )
-from invlearn_ray.core.metrics import evaluate_rows
-from invlearn_ray.data.recdata import UNKNOWN_LABEL, Interactions, UserItemIndex
+from invlearn_ray.core.losses import idl_weights
+from invlearn_ray.core.metrics import (
+    MetricTotals,
+    RowMetricStats,
+    auc,
+    finalize_row_metrics,
+    mann_whitney_u,
+    row_metric_stats,
+    row_metrics_report,
+    user_shard,
+)
+from invlearn_ray.data.recdata import UNKNOWN_LABEL, Interactions, RecData, UserItemIndex
 
 FULL_RANKING_PROTOCOLS = ("auto", "exact", "sampled_users")
 """How the test split's full-catalogue ranking is computed:
@@ -70,13 +86,75 @@ def score_pairs(model: Backbone, users: Tensor, items: Tensor, batch_size: int =
     )
 
 
-def evaluate_split(model: Backbone, split: Interactions, ks: Sequence[int] = (10, 20)) -> dict:
-    """The paper's row metrics on one labeled split."""
+def evaluation_shard(data: RecData, rank: int, world_size: int) -> RecData:
+    """``data`` with only the validation and test rows of worker ``rank``'s users
+    (:func:`~invlearn_ray.core.metrics.user_shard`: ``user % world_size == rank``), so a worker
+    holds and scores ~1/``world_size`` of them. Idempotent: a shard's shard is itself.
+    Training rows, the seen-item index and observed-unlabeled rows are kept whole (any worker's
+    batch may sample any user's unseen items). Time ∝ validation + test rows."""
+    if world_size == 1:
+        return data
+    valid = user_shard(data.valid.users, rank, world_size)
+    test = user_shard(data.test.users, rank, world_size)
+    return replace(
+        data,
+        valid=data.valid.take(valid),
+        test=data.test.take(test),
+        cold_valid=None if data.cold_valid is None else data.cold_valid[valid],
+        cold_test=None if data.cold_test is None else data.cold_test[test],
+    )
+
+
+def combine_row_metrics(stats: RowMetricStats, collective: Collective) -> dict[str, float]:
+    """The :func:`~invlearn_ray.core.metrics.evaluate_rows` report of every worker's shard, on
+    every worker. One worker: :func:`finalize_row_metrics` itself, bit for bit. Several: the
+    global AUC as a Mann–Whitney count of each worker's positives against every worker's sorted
+    negatives (an all-gather of negative scores, 4 bytes a row plus padding to the largest
+    shard), then one all-reduce of that count, the class counts and the per-user totals.
+    Every worker reads the same numbers, so all take the same early-stopping decision.
+    Time ∝ the shard's rows × log(rows)."""
+    if collective.world_size == 1:
+        return finalize_row_metrics(stats)
+    labels = stats.labels
+    negatives = stats.scores[~labels]
+    ascending = negatives.flip(0) if stats.presorted else torch.sort(negatives).values
+    positives = stats.scores[labels]
+    shards = all_gather_rows(collective, ascending)
+    u_statistic = sum(float(mann_whitney_u(positives, shard)) for shard in shards)
+    totals = stats.totals.values
+    counts = totals.new_tensor([u_statistic, len(positives), len(negatives)])
+    summed = torch.cat([counts, totals])
+    collective.all_reduce_sum_([summed])
+    u_total, n_positives, n_negatives = summed[:3].tolist()
+    if n_positives == 0 or n_negatives == 0:
+        raise ValueError(
+            f"evaluate_rows: only one class is present ({int(n_positives)} positives among "
+            f"{int(n_positives + n_negatives)} rows); AUC needs positives and negatives — "
+            "evaluate on rows that carry both labels"
+        )
+    auc_value = u_total / (n_positives * n_negatives)
+    return row_metrics_report(auc_value, MetricTotals(stats.totals.keys, summed[3:]))
+
+
+def evaluate_split(
+    model: Backbone,
+    split: Interactions,
+    ks: Sequence[int] = (10, 20),
+    collective: Collective | None = None,
+) -> dict:
+    """The paper's row metrics on one labeled split.
+
+    With a ``collective`` over several workers, ``split`` is this worker's
+    :func:`evaluation_shard` of it and the report covers every worker's shard: identical on
+    every worker and equal to the one-process report up to float64 rounding of the per-user
+    sums (~1e-16 relative; the AUC exactly). Time ∝ the shard's rows × log(rows).
+    """
     was_training = model.training
     model.eval()
     scores = score_pairs(model, split.users, split.items)
     model.train(was_training)
-    return evaluate_rows(scores, split.labels, split.users, ks=ks)
+    stats = row_metric_stats(scores, split.labels, split.users, ks=ks)
+    return combine_row_metrics(stats, collective or LocalCollective())
 
 
 def resolve_full_ranking(protocol: str, factorized: bool, users: int, sample_users: int) -> str:
@@ -130,6 +208,7 @@ def evaluate_full_ranking(
     protocol: str = "exact",
     sample_users: int = 1000,
     seed: int = 0,
+    collective: Collective | None = None,
 ) -> FullRanking:
     """Full-catalogue Recall@K / NDCG@K for the split's positive items, training items excluded.
 
@@ -142,6 +221,10 @@ def evaluate_full_ranking(
         protocol: one of :data:`FULL_RANKING_PROTOCOLS`.
         sample_users: the size of the ``sampled_users`` protocol's sample.
         seed: seeds the user sample (drawn once, from these arguments alone).
+        collective: with several workers, ``split`` is this worker's :func:`evaluation_shard`;
+            the users to rank are agreed from every shard's (one all-gather of user ids), each
+            worker ranks its own, and the totals are summed (one all-reduce): the report is
+            identical on every worker and equals the one-process one up to float64 rounding.
 
     Returns:
         The metrics — ``full_*`` keys for the exact ranking, ``sampled_users_*`` keys for a
@@ -152,32 +235,49 @@ def evaluate_full_ranking(
         positives.users.cpu(), positives.items.cpu(), seen.n_users, seen.n_items
     ).to(split.users.device)
     users = torch.unique(positives.users)
-    population = full_ranking_population(users, relevant, seen.to(users.device))
+    collective = collective or LocalCollective()
+    local_population = full_ranking_population(users, relevant, seen.to(users.device))
+    population = torch.cat(all_gather_rows(collective, local_population))
     chosen = resolve_full_ranking(
         protocol, model.factors() is not None, len(population), sample_users
     )
     sample = None
     if chosen == "sampled_users":
         sample = draw_user_sample(population, sample_users, seed)
-        users = sample.users
+        users = sample.users[torch.isin(sample.users, local_population)]
     was_training = model.training
     model.eval()
     totals = full_ranking_stats(
         model.catalogue_scorer(), users, relevant, seen, ks=ks, user_batch_size=user_batch_size
     )
     model.train(was_training)
+    collective.all_reduce_sum_([totals.values])
     return FullRanking(finalize_full_ranking(totals, sample), sample)
 
 
 @torch.no_grad()
-def annotation_quality(logits: Tensor, hidden_labels: Tensor, prefix: str) -> dict[str, float]:
-    """Precision / recall / accuracy of the annotation ``1[z > 0]`` against hidden labels.
+def annotation_quality(
+    logits: Tensor, hidden_labels: Tensor, prefix: str, idl_temperature: float | None = None
+) -> dict[str, float]:
+    """How well the model annotates unlabeled rows, against their hidden labels.
+
+    * ``{prefix}_auc`` — the AUC of the logits against the hidden labels: the annotation as a
+      ranking, free of any threshold (ties averaged, as :func:`~invlearn_ray.core.metrics.auc`);
+    * ``{prefix}_accuracy``, ``_precision``, ``_recall`` — of the thresholded annotation
+      ``1[z > 0]``;
+    * ``{prefix}_weight_auc`` (when ``idl_temperature`` is given: IDL and IG) — the AUC of the
+      IDL weight w¹. It is **not** new information: w¹ = σ((2/T)·(log ℓ(z,0) − log ℓ(z,1))) is
+      strictly increasing in z for every temperature T, so it ranks the rows as the logits do
+      and its AUC equals ``{prefix}_auc`` except where float rounding saturates w¹ at 0 or 1
+      and turns distinct logits into ties (tested). It is reported because the paper reads
+      its annotation through the weights.
 
     ``logits`` are the model's on the rows (:func:`score_pairs`; the trainer scores its
     diagnostic rows once for this and the IDL weight histogram). Rows whose hidden label is
-    unknown are ignored. Keys are ``{prefix}_precision`` etc.; ``{prefix}_rows`` says how many
-    rows were judged, ``{prefix}_true_positive_rate`` how many of them are truly positive (the
-    base rate, to read the others against).
+    unknown are ignored. ``{prefix}_rows`` says how many rows were judged,
+    ``{prefix}_true_positive_rate`` how many of them are truly positive (the base rate, to
+    read the others against). AUCs are NaN when the rows hold one class only. Time ∝ rows ·
+    log rows.
     """
     known = hidden_labels != UNKNOWN_LABEL
     if not bool(known.any()):
@@ -187,10 +287,16 @@ def annotation_quality(logits: Tensor, hidden_labels: Tensor, prefix: str) -> di
     truth = hidden_labels[known] == 1
     true_positive = (predicted & truth).sum().item()
     n_predicted, n_true, n_rows = predicted.sum().item(), truth.sum().item(), int(known.sum())
-    return {
+    both_classes = 0 < n_true < n_rows
+    report = {
         f"{prefix}_rows": n_rows,
         f"{prefix}_true_positive_rate": n_true / n_rows,
+        f"{prefix}_auc": auc(logits, truth) if both_classes else float("nan"),
         f"{prefix}_accuracy": (predicted == truth).float().mean().item(),
         f"{prefix}_precision": true_positive / n_predicted if n_predicted else float("nan"),
         f"{prefix}_recall": true_positive / n_true if n_true else float("nan"),
     }
+    if idl_temperature is not None:
+        pos_weights, _ = idl_weights(logits, idl_temperature)
+        report[f"{prefix}_weight_auc"] = auc(pos_weights, truth) if both_classes else float("nan")
+    return report

@@ -24,9 +24,20 @@ What this implementation does differently from the paper's released code, and wh
   :func:`chosen_gradient` (gradients by ``torch.func``) — with the data-parallel reductions
   between them, so ``compile=True`` can hand each whole to ``torch.compile``: a batch-1024 step
   is launch/dispatch-bound, and fusing its many small ops is where the time goes.
+* touched rows only: for backbones whose tables are row gathers (``table_index``), the dual
+  gradient is taken on the rows ``U`` reads and the candidates and the test gradient on the
+  rows ``T`` reads (:mod:`~invlearn_ray.core.touched_rows`); the direction of the ``sgd`` and
+  ``sign`` rules is zero elsewhere, so forming θ* updates those rows only. Nothing in a meta
+  step but the optimizer (and the ``adam`` rule's moments) costs O(table);
 * data parallel: the dual gradient, the three (loss sum, row count) pairs and the final gradient
-  are all-reduced through :class:`~invlearn_ray.core.collective.Collective`, so every worker
+  are reduced through :class:`~invlearn_ray.core.collective.Collective` (row gradients as
+  exchanged touched rows, :class:`~invlearn_ray.core.gradients.WorkerMean`), so every worker
   takes the same argmin and parameters stay identical without broadcasting (method.md §4).
+
+This project's variant (``direction="per_row"``, issue 13): Algorithm 1 makes one choice per
+batch, so a batch of mostly-right and some wrong IDL annotations moves as one. The per-row
+direction signs each unlabeled row's dual-loss gradient by its first-order alignment with the
+training-test gradient (:func:`aligned_dual_gradient`) before the same three-candidate choice.
 """
 
 from __future__ import annotations
@@ -39,8 +50,16 @@ from torch import Tensor
 
 from invlearn_ray.core.backbones import Backbone, Params
 from invlearn_ray.core.collective import Collective, LocalCollective
-from invlearn_ray.core.gradients import grad_and_value, reduce_mean_
+from invlearn_ray.core.gradients import (
+    Gradient,
+    RowGradient,
+    WorkerMean,
+    grad_and_value,
+    reduce_mean_,
+)
 from invlearn_ray.core.losses import idl_weights
+from invlearn_ray.core.optimizers import ParameterUpdate, as_parameter_update
+from invlearn_ray.core.touched_rows import rows_of
 
 CANDIDATES = ("none", "direct", "inverse")
 """Candidate order. ``none`` comes first so an exact tie (e.g. a zero direction) keeps θ."""
@@ -49,6 +68,7 @@ _CANDIDATE_SIGNS = (0.0, -1.0, 1.0)
 """θ_c = θ + sign_c · α · s: direct descends the dual loss, inverse ascends it."""
 
 STEP_RULES = ("sgd", "sign", "adam")
+DIRECTIONS = ("batch", "per_row")
 
 
 class DualDirection:
@@ -75,11 +95,17 @@ class DualDirection:
         self._first: list[Tensor] = []
         self._second: list[Tensor] = []
 
-    def __call__(self, grads: list[Tensor]) -> list[Tensor]:
+    def __call__(self, grads: list[Gradient]) -> list[Gradient]:
+        """The direction of each gradient; row gradients stay row gradients under ``sgd`` and
+        ``sign`` (zero maps to zero), the ``adam`` rule's moments are dense (O(table))."""
         if self.rule == "sgd":
             return grads
         if self.rule == "sign":
-            return [grad.sign() for grad in grads]
+            return [
+                grad.map_rows(torch.sign) if isinstance(grad, RowGradient) else grad.sign()
+                for grad in grads
+            ]
+        grads = [grad.dense() if isinstance(grad, RowGradient) else grad for grad in grads]
         if not self._first:
             self._first = [torch.zeros_like(grad) for grad in grads]
             self._second = [torch.zeros_like(grad) for grad in grads]
@@ -153,6 +179,59 @@ def dual_gradient(
     return grads, total, pos_weights
 
 
+def test_gradient(
+    model: Backbone, params: Params, users: Tensor, items: Tensor, labels: Tensor
+) -> dict[str, Tensor]:
+    """∇θ of the training-test BCE sum at θ (the per-row direction's reference)."""
+
+    def test_sum(theta: Params) -> tuple[Tensor, tuple[()]]:
+        logits = model(users, items, theta)
+        return F.binary_cross_entropy_with_logits(logits, labels, reduction="sum"), ()
+
+    grads, _ = grad_and_value(test_sum, dict(params), functional=False)
+    return grads
+
+
+def aligned_dual_gradient(
+    model: Backbone,
+    params: Params,
+    users: Tensor,
+    items: Tensor,
+    temperature: float,
+    test_grads: Params,
+) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+    """∇θ of Σ_r s_r·(w¹ℓ(z_r, 1) + w⁰ℓ(z_r, 0)), each row signed by its alignment with ∇L_test.
+
+    A row's dual-loss gradient is ``c_r·∇z_r`` with ``c_r = ∂ℓ_dual/∂z_r = σ(z_r) − w¹_r``
+    (weights stop-gradient). Descending it changes the training-test loss, to first order, by
+    ``−α·c_r·d_r`` with ``d_r = <∇z_r, ∇L_test>``. So ``s_r = sign(c_r·d_r)`` keeps the rows
+    whose IDL annotation the training-test data agrees with and flips the others (a zero
+    alignment drops the row); the direct candidate then descends the test loss to first order
+    (its inner product with ∇L_test is ``Σ_r |c_r·d_r| ≥ 0``). All ``d_r`` come from one
+    forward-mode product (``torch.func.jvp``) over the unlabeled rows: time ∝ 2 forwards + 1
+    backward of the rows, memory ∝ rows. ``test_grads`` must be the (all-reduced) mean
+    training-test gradient at ``params``.
+
+    Returns:
+        The gradient (local sum over the rows), the signed loss sum and the rows' w¹.
+    """
+    detached = {name: value.detach() for name, value in params.items()}
+    tangents = {name: test_grads[name] for name in detached}
+    logits, along_test = torch.func.jvp(
+        lambda theta: model(users, items, theta), (detached,), (tangents,)
+    )
+    pos_weights, _ = idl_weights(logits, temperature)
+    signs = torch.sign((torch.sigmoid(logits) - pos_weights) * along_test).detach()
+
+    def signed_sum(theta: Params) -> tuple[Tensor, Tensor]:
+        z = model(users, items, theta)
+        pos, neg = idl_weights(z, temperature)
+        return (signs * (pos * F.softplus(-z) + neg * F.softplus(z))).sum(), pos
+
+    grads, (total, pos_weights) = grad_and_value(signed_sum, detached, functional=False)
+    return grads, total, pos_weights
+
+
 def candidate_loss_sums(
     model: Backbone,
     params: Params,
@@ -213,31 +292,51 @@ class InverseGradient:
 
     Args:
         model: the backbone; its parameters are updated in place.
-        optimizer: the persistent optimizer of the test-loss step (learning rate γ); it must
-            hold exactly ``model.parameters()``.
+        optimizer: the persistent optimizer of the test-loss step (learning rate γ): a
+            :class:`~invlearn_ray.core.optimizers.ParameterUpdate`, or a torch optimizer holding
+            exactly ``model.parameters()``.
         dual_lr: α, the candidate step size (the paper: α = 0.1·γ).
         step_rule: ``step(g)`` — see :class:`DualDirection`.
         temperature: exponent of the IDL weights (1 = paper eq. 4; see ``idl_weights``).
         collective: reductions across data-parallel workers (default: one process).
         compile: hand the three pure pieces to ``torch.compile`` (costs seconds once; each step
             then runs a few fused kernels instead of a few hundred small ones).
+        touched_rows: differentiate the rows the batches read, not the whole tables (default:
+            unless compiled — compiled and CUDA-graphed steps need shapes independent of the
+            batch's ids). Backbones without ``table_index`` always take dense gradients.
+        direction: ``batch`` (Algorithm 1) or ``per_row`` (:func:`aligned_dual_gradient`;
+            eager only, dense gradients: one more training-test gradient and a forward-mode
+            product per step).
     """
 
     def __init__(
         self,
         model: Backbone,
-        optimizer: torch.optim.Optimizer,
+        optimizer: torch.optim.Optimizer | ParameterUpdate,
         dual_lr: float,
         step_rule: str = "sign",
         temperature: float = 1.0,
         collective: Collective | None = None,
         compile: bool = False,
+        touched_rows: bool | None = None,
+        direction: str = "batch",
     ) -> None:
+        if direction not in DIRECTIONS:
+            raise ValueError(f"unknown IG direction {direction!r}; valid: {list(DIRECTIONS)}")
+        if direction == "per_row" and compile:
+            raise ValueError("the per_row IG direction runs eagerly; turn compile off")
+        self.per_row = direction == "per_row"
         self.model = model
-        self.optimizer = optimizer
+        self.optimizer = as_parameter_update(model, optimizer)
+        # per_row signs rows against the whole training-test gradient: dense parameters.
+        self.touched_rows = (
+            False if self.per_row else (not compile if touched_rows is None else touched_rows)
+        )
         self.temperature = temperature
         self.direction = DualDirection(step_rule)
         self.collective = collective or LocalCollective()
+        self._dual_mean = WorkerMean(self.collective)
+        self._test_mean = WorkerMean(self.collective)
         device = next(model.parameters()).device
         # Constants of every step, made once (and outside any CUDA-graph capture).
         self._index = torch.arange(3, device=device)
@@ -258,20 +357,38 @@ class InverseGradient:
     ) -> MetaStepResult:
         """One meta step on this worker's share of the batches ``U`` and ``T``."""
         model, collective = self.model, self.collective
-        live = dict(model.named_parameters())
-        params = {name: param.detach() for name, param in live.items()}
+        params = {name: param.detach() for name, param in model.named_parameters()}
+        read_by_u = rows_of(
+            model, {"user": [unlabeled_users], "item": [unlabeled_items]}, self.touched_rows
+        )
+        read_by_t = rows_of(model, {"user": [test_users], "item": [test_items]}, self.touched_rows)
 
         # Lines 9–11: one dual gradient; the inverse candidate is its negation.
-        grads, _, pos_weights = self._dual_gradient(
-            model, params, unlabeled_users, unlabeled_items, self.temperature, self._functional
-        )
-        dual = list(grads.values())
-        reduce_mean_(dual, len(unlabeled_users), collective)
-        steps = dict(zip(params, self.direction(dual), strict=True))
+        if self.per_row:
+            # Dense parameters (touched_rows is off for per_row): the reference gradient
+            # signs each unlabeled row against the whole training-test gradient.
+            reference = test_gradient(model, params, test_users, test_items, test_labels)
+            reduce_mean_(list(reference.values()), len(test_labels), collective)
+            grads, _, pos_weights = aligned_dual_gradient(
+                model, params, unlabeled_users, unlabeled_items, self.temperature, reference
+            )
+        else:
+            grads, _, pos_weights = self._dual_gradient(
+                model,
+                read_by_u.gather(params),
+                read_by_u.renumbered["user"][0],
+                read_by_u.renumbered["item"][0],
+                self.temperature,
+                self._functional,
+            )
+        dual = self._dual_mean(read_by_u.row_gradients(grads, params), len(unlabeled_users))
+        steps = dict(zip(params, self.direction(list(dual.values())), strict=True))
 
         # Lines 13–16: the three training-test losses, then the same argmin on every worker.
+        test_params, test_steps = read_by_t.gather(params), read_by_t.gather(steps)
+        test_users, test_items = read_by_t.renumbered["user"][0], read_by_t.renumbered["item"][0]
         sums = self._candidate_loss_sums(
-            model, params, steps, test_users, test_items, test_labels, self._signs
+            model, test_params, test_steps, test_users, test_items, test_labels, self._signs
         )
         totals = torch.cat([sums, torch.full_like(sums[:1], len(test_labels))])
         collective.all_reduce_sum_([totals])
@@ -282,17 +399,18 @@ class InverseGradient:
 
         # Lines 17–18: θ ← θ* − γ·Adam(∇L_test(θ*)).
         test_grads, _ = self._chosen_gradient(
-            model, params, steps, sign, test_users, test_items, test_labels, self._functional
+            model,
+            test_params,
+            test_steps,
+            sign,
+            test_users,
+            test_items,
+            test_labels,
+            self._functional,
         )
-        test = list(test_grads.values())
-        reduce_mean_(test, len(test_labels), collective)
-        with torch.no_grad():
-            torch._foreach_add_(
-                list(params.values()), torch._foreach_mul(list(steps.values()), sign)
-            )
-        for param, grad in zip(live.values(), test, strict=True):
-            param.grad = grad
-        self.optimizer.step()
+        test_mean = self._test_mean(read_by_t.row_gradients(test_grads, params), len(test_labels))
+        _move_(params, steps, sign)
+        self.optimizer.step(test_mean)
         return MetaStepResult(choice=choice, test_losses=test_losses, pos_weights=pos_weights)
 
     def state_dict(self) -> dict:
@@ -300,3 +418,17 @@ class InverseGradient:
 
     def load_state_dict(self, state: dict) -> None:
         self.direction.load_state_dict(state["direction"])
+
+
+@torch.no_grad()
+def _move_(params: Params, steps: dict[str, Gradient], scale: Tensor) -> None:
+    """θ ← θ + scale·s in place: dense directions everywhere, row directions on their rows."""
+    dense = [name for name, step in steps.items() if not isinstance(step, RowGradient)]
+    if dense:
+        torch._foreach_add_(
+            [params[name] for name in dense],
+            torch._foreach_mul([steps[name] for name in dense], scale),
+        )
+    for name, step in steps.items():
+        if isinstance(step, RowGradient):
+            params[name].index_add_(0, step.indices, step.rows * scale)

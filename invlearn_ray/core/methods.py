@@ -52,6 +52,13 @@ class MethodSpec:
         candidates: hard-negative candidates per labeled row: ``per_step`` (drawn for every
             step, DNS) or ``fixed_pool`` (drawn once per run, SRNS); None for other methods.
         idl_weights: learns IDL weights on unlabeled rows; their histograms are recorded.
+        observed_rows: its batches always carry the observed-unlabeled rows, whatever
+            ``unlabeled_source`` says (which then only decides whether sampled rows join):
+            the rows are what the method is about (``watched_positive``).
+        ig_batches: plans its epochs as IG does: supervised batches over training-train, then
+            one step per batch of the training-test slice — IG's meta step, or, for a method
+            without one (``none_ig_steps``), a plain supervised step on those labeled rows, so
+            it takes exactly IG's number of optimiser steps per epoch on the same labeled data.
     """
 
     name: str
@@ -65,6 +72,8 @@ class MethodSpec:
     sampled_negatives: bool = False
     candidates: str | None = None
     idl_weights: bool = False
+    observed_rows: bool = False
+    ig_batches: bool = False
 
     def __post_init__(self) -> None:
         if self.candidates not in (None, *CANDIDATE_DRAWS):
@@ -162,6 +171,34 @@ METHOD_SPECS: dict[str, MethodSpec] = {
             needs_unlabeled=True,
             static_step=True,
             idl_weights=True,
+            ig_batches=True,
+        ),
+        MethodSpec(
+            name="popularity",
+            display_name="Popularity",
+            summary="no training: the item's smoothed labeled-positive rate and play count",
+            objective=None,
+            space_file="popularity.yaml",
+            trains=False,
+        ),
+        MethodSpec(
+            name="none_ig_steps",
+            display_name="None (IG steps)",
+            summary="BCE on labeled rows only, with IG's optimiser steps per epoch",
+            objective=_fixed(obj.none_objective),
+            space_file="none_ig_steps.yaml",
+            static_step=True,
+            ig_batches=True,
+        ),
+        MethodSpec(
+            name="watched_positive",
+            display_name="Watched = positive",
+            summary="+ every observed-unlabeled row as a weighted positive",
+            objective=_configured(obj.make_watched_positive_objective),
+            space_file="watched_positive.yaml",
+            needs_unlabeled=True,
+            static_step=True,
+            observed_rows=True,
         ),
         MethodSpec(
             name="sl",
@@ -211,9 +248,11 @@ METHODS = tuple(METHOD_SPECS)
 STATIC_STEP_METHODS = tuple(name for name, spec in METHOD_SPECS.items() if spec.static_step)
 """The methods ``compile`` and ``cuda_graphs`` support (see ``MethodSpec.static_step``)."""
 BASE_METHODS = tuple(
-    name for name, spec in METHOD_SPECS.items() if spec.trains and spec.objective is not None
+    name
+    for name, spec in METHOD_SPECS.items()
+    if spec.trains and spec.objective is not None and not spec.ig_batches
 )
-"""Methods with an objective of their own: the choices of IG's ``ig_base``."""
+"""Methods with an objective of their own and plain epochs: the choices of IG's ``ig_base``."""
 
 
 class UnknownMethodError(ValueError):

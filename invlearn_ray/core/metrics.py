@@ -15,8 +15,12 @@ Two protocols (method.md §6):
   :func:`merge_totals`), so N workers holding N shards reproduce the one-process numbers. On
   worker ``w`` of ``W``, with ``mine = user_shard(rows.users, w, W)``:
   ``row_metric_stats(scores[mine], labels[mine], users[mine])``, then an all-reduce (sum) of
-  its ``totals.values`` and an all-gather of its ``scores`` and ``labels`` (5 bytes a row)
-  before :func:`finalize_row_metrics`.
+  its ``totals.values`` and either an all-gather of its ``scores`` and ``labels`` (5 bytes a
+  row) before :func:`finalize_row_metrics`, or — what
+  :func:`~invlearn_ray.core.evaluation.evaluate_split` does — an all-gather of its sorted
+  negative scores only (4 bytes a negative row), :func:`mann_whitney_u` of its positives
+  against each shard's negatives, an all-reduce of that and the class counts, and
+  :func:`row_metrics_report`: no worker sorts every row.
 
 Ties are handled exactly, as scikit-learn does, and every metric is the expectation over a
 uniformly random order of tied scores: AUC uses average ranks (= ``roc_auc_score``), NDCG gives
@@ -60,6 +64,7 @@ __all__ = [
     "finalize_row_metrics",
     "gauc",
     "merge_row_metric_stats",
+    "mann_whitney_u",
     "merge_totals",
     "metric_key",
     "mrr",
@@ -67,6 +72,7 @@ __all__ = [
     "random_mrr_floor",
     "random_ndcg_floor",
     "row_metric_stats",
+    "row_metrics_report",
     "user_shard",
 ]
 
@@ -794,33 +800,56 @@ def finalize_row_metrics(stats: RowMetricStats) -> dict[str, float]:
     Raises:
         ValueError: if the rows hold a single class (AUC undefined) or no user has both labels.
     """
-    caller = "evaluate_rows"
     if not len(stats.scores):
-        raise ValueError(f"{caller}: no rows to evaluate")
-    totals = stats.totals.as_dict()
+        raise ValueError("evaluate_rows: no rows to evaluate")
     scores, labels = stats.scores, stats.labels.to(_FLOAT)
     if not stats.presorted:
         order = _order_by_score(scores)
         scores, labels = scores[order], labels[order]
-    report: dict[str, float] = {metric_key("AUC"): _sorted_auc(scores, labels)}
-    gauc_users, ndcg_users = int(totals["gauc_users"]), int(totals["ndcg_users"])
+    return row_metrics_report(_sorted_auc(scores, labels), stats.totals)
+
+
+def mann_whitney_u(positive_scores: Tensor, ascending_negative_scores: Tensor) -> Tensor:
+    """Σ over the positives of (negatives scored lower + ½ negatives tied), float64.
+
+    Summed over every shard's negatives and divided by positives × negatives, it is the AUC
+    (the same number :func:`auc` computes from average ranks): a data-parallel worker judges
+    its own positives against each worker's sorted negatives, so no worker sorts all rows.
+    Counts are integers until the final halving, so the sum is exact below 2**52.
+    Time ∝ positives × log(negatives).
+    """
+    below = torch.searchsorted(ascending_negative_scores, positive_scores, side="left")
+    not_above = torch.searchsorted(ascending_negative_scores, positive_scores, side="right")
+    return (below.sum() + not_above.sum()).to(_FLOAT) / 2.0
+
+
+def row_metrics_report(auc_value: float, totals: MetricTotals) -> dict[str, float]:
+    """The :func:`evaluate_rows` report from the global AUC and the (merged) per-user totals.
+
+    Raises:
+        ValueError: if no user has both a positive and a negative row.
+    """
+    caller = "evaluate_rows"
+    values = totals.as_dict()
+    report: dict[str, float] = {metric_key("AUC"): auc_value}
+    gauc_users, ndcg_users = int(values["gauc_users"]), int(values["ndcg_users"])
     if gauc_users == 0:
         raise ValueError(
             f"{caller}: no user has both a positive and a negative row (all "
-            f"{int(totals['gauc_skipped'])} were skipped), so GAUC is undefined; evaluate on rows "
+            f"{int(values['gauc_skipped'])} were skipped), so GAUC is undefined; evaluate on rows "
             "where users have both labels"
         )
-    report[metric_key("GAUC")] = totals["gauc_sum"] / gauc_users
+    report[metric_key("GAUC")] = values["gauc_sum"] / gauc_users
     report[metric_key("GAUC users")] = gauc_users
-    report[metric_key("GAUC skipped")] = int(totals["gauc_skipped"])
-    ks = [int(key.split("_")[2]) for key in totals if key.startswith("ndcg_at_")]
+    report[metric_key("GAUC skipped")] = int(values["gauc_skipped"])
+    ks = [int(key.split("_")[2]) for key in values if key.startswith("ndcg_at_")]
     for k in ks:
-        report[metric_key(f"NDCG@{k}")] = totals[f"ndcg_at_{k}_sum"] / ndcg_users
-        report[metric_key(f"random NDCG@{k}")] = totals[f"random_ndcg_at_{k}_sum"] / ndcg_users
-    report[metric_key("MRR")] = totals["mrr_sum"] / ndcg_users
-    report[metric_key("random MRR")] = totals["random_mrr_sum"] / ndcg_users
+        report[metric_key(f"NDCG@{k}")] = values[f"ndcg_at_{k}_sum"] / ndcg_users
+        report[metric_key(f"random NDCG@{k}")] = values[f"random_ndcg_at_{k}_sum"] / ndcg_users
+    report[metric_key("MRR")] = values["mrr_sum"] / ndcg_users
+    report[metric_key("random MRR")] = values["random_mrr_sum"] / ndcg_users
     report[metric_key("NDCG users")] = ndcg_users
-    report[metric_key("NDCG skipped")] = int(totals["ndcg_skipped"])
+    report[metric_key("NDCG skipped")] = int(values["ndcg_skipped"])
     return report
 
 

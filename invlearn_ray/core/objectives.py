@@ -12,8 +12,8 @@ and :mod:`invlearn_ray.core.methods` says which objective each method uses.
 
 Conventions shared by all methods:
 
-* the NS family (NS, T-CE, R-CE, IDL) trains on one batch of labeled rows plus their unlabeled
-  rows, pooled into a single mean — as the released code concatenates them;
+* the NS family (NS, T-CE, R-CE, IDL, watched = positive) trains on one batch of labeled rows
+  plus their unlabeled rows, pooled into a single mean — as the released code concatenates them;
 * DNS/SRNS pair each labeled row with one hard negative chosen from its M candidates;
 * the softmax family trains on positive rows against ``n_negatives`` sampled items; labeled
   negatives (explicit dislikes) are used only by the ``sl_*`` explicit-negative methods, which
@@ -112,6 +112,47 @@ def ns_objective(score: Scorer, batch: TrainBatch, step: int, epoch: int) -> Bat
     logits, labels, _ = _ns_rows(score, batch)
     total = losses.bce_with_logits(logits, labels, reduction="sum")
     return BatchLoss(total, _count(len(logits), total))
+
+
+def make_watched_positive_objective(config: TrainConfig) -> Objective:
+    """*Watched = positive*: labeled BCE plus every observed-unlabeled row as a positive.
+
+    An observed row's BCE toward label 1 is weighted by ``observed_weight`` (a watched but
+    unrated or unclear item is a *likely* positive, not a sure one). The method always reads
+    the observed rows (``MethodSpec.observed_rows``); ``unlabeled_source`` only says whether
+    sampled non-interacted rows join as negatives — ``sampled`` or ``both``: yes, the classic
+    implicit-feedback set-up with the labels on top; ``observed``: no. One weighted mean over
+    every row, pooled as NS pools. The batch source puts a batch's sampled rows first
+    (``sampling_rate`` per labeled row), then its observed rows; that is how they are told
+    apart here.
+    """
+    with_sampled = config.unlabeled_source in ("sampled", "both")
+    sampled_per_row = config.sampling_rate if with_sampled else 0
+    observed_weight = config.observed_weight
+
+    def objective(score: Scorer, batch: TrainBatch, step: int, epoch: int) -> BatchLoss:
+        logits, _, n_labeled = _ns_rows(score, batch)
+        n_sampled = n_labeled * sampled_per_row
+        n_observed = len(logits) - n_labeled - n_sampled
+        labels = torch.cat(
+            [
+                batch.labels,
+                torch.zeros(n_sampled, dtype=logits.dtype, device=logits.device),
+                torch.ones(n_observed, dtype=logits.dtype, device=logits.device),
+            ]
+        )
+        weights = torch.cat(
+            [
+                torch.ones(n_labeled + n_sampled, dtype=logits.dtype, device=logits.device),
+                torch.full(
+                    (n_observed,), observed_weight, dtype=logits.dtype, device=logits.device
+                ),
+            ]
+        )
+        total = losses.bce_with_logits(logits, labels, weights=weights, reduction="sum")
+        return BatchLoss(total, weights.sum())
+
+    return objective
 
 
 def make_tce_objective(config: TrainConfig) -> Objective:

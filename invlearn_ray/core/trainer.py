@@ -4,11 +4,18 @@ One :class:`Trainer` runs any method on any backbone: it plans each epoch's batc
 (:mod:`~invlearn_ray.core.batches`), takes supervised steps with the method's objective and,
 for IG, meta steps (:func:`~invlearn_ray.core.inverse_gradient.inverse_gradient_step`), then
 scores the validation split and keeps the best model by a *ranking* metric (method.md §5).
+A method that does not train (``MethodSpec.trains`` False: the popularity scorer) is computed
+from the training rows in one "epoch" of no steps, then validated and tested the same way, so
+it reaches run folders, MLflow and tables as any method does.
 
 The same class runs inside a Ray Train worker: give it a
 :class:`~invlearn_ray.core.collective.TorchDistributedCollective` and the worker's
 :class:`~invlearn_ray.core.batches.TrainingRows`, and drive it with :meth:`Trainer.run_epoch`
-/ :meth:`Trainer.state_dict` so the loop can report and checkpoint between epochs. All
+/ :meth:`Trainer.state_dict` so the loop can report and checkpoint between epochs. Each
+worker then holds and scores only its users' validation and test rows
+(:func:`~invlearn_ray.core.evaluation.evaluation_shard`); evaluations combine the shards'
+statistics, so every worker reports the one-process metrics and stops at the same epoch, and
+:meth:`Trainer.result` is a collective call every worker makes. All
 randomness comes from generators keyed by (seed, epoch, rank), so resuming at epoch ``e``
 replays exactly what an uninterrupted run would have done.
 """
@@ -34,13 +41,17 @@ from invlearn_ray.core.evaluation import (
     annotation_quality,
     evaluate_full_ranking,
     evaluate_split,
+    evaluation_shard,
     score_pairs,
 )
-from invlearn_ray.core.gradients import grad_and_value, reduce_mean_
+from invlearn_ray.core.gradients import WorkerMean, grad_and_value
 from invlearn_ray.core.inverse_gradient import CANDIDATES, InverseGradient
-from invlearn_ray.core.losses import idl_weights
+from invlearn_ray.core.losses import bce_with_logits, idl_weights
 from invlearn_ray.core.methods import build_objective, method_spec
 from invlearn_ray.core.objectives import BatchLoss, Objective, TrainBatch
+from invlearn_ray.core.optimizers import DenseUpdate, LazyAdam, ParameterUpdate
+from invlearn_ray.core.popularity import fit_item_prior
+from invlearn_ray.core.touched_rows import batch_ids, rows_of
 from invlearn_ray.data.hashing import stream_seed
 from invlearn_ray.data.recdata import Interactions, RecData
 from invlearn_ray.data.sampling import epoch_generator, sample_unlabeled
@@ -79,9 +90,9 @@ class TrainingDiverged(RuntimeError, UserError):
 
 def largest_weight(model: Backbone) -> float:
     """The largest absolute parameter value (NaN if any is NaN). One pass over the weights and
-    one host sync: cheap once per epoch."""
+    one host sync: cheap once per epoch. 0 for a scorer without parameters (``popularity``)."""
     peaks = [parameter.detach().abs().amax() for parameter in model.parameters()]
-    return torch.stack(peaks).max().item()
+    return torch.stack(peaks).max().item() if peaks else 0.0
 
 
 def check_divergence(config: TrainConfig, epoch: int, train_loss: float, weight: float) -> None:
@@ -127,7 +138,8 @@ def check_unlabeled_rows(config: TrainConfig, n_observed: int, dataset_name: str
         n_observed: the dataset's observed-unlabeled rows (its ``unclear/`` split).
 
     Raises:
-        UnsuitableDatasetError: ``unlabeled_source='observed'`` and ``n_observed == 0``.
+        UnsuitableDatasetError: ``n_observed == 0`` and ``unlabeled_source='observed'`` or a
+            method that reads observed rows whatever the source (``watched_positive``).
     """
     if config.needs_unlabeled and config.unlabeled_source == "observed" and not n_observed:
         raise UnsuitableDatasetError(
@@ -136,16 +148,22 @@ def check_unlabeled_rows(config: TrainConfig, n_observed: int, dataset_name: str
             "label fraction 1); use unlabeled_source='sampled' or 'both', or build the "
             "dataset with --label-fraction below 1"
         )
+    if method_spec(config.supervised_method).observed_rows and not n_observed:
+        raise UnsuitableDatasetError(
+            f"method {config.supervised_method!r} learns from observed-unlabeled rows, and "
+            f"dataset {dataset_name!r} has none (no unclear band, label fraction 1); build it "
+            "with --label-fraction below 1 or train another method"
+        )
 
 
 def build_model(config: TrainConfig, data: RecData) -> Backbone:
     """The configured backbone, initialised from ``config.seed`` without touching global RNG."""
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"init_scale": config.init_scale}
     if config.backbone == "neumf":
         extra["mlp_layers"] = config.mlp_layers
     if config.backbone == "lightgcn":
         positives = data.training_positives()
-        extra = {
+        extra |= {
             "num_layers": config.gcn_layers,
             "graph_users": positives.users.cpu(),
             "graph_items": positives.items.cpu(),
@@ -161,27 +179,42 @@ def build_model(config: TrainConfig, data: RecData) -> Backbone:
         )
 
 
-def make_optimizer(model: Backbone, config: TrainConfig) -> torch.optim.Adam:
-    """Adam with the fused kernel: one pass per tensor instead of ~10 (measured 9x faster per
-    step on this 2-core CPU at ML-1M table sizes; also the fast path on CUDA). Capturable (step
-    counts on the device) when steps are replayed as CUDA graphs."""
-    return torch.optim.Adam(
+def make_optimizer(model: Backbone, config: TrainConfig) -> ParameterUpdate:
+    """The configured update (``config.embedding_optimizer``, see :mod:`core.optimizers`).
+
+    Dense Adam uses the fused kernel: one pass per tensor instead of ~10 (measured 9x faster per
+    step on this 2-core CPU at ML-1M table sizes; also the fast path on CUDA); capturable (step
+    counts on the device) when steps are replayed as CUDA graphs.
+    """
+    if config.embedding_optimizer == "lazy_adam":
+        return LazyAdam(model, lr=config.lr, weight_decay=config.weight_decay)
+    adam = torch.optim.Adam(
         model.parameters(),
         lr=config.lr,
         weight_decay=config.weight_decay,
         fused=True,
         capturable=config.cuda_graphs,
     )
+    return DenseUpdate(model, adam)
+
+
+def uses_touched_rows(config: TrainConfig, model: Backbone) -> bool:
+    """Whether steps differentiate only the table rows their batch reads (core.touched_rows):
+    for gather backbones in eager steps; compiled and CUDA-graphed steps need shapes that do
+    not depend on the batch's ids, LightGCN propagates whole tables."""
+    return model.table_index is not None and not (config.compile or config.cuda_graphs)
 
 
 def training_rows(config: TrainConfig, data: RecData) -> TrainingRows:
-    """What training may read. IG fits training-train and judges on training-test; every
-    other method fits all labeled training rows (IG gets no more labeled data than they do)."""
-    labeled = data.train_train if config.method == "ig" else data.labeled_training()
+    """What training may read. IG (and ``none_ig_steps``, which takes IG's steps) fits
+    training-train and steps on training-test; every other method fits all labeled training
+    rows (IG gets no more labeled data than they do)."""
+    ig_batches = method_spec(config.method).ig_batches
+    labeled = data.train_train if ig_batches else data.labeled_training()
     empty = Interactions.empty().to(labeled.users.device)
     return TrainingRows(
         labeled=labeled,
-        train_test=data.train_test if config.method == "ig" else empty,
+        train_test=data.train_test if ig_batches else empty,
         observed_users=data.observed_unlabeled.users,
         observed_items=data.observed_unlabeled.items,
         seen=data.seen_in_training,
@@ -250,8 +283,9 @@ class Trainer:
         batch_source: BatchSource | None = None,
     ) -> None:
         self.config = config
-        self.data = data
         self.collective = collective or LocalCollective()
+        # Each worker scores its users' validation and test rows; evaluations combine shards.
+        self.data = evaluation_shard(data, self.collective.rank, self.collective.world_size)
         self.device = data.valid.users.device
         if config.cuda_graphs and self.device.type != "cuda":
             raise ValueError(
@@ -259,29 +293,46 @@ class Trainer:
                 "move it with RecData.to('cuda') or turn cuda_graphs off"
             )
         check_unlabeled_rows(config, len(data.observed_unlabeled), data.name)
-        self.model = build_model(config, data).to(self.device)
-        self.optimizer = make_optimizer(self.model, config)
         rows = rows or training_rows(config, data)
-        self.batches = batch_source or BatchSource(
-            rows,
-            config,
-            rank=self.collective.rank,
-            world_size=self.collective.world_size,
-            steps_per_epoch=steps_per_epoch,
-        )
-        self.objective = build_objective(config, len(rows.labeled), self.device)
-        self._supervised_gradient = (
-            torch.compile(supervised_gradient) if config.compile else supervised_gradient
-        )
-        self.inverse_gradient = InverseGradient(
-            self.model,
-            self.optimizer,
-            dual_lr=config.dual_lr,
-            step_rule=config.step_rule,
-            temperature=config.idl_temperature,
-            collective=self.collective,
-            compile=config.compile,
-        )
+        self.rows = rows
+        self.trains = method_spec(config.method).trains
+        if not self.trains:
+            self.model = fit_item_prior(
+                rows.labeled,
+                rows.observed_items,
+                data.n_users,
+                data.n_items,
+                prior_weight=config.popularity_prior,
+                play_weight=config.popularity_play_weight,
+                collective=self.collective,
+            ).to(self.device)
+        else:
+            self.model = build_model(config, data).to(self.device)
+            self.optimizer = make_optimizer(self.model, config)
+            self.touched_rows = uses_touched_rows(config, self.model)
+            self._supervised_mean = WorkerMean(self.collective)
+            self.batches = batch_source or BatchSource(
+                rows,
+                config,
+                rank=self.collective.rank,
+                world_size=self.collective.world_size,
+                steps_per_epoch=steps_per_epoch,
+            )
+            self.objective = build_objective(config, len(rows.labeled), self.device)
+            self._supervised_gradient = (
+                torch.compile(supervised_gradient) if config.compile else supervised_gradient
+            )
+            self.inverse_gradient = InverseGradient(
+                self.model,
+                self.optimizer,
+                dual_lr=config.dual_lr,
+                step_rule=config.step_rule,
+                temperature=config.idl_temperature,
+                collective=self.collective,
+                compile=config.compile,
+                touched_rows=self.touched_rows,
+                direction=config.ig_direction,
+            )
         self._graphed: dict[tuple[str, ...], GraphedStep] = {}
         self.global_step = 0
         self.next_epoch = 0
@@ -299,19 +350,22 @@ class Trainer:
     def _supervised_tensors(
         self, fields: tuple[str, ...], epoch: int, *tensors: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """One supervised step from the batch's tensors: local gradient sums, one all-reduce
-        with the row count, the global mean assigned as gradient, one optimizer step."""
+        """One supervised step from the batch's tensors: local gradient sums (on the table rows
+        the batch reads), their global mean with the row count, one optimizer step."""
         batch = TrainBatch(**dict(zip(fields, tensors, strict=True)))
-        live = dict(self.model.named_parameters())
-        params = {name: param.detach() for name, param in live.items()}
+        params = {name: param.detach() for name, param in self.model.named_parameters()}
+        read = rows_of(self.model, batch_ids(batch), self.touched_rows)
         grads, loss = self._supervised_gradient(
-            self.objective, self.model, params, batch, self.global_step, epoch, self.config.compile
+            self.objective,
+            self.model,
+            read.gather(params),
+            read.renumber_batch(batch),
+            self.global_step,
+            epoch,
+            self.config.compile,
         )
-        grads = list(grads.values())
-        reduce_mean_(grads, loss.count, self.collective)
-        for param, grad in zip(live.values(), grads, strict=True):
-            param.grad = grad
-        self.optimizer.step()
+        grads = self._supervised_mean(read.row_gradients(grads, params), loss.count)
+        self.optimizer.step(grads)
         if loss.record is not None:
             self.objective.record(batch, loss.record)
         return loss.total.detach(), loss.count.detach()
@@ -355,14 +409,11 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- epochs
 
-    def run_epoch(self, epoch: int) -> EpochRecord:
-        """Train one epoch, then score validation and update the model selection."""
-        self.model.train()
-        started = time.perf_counter()
+    def _train_steps(self, epoch: int) -> tuple[Tensor, Tensor]:
+        """One epoch's steps; returns the supervised loss sum and count."""
         plan = self.batches.plan(epoch, with_meta=epoch >= self.config.warmup_epochs)
         loss_sum = torch.zeros((), device=self.device)
         loss_count = torch.zeros((), device=self.device)
-        n_logged = len(self.direction_log["choice"])
         for batch in iterate(plan, self.config.ig_schedule):
             if isinstance(batch, MetaBatch):
                 self.meta_step(batch, epoch)
@@ -370,6 +421,23 @@ class Trainer:
                 loss = self.supervised_step(batch, epoch)
                 loss_sum += loss.total
                 loss_count += loss.count
+        return loss_sum, loss_count
+
+    @torch.no_grad()
+    def _labeled_loss(self) -> tuple[Tensor, Tensor]:
+        """BCE sum and count of the (non-trained) scorer on the labeled training rows: what a
+        scorer reports as its training loss."""
+        labeled = self.rows.labeled
+        logits = score_pairs(self.model, labeled.users, labeled.items)
+        total = bce_with_logits(logits, labeled.labels, reduction="sum")
+        return total, total.new_tensor(float(len(labeled)))
+
+    def run_epoch(self, epoch: int) -> EpochRecord:
+        """Train one epoch, then score validation and update the model selection."""
+        self.model.train()
+        started = time.perf_counter()
+        n_logged = len(self.direction_log["choice"])
+        loss_sum, loss_count = self._train_steps(epoch) if self.trains else self._labeled_loss()
         meta_choices = self.direction_log["choice"][n_logged:]
         self.direction_log["epoch"].append(torch.full((len(meta_choices),), epoch))
         # Every worker's sums: each decides on the global loss, so all stop at the same epoch.
@@ -380,7 +448,7 @@ class Trainer:
         train_seconds = time.perf_counter() - started
 
         started = time.perf_counter()
-        valid = evaluate_split(self.model, self.data.valid)
+        valid = evaluate_split(self.model, self.data.valid, collective=self.collective)
         diagnostic_logits = self._diagnostic_logits(self.model)
         record = EpochRecord(
             epoch=epoch,
@@ -409,9 +477,8 @@ class Trainer:
 
     @property
     def should_stop(self) -> bool:
-        return (
-            self.next_epoch >= self.config.epochs or self.epochs_without_gain > self.config.patience
-        )
+        epochs = self.config.epochs if self.trains else 1  # a scorer is computed once
+        return self.next_epoch >= epochs or self.epochs_without_gain > self.config.patience
 
     def fit(self, on_epoch_end: Callable[[EpochRecord], None] | None = None) -> TrainResult:
         """Train until early stopping or ``config.epochs``, then score the selected model."""
@@ -430,9 +497,10 @@ class Trainer:
         return model
 
     def result(self) -> TrainResult:
-        """Score the selected model on the test split — once, after selection."""
+        """Score the selected model on the test split — once, after selection. Data-parallel:
+        every worker calls it (each scores its shard of the test users)."""
         model = self.selected_model()
-        test = evaluate_split(model, self.data.test)
+        test = evaluate_split(model, self.data.test, collective=self.collective)
         ranking = evaluate_full_ranking(
             model,
             self.data.test,
@@ -441,6 +509,7 @@ class Trainer:
             protocol=self.config.full_ranking,
             sample_users=self.config.full_ranking_users,
             seed=self.config.seed,
+            collective=self.collective,
         )
         test.update(ranking.metrics)
         test.update(self._annotation(self._diagnostic_logits(model)))
@@ -502,11 +571,19 @@ class Trainer:
     def _annotation(self, logits: Tensor) -> dict[str, float]:
         rows, report = self._diagnostic_rows, {}
         n_sampled = len(rows["sampled_users"])
+        idl = method_spec(self.config.method).idl_weights
+        temperature = self.config.idl_temperature if idl else None
         if "sampled_truth" in rows:
-            report.update(annotation_quality(logits[:n_sampled], rows["sampled_truth"], "sampled"))
+            report.update(
+                annotation_quality(
+                    logits[:n_sampled], rows["sampled_truth"], "sampled", temperature
+                )
+            )
         if len(rows["observed_users"]):
             report.update(
-                annotation_quality(logits[n_sampled:], rows["observed_truth"], "observed")
+                annotation_quality(
+                    logits[n_sampled:], rows["observed_truth"], "observed", temperature
+                )
             )
         return report
 
@@ -526,8 +603,8 @@ class Trainer:
         """Everything needed to resume after ``next_epoch - 1``; tensors only in nested dicts."""
         return {
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "inverse_gradient": self.inverse_gradient.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.trains else {},
+            "inverse_gradient": self.inverse_gradient.state_dict() if self.trains else {},
             "global_step": self.global_step,
             "next_epoch": self.next_epoch,
             "best_score": self.best_score,
@@ -541,8 +618,9 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.inverse_gradient.load_state_dict(state["inverse_gradient"])
+        if self.trains:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.inverse_gradient.load_state_dict(state["inverse_gradient"])
         self.global_step = state["global_step"]
         self.next_epoch = state["next_epoch"]
         self.best_score = state["best_score"]

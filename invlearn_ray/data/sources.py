@@ -11,7 +11,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from invlearn_ray.data.errors import DataError, EmptyInputError
 from invlearn_ray.data.readers import FileFormat, expected_schema, parse_file, resolve_format
@@ -170,9 +172,9 @@ class ParsedSource:
 
 def synthetic_universe(config: SyntheticConfig) -> tuple[pa.Array, pa.Array]:
     """Raw ids of every synthetic user and item (``"0".."n-1"``)."""
-    return (
-        pa.array([str(u) for u in range(config.n_users)]),
-        pa.array([str(i) for i in range(config.n_items)]),
+    return tuple(
+        pc.cast(pa.array(np.arange(n, dtype=np.int64)), pa.string())
+        for n in (config.n_users, config.n_items)
     )
 
 
@@ -197,7 +199,7 @@ def read_source(spec: SourceSpec) -> ParsedSource:
         check_not_empty(generated.table.num_rows, spec)
         return ParsedSource(
             table=generated.table,
-            rows_per_file={0: generated.table.num_rows},
+            rows_per_file=dict(enumerate(generated.rows_per_block)),
             universe=synthetic_universe(spec.synthetic),
             truth=generated.truth,
             stats=generated.stats,

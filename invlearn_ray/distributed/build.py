@@ -7,7 +7,10 @@ The same code runs on a laptop's local Ray and on a cluster (``ray.init(address=
    numbers need a whole file). A parse error does not fail its task: Ray Data re-raises task
    errors as a generic ``UserCodeException`` that loses the original, so the error travels as a
    pickled value in a ``parse_error`` column and the driver raises the first one in file order —
-   the exact ``InputFormatError`` (file, line, column) the in-memory path raises;
+   the exact ``InputFormatError`` (file, line, column) the in-memory path raises. A synthetic
+   source is generated the same way: the driver prepares the generator (truth, item tables,
+   exposure), and one task per block of users generates that block's rows (``file`` = block),
+   so no process ever holds more than a block of generated rows beyond the dataset itself;
 2. **summarize** — per-block row counts per file and distinct raw ids (a map, then a small
    collect), from which the driver builds the id maps and each file's row offset;
 3. **index** — ``map_batches(index_and_map)``: global ``row`` ids and contiguous indices;
@@ -62,10 +65,9 @@ from invlearn_ray.data.errors import DataError
 from invlearn_ray.data.manifest import Manifest
 from invlearn_ray.data.readers import parse_file
 from invlearn_ray.data.sources import SourceSpec, check_not_empty, synthetic_universe
-from invlearn_ray.data.synthetic import PlantedTruth, generate_interactions
+from invlearn_ray.data.synthetic import ROW_COUNTS, PlantedTruth, SyntheticGenerator, count_rows
 
 PARSE_ERROR = "parse_error"
-_SYNTHETIC_BLOCK_ROWS = 50_000
 
 
 @contextmanager
@@ -174,25 +176,54 @@ def _index_rows(batch: pa.Table, offsets: np.ndarray, user_map: pa.Array, item_m
     return index_and_map(batch.drop_columns([PARSE_ERROR]), offsets, user_map, item_map)
 
 
-def _read(source: SourceSpec) -> tuple[ray.data.Dataset, PlantedTruth | None, dict | None]:
-    """Stage 1: the parsed source as a materialized dataset (with a ``parse_error`` column)."""
+def _generate_blocks(batch: pa.Table, generator: SyntheticGenerator) -> pa.Table:
+    """``map_batches`` step: the rows of the synthetic blocks numbered in ``batch["id"]``."""
+    table = pa.concat_tables([generator.block(index) for index in batch.column("id").to_pylist()])
+    return table.append_column(PARSE_ERROR, pa.nulls(table.num_rows, pa.binary()))
+
+
+def _count_generated(batch: pa.Table, generator: SyntheticGenerator) -> pa.Table:
+    """``map_batches`` step: one row of :func:`~invlearn_ray.data.synthetic.count_rows`."""
+    counts = count_rows(batch, generator.config)
+    return pa.table({name: [counts[name]] for name in ROW_COUNTS})
+
+
+def _read(source: SourceSpec) -> tuple[ray.data.Dataset, int, PlantedTruth | None, dict | None]:
+    """Stage 1: the parsed source as a materialized dataset (with a ``parse_error`` column).
+
+    Returns the dataset, its number of files (blocks, for a synthetic source), and a synthetic
+    source's truth and generation statistics.
+    """
     if source.kind == "synthetic":
-        generated = generate_interactions(source.synthetic)
-        table = generated.table.append_column(
-            PARSE_ERROR, pa.nulls(generated.table.num_rows, pa.binary())
+        generator = SyntheticGenerator.prepare(source.synthetic)
+        n_blocks = len(generator.blocks)
+        parsed = (
+            ray.data.range(n_blocks, override_num_blocks=n_blocks)
+            .map_batches(
+                _generate_blocks,
+                batch_size=1,
+                batch_format="pyarrow",
+                fn_kwargs={"generator": generator},
+            )
+            .materialize()
         )
-        blocks = [
-            table.slice(start, _SYNTHETIC_BLOCK_ROWS)
-            for start in range(0, max(table.num_rows, 1), _SYNTHETIC_BLOCK_ROWS)
-        ]
-        return ray.data.from_arrow(blocks), generated.truth, generated.stats
+        counts = _collect(
+            parsed.map_batches(
+                _count_generated,
+                batch_size=None,
+                batch_format="pyarrow",
+                fn_kwargs={"generator": generator},
+            )
+        )
+        totals = {name: int(pc.sum(counts.column(name)).as_py() or 0) for name in ROW_COUNTS}
+        return parsed, n_blocks, generator.truth, generator.stats(totals)
     parsed = ray.data.read_binary_files(list(source.paths), include_paths=True).map_batches(
         _parse_files,
         batch_size=1,
         batch_format="pyarrow",
         fn_kwargs={"source": source, "schema": source.parsed_schema()},
     )
-    return parsed.materialize(), None, None
+    return parsed.materialize(), len(source.paths), None, None
 
 
 def build_dataset(config: BuildConfig, out_dir: str | Path, *, overwrite: bool = False) -> Manifest:
@@ -215,13 +246,12 @@ def build_dataset(config: BuildConfig, out_dir: str | Path, *, overwrite: bool =
     dd.check_output_dir(out, config.inputs(), overwrite)
     source = config.source.resolved()
     with _ordered_execution():
-        parsed, truth, stats = _read(source)
+        parsed, n_files, truth, stats = _read(source)
         summary = _collect(parsed.map_batches(_summarize_block, batch_format="pyarrow"))
         _raise_first_parse_error(summary)
         kinds = np.asarray(summary.column("kind").to_pylist(), dtype=object)
         files = summary.column(cn.FILE).to_numpy()[kinds == "file"]
         counts = summary.column("count").to_numpy()[kinds == "file"]
-        n_files = max(len(source.paths), 1)
         rows_per_file = {i: int(counts[files == i].sum()) for i in range(n_files)}
         input_rows = sum(rows_per_file.values())
         check_not_empty(input_rows, source)

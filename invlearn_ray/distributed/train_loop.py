@@ -1,10 +1,18 @@
 """The per-worker function of data-parallel training on Ray Train (method.md §4).
 
-Every worker runs :func:`train_loop_per_worker` with the same ``config`` dict:
+Every worker runs :func:`train_loop_per_worker` with the same ``config`` dict
+(:func:`setup_worker` does steps 0–3):
 
-1. load the dataset's small, global parts with ``load_dataset`` (validation, test, the
-   seen-item index, observed-unlabeled rows): evaluation is deterministic and identical on
-   every rank, so early-stopping decisions agree without communication;
+0. set torch's intra-op threads to the node's cores divided by the workers on the node
+   (:func:`intra_op_threads`): Ray exports ``OMP_NUM_THREADS`` from the worker's CPU
+   reservation (1 for the default 0.5 CPU), which leaves a lone worker on one core, and the
+   torch default (every core per worker) oversubscribes the cores once several workers share
+   them — both measured slower on this 2-core machine;
+1. load the dataset's small, global parts with ``load_dataset`` (the seen-item index,
+   observed-unlabeled rows) and keep only this worker's users' validation and test rows
+   (``evaluation_shard``): each evaluation scores the worker's users and combines the shards'
+   statistics with collectives, so every rank gets the one-process metrics and early-stopping
+   decisions agree;
 2. materialise *its shard* of ``train_train`` and ``train_test`` from
    ``ray.train.get_dataset_shard`` into tensors once, sorted by input row (batches are then
    built by index, ~5x faster than re-reading a Ray Dataset every epoch — ray_notes.md);
@@ -15,13 +23,15 @@ Every worker runs :func:`train_loop_per_worker` with the same ``config`` dict:
 4. resume from ``ray.train.get_checkpoint()`` when Ray Train restarted the group;
 5. per epoch: :meth:`Trainer.run_epoch`, then ``ray.train.report`` on every worker (a
    barrier) with rank 0 attaching ``trainer.state_dict()`` as the checkpoint;
-6. rank 0 scores the selected model on test once, writes the run's outputs and returns the
-   summary (``Result.return_value``). A run whose loss or weights leave their bounds
+6. every worker scores its shard of the test users for the selected model once (a
+   collective); rank 0 writes the run's outputs and returns the summary
+   (``Result.return_value``). A run whose loss or weights leave their bounds
    (``TrainingDiverged``) stops on every worker at the same epoch — each judges the global loss
    and identical weights — and writes nothing; :func:`run_summary` raises it on the driver.
 
 Parameters stay identical on every worker without a broadcast: the dual-loss gradient, the
-three candidates' (loss sum, row count) pairs and every final gradient are all-reduced, and
+three candidates' (loss sum, row count) pairs and every final gradient are reduced — embedding
+tables as the rows each step touched (:class:`~invlearn_ray.core.gradients.WorkerMean`) — and
 every worker takes the same argmin (:class:`~invlearn_ray.core.inverse_gradient.InverseGradient`).
 
 A checkpoint needs no random-generator state: every draw comes from a generator keyed by
@@ -38,6 +48,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +63,8 @@ from ray.train import DataConfig
 from invlearn_ray.core.batches import BatchSource, EpochPlan, TrainingRows, local_step_counts
 from invlearn_ray.core.collective import TorchDistributedCollective
 from invlearn_ray.core.config import TrainConfig
+from invlearn_ray.core.evaluation import evaluation_shard
+from invlearn_ray.core.methods import method_spec
 from invlearn_ray.core.trainer import EpochRecord, Trainer, TrainingDiverged
 from invlearn_ray.data import canonical as cn
 from invlearn_ray.data.loading import load_dataset
@@ -62,8 +75,9 @@ CHECKPOINT_FILE = "trainer.pt"
 DIVERGED = "diverged"
 """Key of rank 0's return value when training diverged (its value: the one-line reason)."""
 SHARDED_SPLITS = ("train_train", "train_test")
-"""Splits read through Ray Data and divided among workers; every other split is small and
-global (validation, test, the seen-item index), so each worker loads it whole."""
+"""Splits read through Ray Data and divided among workers by row range. Validation and test
+are loaded from the folder and cut by user (``evaluation_shard``); the seen-item index is
+global, so each worker loads it whole."""
 SHARD_COLUMNS = (cn.ROW, cn.USER, cn.ITEM, cn.LABEL)
 
 
@@ -185,8 +199,9 @@ def worker_rows(
     world_size: int,
 ) -> TrainingRows:
     """This worker's :class:`TrainingRows`, mirroring ``training_rows`` of one process: IG
-    fits training-train and judges on training-test, other methods fit both."""
-    if config.method == "ig":
+    (and ``none_ig_steps``) fits training-train and steps on training-test, other methods fit
+    both."""
+    if method_spec(config.method).ig_batches:
         labeled, judged = train_train, train_test
     else:
         labeled = Interactions(
@@ -276,26 +291,36 @@ def run_summary(return_value: dict[str, Any] | None) -> dict[str, Any]:
     return dict(return_value or {})
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
-    """Train one configuration data-parallel; see the module docstring.
+def intra_op_threads(local_workers: int, cores: int | None = None) -> int:
+    """Torch intra-op threads for one of ``local_workers`` workers sharing a node's ``cores``
+    (default: the CPUs this process may run on): an equal share, at least one."""
+    cores = cores if cores is not None else len(os.sched_getaffinity(0))
+    return max(1, cores // max(1, local_workers))
 
-    Args:
-        config: ``dataset`` (a built dataset folder), ``train`` (a ``TrainConfig`` dict),
-            ``output_dir`` (the run folder), optional ``staging_dir`` (where rank 0 writes the
-            run's files when the driver publishes them to ``output_dir`` afterwards) and
-            optional ``_test_*`` switches.
 
-    Returns:
-        On rank 0, the run's summary (``write_run_outputs``), or ``{DIVERGED: message}`` when
-        training diverged (read it with :func:`run_summary`); None on other ranks.
-    """
-    train_config = TrainConfig.from_dict(config["train"])
+@dataclass
+class Worker:
+    """What :func:`setup_worker` builds: one worker's data, trainer and place in the group."""
+
+    config: TrainConfig
+    data: RecData
+    trainer: Trainer
+    collective: TorchDistributedCollective
+    rank: int
+    world_size: int
+
+
+def setup_worker(config: dict[str, Any]) -> Worker:
+    """Steps 0–3 of the module docstring: threads, data, this worker's shards, agreed step
+    counts and the trainer. Also used by ``benchmarks/data_parallel.py`` to time the loop."""
     context = ray.train.get_context()
+    torch.set_num_threads(intra_op_threads(context.get_local_world_size()))
+    train_config = TrainConfig.from_dict(config["train"])
     rank, world_size = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
-    dataset_path = Path(config["dataset"])
 
-    data = load_dataset(dataset_path, device)
+    # The full validation and test rows are dropped here: a worker holds its users' share.
+    data = evaluation_shard(load_dataset(Path(config["dataset"]), device), rank, world_size)
     # Every worker reads its shards in the same order: a streaming split starts with a barrier.
     train_train = shard_interactions(ray.train.get_dataset_shard("train_train"), device)
     train_test = shard_interactions(ray.train.get_dataset_shard("train_test"), device)
@@ -311,10 +336,27 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     )
     if config.get("_test_record_batches_dir"):
         batches = RecordingBatchSource(batches, Path(config["_test_record_batches_dir"]), rank)
-    trainer = Trainer(
-        train_config, data, TorchDistributedCollective(), rows=rows, batch_source=batches
-    )
-    resumed_from_epoch = restore(trainer, train_config, world_size)
+    collective = TorchDistributedCollective()
+    trainer = Trainer(train_config, data, collective, rows=rows, batch_source=batches)
+    return Worker(train_config, data, trainer, collective, rank, world_size)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
+    """Train one configuration data-parallel; see the module docstring.
+
+    Args:
+        config: ``dataset`` (a built dataset folder), ``train`` (a ``TrainConfig`` dict),
+            ``output_dir`` (the run folder), optional ``staging_dir`` (where rank 0 writes the
+            run's files when the driver publishes them to ``output_dir`` afterwards) and
+            optional ``_test_*`` switches.
+
+    Returns:
+        On rank 0, the run's summary (``write_run_outputs``), or ``{DIVERGED: message}`` when
+        training diverged (read it with :func:`run_summary`); None on other ranks.
+    """
+    worker = setup_worker(config)
+    trainer, rank, world_size = worker.trainer, worker.rank, worker.world_size
+    resumed_from_epoch = restore(trainer, worker.config, world_size)
 
     while not trainer.should_stop:
         epoch = trainer.next_epoch
@@ -326,15 +368,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
             # this epoch. Returning, not raising: Ray Train would restart the group from the
             # last checkpoint, and it would diverge again.
             return {DIVERGED: str(error)} if rank == 0 else None
-        report_epoch(trainer, record, train_config, rank, world_size)
+        report_epoch(trainer, record, worker.config, rank, world_size)
 
+    result = trainer.result()  # a collective: every worker scores its test users
     if rank != 0:
         return None
     return write_run_outputs(
-        trainer.result(),
+        result,
         Path(config.get("staging_dir", config["output_dir"])),
-        dataset_path,
-        data,
+        Path(config["dataset"]),
+        worker.data,
         workers=world_size,
         resumed_from_epoch=resumed_from_epoch,
         output_dir=Path(config["output_dir"]),

@@ -9,6 +9,7 @@ from invlearn_ray.core.backbones import (
     BACKBONES,
     Backbone,
     Factors,
+    ItemPrior,
     build_backbone,
     score_all_pairwise,
 )
@@ -148,7 +149,7 @@ def test_lightgcn_without_a_graph_is_a_clear_error():
 # Catalogue scoring: the factorized contract and NeuMF's per-side precomputation
 # ---------------------------------------------------------------------------------------------
 
-FACTORIZED = ("gmf", "lightgcn", "mf")
+FACTORIZED = ("biased_mf", "gmf", "lightgcn", "mf")
 
 
 def dyadic_(model: Backbone, seed: int = 0) -> Backbone:
@@ -185,7 +186,7 @@ def test_gmf_folds_its_head_weight_and_bias_into_the_factors():
 
 
 def test_augmented_columns_fold_a_biased_mf_into_one_dot_product():
-    # The contract biased MF (issue 13) will use: mu + b_u + b_i + <p_u, q_i>.
+    # The contract biased MF (issue 13) uses: mu + b_u + b_i + <p_u, q_i>.
     generator = torch.Generator().manual_seed(0)
     p, q = (
         torch.randn(N_USERS, 4, generator=generator),
@@ -198,6 +199,59 @@ def test_augmented_columns_fold_a_biased_mf_into_one_dot_product():
     )
     expected = mu + b_user[:, None] + b_item[None, :] + p @ q.T
     torch.testing.assert_close(factors.scores(torch.arange(N_USERS)), expected)
+
+
+def test_biased_mf_scores_global_user_and_item_biases_plus_the_dot_product():
+    model = dyadic_(make_backbone("biased_mf"))
+    users, items = all_pairs()
+    p, q = model.user_embedding[users], model.item_embedding[items]
+    expected = (
+        model.global_bias + model.user_bias[users, 0] + model.item_bias[items, 0] + (p * q).sum(-1)
+    )
+    assert torch.equal(model(users, items), expected)
+    factors = model.factors()
+    assert factors.constant == model.global_bias.item()
+    assert torch.equal(factors.scores(torch.arange(N_USERS)).reshape(-1), expected)
+
+
+def test_biased_mf_starts_with_zero_biases():
+    model = make_backbone("biased_mf")
+    assert not model.user_bias.any() and not model.item_bias.any() and not model.global_bias.any()
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_init_scale_multiplies_every_embedding_tables_initial_spread(name):
+    def spread(init_scale: float) -> dict[str, float]:
+        torch.manual_seed(0)
+        extra = {}
+        if name == "lightgcn":
+            extra = {"graph_users": torch.tensor([0, 1]), "graph_items": torch.tensor([1, 2])}
+        model = build_backbone(name, 200, 300, embedding_dim=8, init_scale=init_scale, **extra)
+        # Bias tables start at zero whatever the scale; factor tables carry the spread.
+        return {t: float(getattr(model, t).std()) for t in model.table_names if "bias" not in t}
+
+    base, scaled = spread(1.0), spread(10.0)
+    for table, std in base.items():
+        assert std > 0 and scaled[table] == pytest.approx(10 * std, rel=1e-5), table
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_a_non_positive_init_scale_is_an_error(name):
+    graph = {"graph_users": torch.tensor([0]), "graph_items": torch.tensor([0])}
+    extra = graph if name == "lightgcn" else {}
+    with pytest.raises(ValueError, match="init_scale must be > 0"):
+        build_backbone(name, 3, 3, init_scale=0.0, **extra)
+
+
+def test_item_prior_scores_every_user_by_the_item_logit_and_round_trips(tmp_path):
+    logits = torch.tensor([0.5, -1.0, 2.0, 0.0])
+    model = ItemPrior(3, 4, logits)
+    assert not list(model.parameters())
+    users, items = torch.tensor([0, 1, 2, 2]), torch.tensor([3, 2, 1, 0])
+    assert torch.equal(model(users, items), logits[items])
+    assert torch.equal(model.score_all(torch.tensor([0, 2])), logits.expand(2, 4))
+    save_model(model, tmp_path / "model")
+    assert torch.equal(load_model(tmp_path / "model").score_all(torch.tensor([1])), logits[None])
 
 
 def test_neumf_is_not_factorized_and_its_scorer_equals_the_pairwise_forward():

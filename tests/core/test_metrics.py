@@ -19,6 +19,7 @@ from invlearn_ray.core.metrics import (
     evaluate_rows,
     finalize_row_metrics,
     gauc,
+    mann_whitney_u,
     merge_row_metric_stats,
     metric_key,
     mrr,
@@ -421,6 +422,26 @@ def test_row_metrics_of_user_shards_merged_equal_all_at_once(world_size):
     assert merged.keys() == whole.keys()
     for key, value in whole.items():
         assert merged[key] == pytest.approx(value, abs=1e-12), key
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_mann_whitney_counts_of_each_shards_positives_against_every_shards_negatives_give_the_auc(
+    world_size,
+):
+    scores, labels, users = make_rows(9)  # tied scores
+    total = 0.0
+    for rank in range(world_size):
+        mine = user_shard(users, rank, world_size)
+        positives = scores[mine & (labels > 0.5)]
+        for other in range(world_size):
+            theirs = user_shard(users, other, world_size) & (labels < 0.5)
+            total += float(mann_whitney_u(positives, torch.sort(scores[theirs]).values))
+    n_positives, n_negatives = int((labels > 0.5).sum()), int((labels < 0.5).sum())
+    # Counts of half-integers are exact, so the AUC is the one-process AUC bit for bit.
+    assert total / (n_positives * n_negatives) == auc(scores, labels)
+    assert total / (n_positives * n_negatives) == pytest.approx(
+        roc_auc_score(labels.numpy(), scores.numpy()), abs=1e-12
+    )
 
 
 def test_an_empty_row_shard_merges_as_nothing():

@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import torch
 
 from invlearn_ray.data import dataset_dir as dd
 from invlearn_ray.data.labels import FinishRateRule, RatingRule
@@ -43,6 +44,11 @@ def cli():
         (["--smoke-test", "--source", "synthetic"], "drop --source"),
         (["--engine", "memory", "--num-cpus", "2"], "apply to --engine ray"),
         (["--source", "ml1m", "r.dat", "--feedback", "rating"], "--source synthetic only"),
+        (["--source", "ml1m", "r.dat", "--rows", "5"], "--source synthetic only"),
+        (["--rows", "0"], "positive integer"),
+        (["--preset", "tiny", "--rows", "100000"], "--rows: synthetic: labeled_density"),
+        (["--smoke-test", "--rows", "50"], "drop --source/--rows"),
+        (["--preset", "huge"], "invalid choice: 'huge'"),
     ],
 )
 def test_malformed_options_are_errors(cli, capsys, argv, message):
@@ -89,6 +95,32 @@ def test_source_and_rule_options_resolve(cli, tmp_path):
     assert config.rule == RatingRule(4, 1)
     assert config.split.label_fraction == 0.3 and config.split.cold_policy == "drop"
     assert config.shards == 4 and args.out == tmp_path / "o"
+
+
+def test_preset_and_rows_keep_the_shape_and_set_the_clear_rows(cli):
+    config, _ = cli.config_from_args(["--preset", "micro_video", "--rows", "1000000"])
+    synthetic = config.source.synthetic
+    assert (synthetic.n_users, synthetic.n_items) == (37_692, 131_690)
+    assert synthetic.expected_clear_rows == pytest.approx(1_000_000)
+    assert synthetic.exposure == "sampled" and synthetic.feedback == "micro_video"
+    default, _ = cli.config_from_args(["--synthetic-preset", "ml20m_scale"])
+    assert default.source.synthetic.expected_observed_rows == pytest.approx(20_000_263)
+
+
+@pytest.mark.slow
+def test_micro_video_shape_builds_small_without_ray(cli, tmp_path):
+    """The paper-sized ids at 3,000 clear rows: the sampled generator, end to end."""
+    out = tmp_path / "micro"
+    argv = ["--preset", "micro_video", "--rows", "3000", "--engine", "memory", "--out", str(out)]
+    assert cli.main(argv) == 0
+    manifest = Manifest.read(out)
+    assert (manifest.n_users, manifest.n_items) == (37_692, 131_690)
+    stats = manifest.synthetic["stats"]
+    assert stats["clear_rows"] == pytest.approx(3000, rel=0.1)
+    assert stats["observed_rows"] == manifest.input_rows and manifest.duplicates_dropped == 0
+    data = load_dataset(out)
+    unlabeled = data.observed_unlabeled
+    assert torch.equal(unlabeled.hidden_labels, data.truth(unlabeled.users, unlabeled.items))
 
 
 def test_memory_engine_smoke_run_prints_config_and_counts(cli, capsys, tmp_path):

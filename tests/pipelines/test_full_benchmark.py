@@ -63,6 +63,18 @@ def test_options_narrow_the_profile(benchmark_cli, tmp_path):
     assert overrides == {"lr": 0.01} and given is None and args.out == tmp_path
 
 
+def test_the_paper_scale_profile_is_the_four_methods_on_full_size_micro_video(benchmark_cli):
+    profile, _, overrides, _ = benchmark_cli.resolve(["--profile", "paper-scale"])
+    (dataset,) = profile.datasets
+    synthetic = dataset.build_config().source.synthetic
+    assert synthetic.n_users == 37_692 and synthetic.n_items == 131_690
+    assert synthetic.expected_clear_rows == pytest.approx(9_462_492, rel=1e-3)
+    assert synthetic.feedback == "micro_video" and dataset.label_fraction == 1
+    assert profile.entries == ("none", "ns", "idl", "ig") and profile.backbones == ("gmf",)
+    assert profile.seeds == 3 and profile.tune is None and overrides == {}
+    assert profile.train["epochs"] == 5 and profile.train["batch_size"] == 4096
+
+
 @pytest.mark.ray
 def test_the_main_job_writes_the_table_figures_and_mlflow_runs(
     benchmark_cli, ray_session, tmp_path, capsys

@@ -35,7 +35,13 @@ METHOD_NAMES = {
     BEST_EXPLICIT: "SL + explicit (best)",
 }
 """Row names of the tables: every method's display name, and the benchmark's extra entry."""
-BACKBONE_NAMES = {"mf": "MF", "gmf": "GMF", "neumf": "NeuMF", "lightgcn": "LightGCN"}
+BACKBONE_NAMES = {
+    "mf": "MF",
+    "gmf": "GMF",
+    "biased_mf": "Biased MF",
+    "neumf": "NeuMF",
+    "lightgcn": "LightGCN",
+}
 
 
 def entry_method(entry: str, overrides: Mapping[str, Any]) -> str:

@@ -230,14 +230,16 @@ def _direction_shares(by_ratio: dict[float, list[RunOutcome]], ratios: list[floa
 
 
 def plot_annotation(rows: Sequence[SummaryRow], directory: Path) -> list[Path]:
-    """Annotation accuracy / precision / recall on sampled unlabeled rows (planted truth)."""
+    """Annotation AUC / accuracy / precision / recall on sampled unlabeled rows (planted truth)."""
     written = []
-    metrics = ("sampled_accuracy", "sampled_precision", "sampled_recall")
+    metrics = ("sampled_auc", "sampled_accuracy", "sampled_precision", "sampled_recall")
     for dataset, backbone in dict.fromkeys((row.dataset, row.backbone) for row in rows):
         section = [
             r
             for r in rows
-            if r.dataset == dataset and r.backbone == backbone and math.isfinite(r.mean[metrics[0]])
+            if r.dataset == dataset
+            and r.backbone == backbone
+            and math.isfinite(r.mean["sampled_accuracy"])
         ]
         if not section:
             continue
@@ -247,7 +249,7 @@ def plot_annotation(rows: Sequence[SummaryRow], directory: Path) -> list[Path]:
         width = 0.8 / len(metrics)
         for index, metric in enumerate(metrics):
             axis.bar(
-                positions + (index - 1) * width,
+                positions + (index - (len(metrics) - 1) / 2) * width,
                 [_zero_nan(r.mean[metric]) for r in section],
                 width=width,
                 yerr=[_zero_nan(r.std[metric]) for r in section],
@@ -276,7 +278,8 @@ def plot_annotation(rows: Sequence[SummaryRow], directory: Path) -> list[Path]:
 
 
 def plot_label_fraction(rows: Sequence[SummaryRow], directory: Path) -> list[Path]:
-    """Issue 6: test AUC/GAUC and IDL/IG observed-row annotation vs label fraction."""
+    """Issue 6: test AUC/GAUC and IDL/IG observed-row annotation (AUC, precision, recall) vs
+    label fraction."""
     written = []
     families = defaultdict(list)
     for row in rows:
@@ -305,7 +308,11 @@ def plot_label_fraction(rows: Sequence[SummaryRow], directory: Path) -> list[Pat
         axis = axes[2]
         for entry in ("idl", "ig"):
             points = sorted((r.label_fraction, r) for r in section if r.entry == entry)
-            for metric, style in (("observed_precision", "-"), ("observed_recall", "--")):
+            for metric, style in (
+                ("observed_auc", ":"),
+                ("observed_precision", "-"),
+                ("observed_recall", "--"),
+            ):
                 axis.errorbar(
                     [fraction for fraction, _ in points],
                     [r.mean[metric] for _, r in points],

@@ -16,11 +16,13 @@ is pure — tuned configurations come in as data — so the precedence is tested
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from invlearn_ray.core.config import TrainConfig
+from invlearn_ray.core.methods import METHOD_SPECS
+from invlearn_ray.data.manifest import Manifest
 from invlearn_ray.distributed.benchmark.datasets import DatasetSpec
 from invlearn_ray.distributed.benchmark.entries import GROUP_MAIN, GROUP_RATIO, entry_method
 from invlearn_ray.distributed.benchmark.errors import BenchmarkConfigError
@@ -65,6 +67,23 @@ def grid_cells(profile: Profile, dataset_names: Iterable[str]) -> list[Cell]:
     ]
 
 
+def runs_on(entry: str, dataset_path: Path) -> bool:
+    """Whether the row can train on the dataset: a method that learns from observed-unlabeled
+    rows whatever the source (``watched_positive``) has nothing to learn from on one without
+    them (e.g. ML-100K with every label), so its row is left out there, with a note."""
+    spec = METHOD_SPECS.get(entry)
+    return not (spec and spec.observed_rows and Manifest.read(dataset_path).rows("unclear") == 0)
+
+
+def left_out_cells(profile: Profile, datasets: Mapping[str, Path]) -> list[Cell]:
+    """The cells whose method has nothing to learn from on their dataset (see :func:`runs_on`)."""
+    return [
+        cell
+        for cell in grid_cells(profile, datasets)
+        if not runs_on(cell.entry, datasets[cell.dataset])
+    ]
+
+
 def chosen_settings(
     cell: Cell, given: GivenConfigs, overrides: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -79,6 +98,7 @@ def resolve_cell_configs(
     given: GivenConfigs,
     overrides: Mapping[str, Any],
     tuned: Mapping[Cell, Mapping[str, Any]] | None = None,
+    left_out: Collection[Cell] = (),
 ) -> dict[Cell, dict[str, Any]]:
     """Each cell's ``TrainConfig`` values by the precedence rule of the module docstring.
 
@@ -88,6 +108,7 @@ def resolve_cell_configs(
         given: the ``--configs`` file's overrides.
         overrides: ``--set`` values (checked by :func:`check_overrides`).
         tuned: each cell's tuned configuration (a tuned profile); None when not tuned.
+        left_out: cells without a configuration (:func:`left_out_cells`).
 
     Returns:
         Per cell, the values that differ from ``TrainConfig``'s defaults (no ``seed``: each run
@@ -95,6 +116,8 @@ def resolve_cell_configs(
     """
     configs = {}
     for cell in grid_cells(profile, dataset_names):
+        if cell in left_out:
+            continue
         values = {**profile.train, **chosen_settings(cell, given, overrides)}
         if tuned is not None:
             values.update(tuned[cell])
@@ -115,6 +138,8 @@ def plan_runs(
     for dataset_name, (dataset_spec, path) in datasets.items():
         for backbone in profile.backbones:
             for entry in profile.entries:
+                if Cell(dataset_name, backbone, entry) not in configs:
+                    continue  # left out: see runs_on
                 values = configs[Cell(dataset_name, backbone, entry)]
                 for seed in range(profile.seeds):
                     config = TrainConfig.from_dict({**values, "seed": seed})

@@ -14,6 +14,7 @@ from invlearn_ray.distributed.benchmark.datasets import DatasetSpec, ensure_data
 from invlearn_ray.distributed.benchmark.given import GivenConfigs
 from invlearn_ray.distributed.benchmark.grid import (
     check_overrides,
+    left_out_cells,
     plan_runs,
     resolve_cell_configs,
 )
@@ -128,13 +129,24 @@ def run_benchmark(
     )
     try:
         datasets = ensure_datasets(profile, out / "datasets", build_engine)
+        paths = {name: path for name, (_, path) in datasets.items()}
+        left_out = left_out_cells(profile, paths)
+        for cell in left_out:
+            logger.info(f"skipped {cell.dataset}/{cell.backbone}/{cell.entry}: no observed rows")
         tuned = None
         if profile.tune is not None:
-            paths = {name: path for name, (_, path) in datasets.items()}
             tuned = tune_cells(
-                profile, paths, given, overrides, out, experiment, spaces_dir, tune_verbose
+                profile,
+                paths,
+                given,
+                overrides,
+                out,
+                experiment,
+                spaces_dir,
+                tune_verbose,
+                left_out,
             )
-        configs = resolve_cell_configs(profile, datasets, given, overrides, tuned)
+        configs = resolve_cell_configs(profile, datasets, given, overrides, tuned, left_out)
         specs = plan_runs(profile, datasets, configs, out)
         logger.info(
             f"{len(specs)} runs ({profile.name}): {len(datasets)} dataset(s) x "

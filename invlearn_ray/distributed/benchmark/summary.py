@@ -28,13 +28,19 @@ FLOOR_METRICS = ("random_ndcg_at_10", "random_ndcg_at_20", "random_mrr")
 BASE_RATE = "sampled_true_positive_rate"
 """Share of sampled unlabeled items that are truly positive: the annotation's base rate."""
 ANNOTATION_METRICS = (
+    "sampled_auc",
+    "sampled_weight_auc",
     "sampled_accuracy",
     "sampled_precision",
     "sampled_recall",
+    "observed_auc",
+    "observed_weight_auc",
     "observed_accuracy",
     "observed_precision",
     "observed_recall",
 )
+"""The annotation as a ranking (AUC of the logits and, for IDL/IG, of the IDL weight w¹, against
+the hidden labels) and thresholded at z = 0 (see ``core.evaluation.annotation_quality``)."""
 
 
 @dataclass

@@ -37,6 +37,9 @@ from invlearn_ray.distributed.benchmark.summary import (
 from invlearn_ray.distributed.runs import RunOutcome
 
 SAMPLED_MARK = "†"
+LIFT_BASELINE = "popularity"
+"""The entry every row's GAUC lift is measured against: the personalisation a method adds over
+ranking each user's items by their smoothed labeled-positive rate (issue 13)."""
 
 
 def metric_header(key: str) -> str:
@@ -113,7 +116,12 @@ def _cell(mean: float, std: float, bold: bool) -> str:
 
 def results_markdown(rows: Sequence[SummaryRow], title: str, notes: Sequence[str] = ()) -> str:
     """The paper-shaped Markdown table: a section per dataset, rows by backbone and method,
-    the best mean of each column per (dataset, backbone) in bold, failures spelled out."""
+    the best mean of each column per (dataset, backbone) in bold, failures spelled out.
+
+    When the section has a ``popularity`` row, a last column gives each row's GAUC lift over it
+    (difference of the means; the same backbone's popularity row, else the dataset's first):
+    what the method adds beyond item popularity, which alone ranks each user's items well.
+    """
     lines = [f"# {title}", ""]
     lines += [f"{note}" for note in notes]
     if notes:
@@ -125,6 +133,10 @@ def results_markdown(rows: Sequence[SummaryRow], title: str, notes: Sequence[str
         lines.append("| Backbone | Method | " + " | ".join(headers) + " | Runs |")
         lines.append("|---|---|" + "---|" * len(headers) + "---|")
         best = _best_means(section)
+        lift_base = _lift_baselines(section)
+        if lift_base:
+            lines[-2] = lines[-2].removesuffix(" Runs |") + " GAUC lift over Popularity | Runs |"
+            lines[-1] += "---|"
         for row in section:
             cells = []
             for metric in TABLE_METRICS:
@@ -137,6 +149,8 @@ def results_markdown(rows: Sequence[SummaryRow], title: str, notes: Sequence[str
                 chosen = ", ".join(method_name(m) for m in row.methods_run)
                 name = f"Best explicit-negative: {chosen}"
             runs = f"{row.ok}/{row.runs}" + ("" if row.ok == row.runs else " ⚠ failed")
+            if lift_base:
+                cells.append(_lift_cell(row, lift_base))
             lines.append(f"| {backbone_name(row.backbone)} | {name} | " + " | ".join(cells))
             lines[-1] += f" | {runs} |"
         floors = _floors(section)
@@ -152,6 +166,23 @@ def results_markdown(rows: Sequence[SummaryRow], title: str, notes: Sequence[str
             lines += ["", "Failed runs:", "", *failures]
         lines.append("")
     return "\n".join(lines)
+
+
+def _lift_baselines(rows: Sequence[SummaryRow]) -> dict[str, float]:
+    """Popularity's mean GAUC per backbone of a section ("" = the section's first), or {}."""
+    means = {
+        row.backbone: row.mean.get("gauc", math.nan) for row in rows if row.entry == LIFT_BASELINE
+    }
+    means = {backbone: mean for backbone, mean in means.items() if math.isfinite(mean)}
+    if means:
+        means[""] = next(iter(means.values()))
+    return means
+
+
+def _lift_cell(row: SummaryRow, baselines: dict[str, float]) -> str:
+    base = baselines.get(row.backbone, baselines[""])
+    lift = row.mean.get("gauc", math.nan) - base
+    return f"{lift:+.4f}" if math.isfinite(lift) else "—"
 
 
 def _table_value(row: SummaryRow, metric: str) -> tuple[float, float, bool]:
@@ -201,14 +232,17 @@ def _floors(rows: Sequence[SummaryRow]) -> str:
 
 
 def annotation_markdown(rows: Sequence[SummaryRow]) -> str:
-    """How each method's model labels unlabeled rows (1[z > 0] against the hidden truth)."""
+    """How each method's model labels unlabeled rows against the hidden truth: as a ranking
+    (AUC of the logits, and of the IDL weight w¹ for IDL/IG) and thresholded (1[z > 0])."""
     metrics = [m for m in ANNOTATION_METRICS if any(math.isfinite(r.mean[m]) for r in rows)]
     if not metrics:
         return ""
     lines = [
         "# Annotation of unlabeled rows",
         "",
-        "The model's label 1[z > 0] on held-out unlabeled rows against their hidden truth: "
+        "The model's score (auc), its IDL weight w¹ (weight auc, IDL/IG) and its label "
+        "1[z > 0] (accuracy, precision, recall) on held-out unlabeled rows against their hidden "
+        "truth: "
         "*sampled* = non-interacted items (planted truth, synthetic data only), *observed* = "
         "unclear or label-fraction-hidden interactions.",
         "",

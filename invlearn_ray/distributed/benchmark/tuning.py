@@ -8,7 +8,7 @@ fixes, selects on validation only, and is never re-run once finished
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -105,9 +105,10 @@ def tune_cells(
     experiment: str,
     spaces_dir: Path,
     tune_verbose: int = 0,
+    left_out: Collection[Cell] = (),
 ) -> dict[Cell, dict[str, Any]]:
-    """The tuned configuration of every cell of ``profile`` on ``datasets`` (name → folder),
-    each study pinned to what the user chose for its cell."""
+    """The tuned configuration of every cell of ``profile`` on ``datasets`` (name → folder)
+    but the ``left_out`` ones, each study pinned to what the user chose for its cell."""
     return {
         cell: tune_cell(
             profile,
@@ -120,4 +121,5 @@ def tune_cells(
             tune_verbose,
         )
         for cell in grid_cells(profile, datasets)
+        if cell not in left_out
     }

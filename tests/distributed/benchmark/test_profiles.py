@@ -17,6 +17,9 @@ def test_profiles_are_valid_and_the_sweep_is_a_profile():
     sweep = PROFILES["sparse-sweep"]
     assert sweep.label_fractions == (1.0, 0.3, 0.1, 0.03) and sweep.tune is not None
     assert BEST_EXPLICIT in sweep.entries and sweep.seeds == 3
+    # Issue 13: the strong simple baselines are rows, biased MF a section, 16 trials per row.
+    assert {"popularity", "none_ig_steps", "watched_positive"} <= set(sweep.entries)
+    assert "biased_mf" in sweep.backbones and sweep.tune.trials >= 16
 
 
 def test_profile_rejects_unknown_methods_backbones_and_train_options():

@@ -69,3 +69,34 @@ def test_a_user_sample_estimate_is_marked_and_described_never_shown_as_the_full_
     columns = dict(zip(header.split(","), ig_line.split(","), strict=True))
     assert columns["full_recall_at_20_mean"] == ""
     assert columns["sampled_users_recall_at_20_mean"] == "0.06"
+
+
+def test_each_row_shows_its_gauc_lift_over_the_popularity_row(make_outcome):
+    outcomes = [
+        make_outcome("popularity", 0, {"auc": 0.65, "gauc": 0.60}),
+        make_outcome("popularity", 1, {"auc": 0.65, "gauc": 0.62}),
+        make_outcome("ns", 0, {"auc": 0.70, "gauc": 0.6525}),
+        make_outcome("ig", 0, {"auc": 0.60, "gauc": 0.5900}),
+    ]
+    markdown = tables.results_markdown(summarize(outcomes), "T")
+    assert "| GAUC lift over Popularity | Runs |" in markdown
+    assert "| GMF | Popularity | 0.6500 ± 0.0000 |" in markdown
+    assert "| +0.0000 | 2/2 |" in markdown
+    assert "| +0.0425 | 1/1 |" in markdown  # 0.6525 - mean(0.60, 0.62)
+    assert "| -0.0200 | 1/1 |" in markdown
+
+
+def test_a_table_without_a_popularity_row_has_no_lift_column(make_outcome):
+    outcomes = [make_outcome("ns", 0, {"auc": 0.70, "gauc": 0.65})]
+    markdown = tables.results_markdown(summarize(outcomes), "T")
+    assert "lift" not in markdown
+    header, rule = [line for line in markdown.splitlines() if line.startswith("|")][:2]
+    assert header.count("|") == rule.count("|")
+
+
+def test_the_annotation_table_shows_the_annotation_auc_and_the_idl_weight_auc(make_outcome):
+    annotation = {"observed_auc": 0.71, "observed_weight_auc": 0.70, "observed_accuracy": 0.6}
+    outcomes = [make_outcome("ig", 0, annotation)]
+    markdown = tables.annotation_markdown(summarize(outcomes))
+    assert "| observed auc | observed weight auc | observed accuracy |" in markdown
+    assert "| d | GMF | IG | 0.7100 | 0.7000 | 0.6000 |" in markdown

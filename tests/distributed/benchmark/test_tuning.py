@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 
+from invlearn_ray.distributed.benchmark.entries import BEST_EXPLICIT
+from invlearn_ray.distributed.benchmark.grid import Cell, left_out_cells, runs_on
 from invlearn_ray.distributed.benchmark.profiles import PROFILES
 from invlearn_ray.distributed.benchmark.tuning import study_pins
 from invlearn_ray.distributed.spaces import SPACES_DIR, load_space
@@ -32,3 +34,17 @@ def test_study_pins_the_row_and_the_unlabeled_source_only_without_observed_rows(
     assert study_pins(profile, "ig", "gmf", space, given, bare)["unlabeled_source"] == "both"
     none_space = load_space(SPACES_DIR / "none.yaml")
     assert "unlabeled_source" not in study_pins(profile, "none", "gmf", none_space, {}, bare)
+
+
+def test_watched_positive_is_left_out_only_where_there_are_no_observed_rows(tiny_dataset, tmp_path):
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_dataset, bare)
+    manifest = json.loads((bare / "manifest.json").read_text())
+    manifest["counts"]["unclear"]["rows"] = 0
+    (bare / "manifest.json").write_text(json.dumps(manifest))
+    assert runs_on("watched_positive", tiny_dataset)
+    assert not runs_on("watched_positive", bare)
+    assert runs_on("ig", bare) and runs_on(BEST_EXPLICIT, bare)
+    profile = PROFILES["tiny"].replace(entries=("ig", "watched_positive"))
+    left_out = left_out_cells(profile, {"full": tiny_dataset, "bare": bare})
+    assert left_out == [Cell("bare", "gmf", "watched_positive")]
