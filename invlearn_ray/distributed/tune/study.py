@@ -24,10 +24,11 @@ The study folder's layout is :mod:`~invlearn_ray.distributed.tune.study_dir`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,25 @@ class StudyFailedError(RuntimeError, UserError):
     """Every trial of a study failed: there is no configuration to choose."""
 
 
+@contextlib.contextmanager
+def tune_console(verbose: int) -> Iterator[None]:
+    """Tune's console during ``fit()``: at ``verbose=0`` its newer output engine still prints an
+    experiment box and result paths for every study; its legacy reporter prints nothing there.
+    ``RAY_AIR_NEW_OUTPUT`` is read when ``fit()`` starts, so it is set for the call only."""
+    if verbose > 0:
+        yield
+        return
+    previous = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = previous
+
+
 def _new_tuner(
     space: StudySpace,
     budget: StudyBudget,
@@ -93,9 +113,12 @@ def _new_tuner(
             metric=space.metric,
             mode=space.mode,
             num_samples=budget.trials,
-            max_concurrent_trials=budget.concurrency,
             scheduler=scheduler,
-            search_alg=BasicVariantGenerator(random_state=budget.search_seed),
+            # The generator limits concurrency itself: Tune ignores max_concurrent_trials with a
+            # SearchGenerator (and says so on every study).
+            search_alg=BasicVariantGenerator(
+                random_state=budget.search_seed, max_concurrent=budget.concurrency
+            ),
         ),
         run_config=tune.RunConfig(
             name=EXPERIMENT,
@@ -176,7 +199,8 @@ def run_study(
             TrialProgressCallback(name, space.metric, space.mode, budget.trials),
         ]
         tuner = _new_tuner(space, budget, trainable, experiment_dir, [*ours, *callbacks], verbose)
-    results = tuner.fit()
+    with tune_console(verbose):
+        results = tuner.fit()
     # Which trials ended is read from the state Tune saved: in fit()'s own results, trials
     # an interruption stopped count as terminated too.
     saved = saved_results(experiment_dir)

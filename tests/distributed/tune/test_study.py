@@ -191,10 +191,16 @@ def _reports(result: StudyResult, trial_ids) -> dict[str, list[dict]]:
 
 
 @pytest.mark.ray
-def test_trials_on_ray_train_report_every_epoch_to_tune(ray_session, tiny_dataset, tmp_path):
+def test_trials_on_ray_train_report_every_epoch_to_tune(ray_session, tiny_dataset, tmp_path, capfd):
     space = load_space(SPACES / "ig.yaml").pinned(**{**TINY, "epochs": 2})
     budget = StudyBudget(trials=2, concurrency=2, workers=1, grace_period=2)
     result = run_study(space, tiny_dataset, budget, tmp_path, score_best=False, verbose=0)
+    printed = capfd.readouterr()
+    # verbose=0: nothing from Tune's console (no experiment box, no status table).
+    assert "Configuration for experiment" not in printed.out + printed.err
+    assert "Trial status" not in printed.out + printed.err
+    assert "max_concurrent_trials" not in printed.err
+    assert os.environ.get("RAY_AIR_NEW_OUTPUT") is None  # set for fit() only
     assert result.complete and result.final is None
     assert [t["epochs_reported"] for t in result.trials] == [2, 2]
     assert result.best_valid == max(t["best_valid"] for t in result.trials)
