@@ -133,7 +133,7 @@ def held_eval_mb(data: RecData) -> float:
 def epoch_stats(trainer: Trainer, epochs: int) -> dict[str, Any]:
     """Train ``epochs`` epochs; the fastest epoch and evaluation, and per-step counts."""
     records = [trainer.run_epoch(epoch) for epoch in range(epochs)]
-    meta_steps = sum(len(choices) for choices in trainer.direction_log["epoch"])
+    meta_steps = sum(len(choices) for choices in trainer.directions.log["epoch"])
     return {
         "epoch_s": min(record.train_seconds for record in records),
         "eval_s": min(record.eval_seconds for record in records),

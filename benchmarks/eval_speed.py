@@ -252,7 +252,7 @@ def measure(data: RecData, backbone: str, args: argparse.Namespace, estimate: bo
     if first_steps is not None:
         row["train_s"] = first_steps.epoch_seconds(record.train_seconds)
     row["valid_s"] = record.eval_seconds
-    rows = trainer._diagnostic_rows  # the trainer's fixed diagnostic sample
+    rows = trainer.diagnostics.rows  # the trainer's fixed diagnostic sample
     diagnostic = (
         torch.cat([rows["sampled_users"], rows["observed_users"]]),
         torch.cat([rows["sampled_items"], rows["observed_items"]]),

@@ -3,10 +3,13 @@
 One :class:`Trainer` runs any method on any backbone: it plans each epoch's batches
 (:mod:`~invlearn_ray.core.batches`), takes supervised steps with the method's objective and,
 for IG, meta steps (:func:`~invlearn_ray.core.inverse_gradient.inverse_gradient_step`), then
-scores the validation split and keeps the best model by a *ranking* metric (method.md §5).
-A method that does not train (``MethodSpec.trains`` False: the popularity scorer) is computed
-from the training rows in one "epoch" of no steps, then validated and tested the same way, so
-it reaches run folders, MLflow and tables as any method does.
+scores the validation split. At each epoch's end it calls its collaborators: the
+:class:`~invlearn_ray.core.selection.ModelSelection` (best model by a *ranking* metric,
+method.md §5, and early stopping) and the diagnostics of
+:mod:`~invlearn_ray.core.diagnostics` (IG's direction log, annotation quality, IDL weight
+histograms). A method that does not train (``MethodSpec.trains`` False: the popularity scorer)
+is computed from the training rows in one "epoch" of no steps, then validated and tested the
+same way, so it reaches run folders, MLflow and tables as any method does.
 
 The same class runs inside a Ray Train worker: give it a
 :class:`~invlearn_ray.core.collective.TorchDistributedCollective` and the worker's
@@ -22,7 +25,6 @@ replays exactly what an uninterrupted run would have done.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable
@@ -37,29 +39,24 @@ from invlearn_ray.core.batches import BatchSource, MetaBatch, TrainingRows, iter
 from invlearn_ray.core.collective import Collective, LocalCollective
 from invlearn_ray.core.config import TrainConfig
 from invlearn_ray.core.cuda_graphs import GraphedStep
+from invlearn_ray.core.diagnostics import DirectionLog, UnlabeledDiagnostics
 from invlearn_ray.core.evaluation import (
-    annotation_quality,
     evaluate_full_ranking,
     evaluate_split,
     evaluation_shard,
     score_pairs,
 )
 from invlearn_ray.core.gradients import WorkerMean, grad_and_value
-from invlearn_ray.core.inverse_gradient import CANDIDATES, InverseGradient
-from invlearn_ray.core.losses import bce_with_logits, idl_weights
+from invlearn_ray.core.inverse_gradient import InverseGradient
+from invlearn_ray.core.losses import bce_with_logits
 from invlearn_ray.core.methods import build_objective, method_spec
 from invlearn_ray.core.objectives import BatchLoss, Objective, TrainBatch
 from invlearn_ray.core.optimizers import DenseUpdate, LazyAdam, ParameterUpdate
 from invlearn_ray.core.popularity import fit_item_prior
+from invlearn_ray.core.selection import ModelSelection
 from invlearn_ray.core.touched_rows import batch_ids, rows_of
-from invlearn_ray.data.hashing import stream_seed
 from invlearn_ray.data.recdata import Interactions, RecData
-from invlearn_ray.data.sampling import epoch_generator, sample_unlabeled
 from invlearn_ray.errors import UserError
-
-WEIGHT_BINS = 20
-_DIAGNOSTIC_ROWS = 50_000
-_DIAGNOSTIC_STREAM = 991
 
 
 def supervised_gradient(
@@ -336,14 +333,12 @@ class Trainer:
         self._graphed: dict[tuple[str, ...], GraphedStep] = {}
         self.global_step = 0
         self.next_epoch = 0
-        self.best_score = -math.inf
-        self.best_epoch = -1
-        self.best_state: dict[str, Tensor] | None = None
-        self.epochs_without_gain = 0
         self.history: list[EpochRecord] = []
-        self.direction_log: dict[str, list[Tensor]] = {"epoch": [], "choice": [], "losses": []}
-        self.weight_histograms: dict[int, Tensor] = {}
-        self._diagnostic_rows = self._diagnostic_sample()
+        # A scorer (trains=False) is computed once: one epoch of no steps.
+        max_epochs = config.epochs if self.trains else 1
+        self.selection = ModelSelection(config.select_metric, config.patience, max_epochs)
+        self.directions = DirectionLog()
+        self.diagnostics = UnlabeledDiagnostics(config, data, self.device)
 
     # ----------------------------------------------------------------------------- steps
 
@@ -376,6 +371,14 @@ class Trainer:
 
     def _graph(self, name: tuple[str, ...], fn) -> GraphedStep:
         if name not in self._graphed:
+            # A captured step replays with the constants of its capture (epoch 0, the first
+            # step's schedule): only a static step may be captured. TrainConfig refuses
+            # cuda_graphs for other methods; this guards every other way in.
+            if not method_spec(self.config.method).static_step:
+                raise RuntimeError(
+                    f"method {self.config.method!r} has no static step: a CUDA graph of it "
+                    "would replay the first epoch's constants"
+                )
             self._graphed[name] = GraphedStep(fn)
         return self._graphed[name]
 
@@ -404,8 +407,7 @@ class Trainer:
             choice, losses = self._graph(("meta",), self._meta_tensors)(*tensors)
         else:
             choice, losses = self._meta_tensors(*tensors)
-        self.direction_log["choice"].append(choice.reshape(1).clone())
-        self.direction_log["losses"].append(losses.reshape(1, 3).clone())
+        self.directions.add(choice, losses)
 
     # ----------------------------------------------------------------------------- epochs
 
@@ -436,10 +438,8 @@ class Trainer:
         """Train one epoch, then score validation and update the model selection."""
         self.model.train()
         started = time.perf_counter()
-        n_logged = len(self.direction_log["choice"])
         loss_sum, loss_count = self._train_steps(epoch) if self.trains else self._labeled_loss()
-        meta_choices = self.direction_log["choice"][n_logged:]
-        self.direction_log["epoch"].append(torch.full((len(meta_choices),), epoch))
+        choices = self.directions.end_epoch(epoch)
         # Every worker's sums: each decides on the global loss, so all stop at the same epoch.
         totals = torch.stack([loss_sum, loss_count])
         self.collective.all_reduce_sum_([totals])
@@ -449,36 +449,28 @@ class Trainer:
 
         started = time.perf_counter()
         valid = evaluate_split(self.model, self.data.valid, collective=self.collective)
-        diagnostic_logits = self._diagnostic_logits(self.model)
+        annotation = self.diagnostics.end_epoch(epoch, self.model)
         record = EpochRecord(
             epoch=epoch,
             train_loss=train_loss,
             valid=valid,
             train_seconds=train_seconds,
-            eval_seconds=0.0,
-            choices=_count_choices(meta_choices),
-            annotation=self._annotation(diagnostic_logits),
+            eval_seconds=time.perf_counter() - started,
+            choices=choices,
+            annotation=annotation,
         )
-        self._record_weights(epoch, diagnostic_logits)
-        record.eval_seconds = time.perf_counter() - started
-        self._select(record)
+        self.selection.update(epoch, valid, self.model)
         self.history.append(record)
         self.next_epoch = epoch + 1
         return record
 
-    def _select(self, record: EpochRecord) -> None:
-        score = record.valid[self.config.select_metric]
-        if score > self.best_score:
-            self.best_score, self.best_epoch = score, record.epoch
-            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            self.epochs_without_gain = 0
-        else:
-            self.epochs_without_gain += 1
-
     @property
     def should_stop(self) -> bool:
-        epochs = self.config.epochs if self.trains else 1  # a scorer is computed once
-        return self.next_epoch >= epochs or self.epochs_without_gain > self.config.patience
+        return self.selection.should_stop(self.next_epoch)
+
+    @property
+    def best_epoch(self) -> int:
+        return self.selection.best_epoch
 
     def fit(self, on_epoch_end: Callable[[EpochRecord], None] | None = None) -> TrainResult:
         """Train until early stopping or ``config.epochs``, then score the selected model."""
@@ -490,11 +482,7 @@ class Trainer:
 
     def selected_model(self) -> Backbone:
         """A copy of the model at the best validation epoch."""
-        model = copy.deepcopy(self.model)
-        if self.best_state is not None:
-            model.load_state_dict(self.best_state)
-        model.eval()
-        return model
+        return self.selection.selected(self.model)
 
     def result(self) -> TrainResult:
         """Score the selected model on the test split — once, after selection. Data-parallel:
@@ -512,11 +500,7 @@ class Trainer:
             collective=self.collective,
         )
         test.update(ranking.metrics)
-        test.update(self._annotation(self._diagnostic_logits(model)))
-        log = {
-            key: torch.cat(values).cpu() if values else torch.zeros(0)
-            for key, values in self.direction_log.items()
-        }
+        test.update(self.diagnostics.annotation(model))
         best = next((r for r in self.history if r.epoch == self.best_epoch), None)
         return TrainResult(
             config=self.config.to_dict(),
@@ -526,76 +510,11 @@ class Trainer:
             history=list(self.history),
             valid=dict(best.valid) if best else {},
             test=test,
-            direction_log=log,
-            weight_histograms=dict(self.weight_histograms),
+            direction_log=self.directions.tensors(),
+            weight_histograms=dict(self.diagnostics.weight_histograms),
             train_seconds=sum(r.train_seconds for r in self.history),
             full_ranking_sample=ranking.record(),
         )
-
-    # ----------------------------------------------------------------------------- diagnostics
-
-    def _diagnostic_sample(self) -> dict[str, Tensor]:
-        """A fixed set of unlabeled rows to annotate and histogram every epoch.
-
-        Sampled non-interacted items (with planted truth on synthetic data) and observed-
-        unlabeled rows (with hidden labels where the dataset kept them). Drawn once, seeded.
-        """
-        data, rows = self.data, {}
-        labeled = data.labeled_training()
-        take = labeled.users[:_DIAGNOSTIC_ROWS]
-        generator = epoch_generator(
-            stream_seed(self.config.seed, _DIAGNOSTIC_STREAM), 0, device=self.device
-        )
-        sampled_items = sample_unlabeled(take, data.seen_in_training, 1, generator).reshape(-1)
-        rows["sampled_users"], rows["sampled_items"] = take, sampled_items
-        if data.truth is not None:
-            rows["sampled_truth"] = data.truth(take.cpu(), sampled_items.cpu()).to(self.device)
-        observed = data.observed_unlabeled
-        rows["observed_users"] = observed.users[:_DIAGNOSTIC_ROWS]
-        rows["observed_items"] = observed.items[:_DIAGNOSTIC_ROWS]
-        rows["observed_truth"] = observed.hidden_labels[:_DIAGNOSTIC_ROWS]
-        return rows
-
-    def _diagnostic_logits(self, model: Backbone) -> Tensor:
-        """The model's logits on the diagnostic rows, sampled then observed: scored once per
-        epoch for both the annotation quality and the IDL weight histogram."""
-        rows = self._diagnostic_rows
-        users = torch.cat([rows["sampled_users"], rows["observed_users"]])
-        items = torch.cat([rows["sampled_items"], rows["observed_items"]])
-        was_training = model.training
-        model.eval()
-        logits = score_pairs(model, users, items)
-        model.train(was_training)
-        return logits
-
-    def _annotation(self, logits: Tensor) -> dict[str, float]:
-        rows, report = self._diagnostic_rows, {}
-        n_sampled = len(rows["sampled_users"])
-        idl = method_spec(self.config.method).idl_weights
-        temperature = self.config.idl_temperature if idl else None
-        if "sampled_truth" in rows:
-            report.update(
-                annotation_quality(
-                    logits[:n_sampled], rows["sampled_truth"], "sampled", temperature
-                )
-            )
-        if len(rows["observed_users"]):
-            report.update(
-                annotation_quality(
-                    logits[n_sampled:], rows["observed_truth"], "observed", temperature
-                )
-            )
-        return report
-
-    @torch.no_grad()
-    def _record_weights(self, epoch: int, logits: Tensor) -> None:
-        """Histogram of the IDL positive weight w¹ over the diagnostic rows (paper Fig. 4–5)."""
-        if not method_spec(self.config.method).idl_weights:
-            return
-        pos_weight, _ = idl_weights(logits, self.config.idl_temperature)
-        self.weight_histograms[epoch] = torch.histc(
-            pos_weight.float(), bins=WEIGHT_BINS, min=0.0, max=1.0
-        ).cpu()
 
     # ----------------------------------------------------------------------------- checkpoints
 
@@ -607,13 +526,10 @@ class Trainer:
             "inverse_gradient": self.inverse_gradient.state_dict() if self.trains else {},
             "global_step": self.global_step,
             "next_epoch": self.next_epoch,
-            "best_score": self.best_score,
-            "best_epoch": self.best_epoch,
-            "best_state": self.best_state,
-            "epochs_without_gain": self.epochs_without_gain,
+            **self.selection.state_dict(),
             "history": [vars(record) for record in self.history],
-            "direction_log": self.direction_log,
-            "weight_histograms": self.weight_histograms,
+            "direction_log": self.directions.state_dict(),
+            "weight_histograms": self.diagnostics.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -623,17 +539,7 @@ class Trainer:
             self.inverse_gradient.load_state_dict(state["inverse_gradient"])
         self.global_step = state["global_step"]
         self.next_epoch = state["next_epoch"]
-        self.best_score = state["best_score"]
-        self.best_epoch = state["best_epoch"]
-        self.best_state = state["best_state"]
-        self.epochs_without_gain = state["epochs_without_gain"]
+        self.selection.load_state_dict(state)
         self.history = [EpochRecord(**record) for record in state["history"]]
-        self.direction_log = state["direction_log"]
-        self.weight_histograms = state["weight_histograms"]
-
-
-def _count_choices(choices: list[Tensor]) -> dict[str, int]:
-    if not choices:
-        return {}
-    counts = torch.bincount(torch.cat(choices), minlength=len(CANDIDATES)).tolist()
-    return {f"{name}_steps": count for name, count in zip(CANDIDATES, counts, strict=True)}
+        self.directions.load_state_dict(state["direction_log"])
+        self.diagnostics.load_state_dict(state["weight_histograms"])

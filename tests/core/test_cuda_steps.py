@@ -81,5 +81,5 @@ def test_graphed_and_compiled_steps_equal_eager_steps(method, backbone, options)
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5, msg=name)
     if method == "ig":
         assert torch.equal(
-            torch.cat(fast.direction_log["choice"]), torch.cat(eager.direction_log["choice"])
+            torch.cat(fast.directions.log["choice"]), torch.cat(eager.directions.log["choice"])
         )

@@ -152,7 +152,7 @@ def train_worker(rank: int, name: str, store: str, out_dir: str) -> None:
         torch.save(
             {
                 "model": trainer.model.state_dict(),
-                "choices": torch.cat(trainer.direction_log["choice"] or [torch.zeros(0)]),
+                "choices": torch.cat(trainer.directions.log["choice"] or [torch.zeros(0)]),
                 "plans": source.plans,
             },
             Path(out_dir) / f"rank{rank}.pt",
@@ -178,6 +178,6 @@ def test_two_processes_match_one_process_on_the_joined_batches(tmp_path, name):
         # One process sums a row's terms in another order than worker sums added up.
         torch.testing.assert_close(workers[0]["model"][name_], tensor, rtol=1e-5, atol=1e-6)
     if CONFIGS[name].method == "ig":
-        replay_choices = torch.cat(replay.direction_log["choice"])
+        replay_choices = torch.cat(replay.directions.log["choice"])
         assert torch.equal(workers[0]["choices"], replay_choices)
         assert len({CANDIDATES[int(c)] for c in replay_choices}) >= 2, "one choice only"

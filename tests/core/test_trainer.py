@@ -11,10 +11,10 @@ import torch
 
 from invlearn_ray.core.backbones import build_backbone
 from invlearn_ray.core.config import TrainConfig
+from invlearn_ray.core.diagnostics import WEIGHT_BINS
 from invlearn_ray.core.inverse_gradient import CANDIDATES
 from invlearn_ray.core.methods import METHODS, method_spec
 from invlearn_ray.core.trainer import (
-    WEIGHT_BINS,
     Trainer,
     TrainingDiverged,
     check_divergence,
@@ -229,7 +229,7 @@ def test_a_weight_beyond_its_bound_stops_the_run_though_the_loss_is_finite(small
     trainer = Trainer(config(method="none", max_weight=0.05), small)
     with pytest.raises(TrainingDiverged, match=r"epoch 0: the largest weight is 0\.\d+ \(bound"):
         trainer.run_epoch(0)
-    assert trainer.history == [] and trainer.best_state is None
+    assert trainer.history == [] and trainer.selection.best_state is None
 
 
 def test_healthy_runs_stay_far_inside_the_bounds(small):
@@ -255,3 +255,10 @@ def test_largest_weight_is_the_largest_absolute_parameter():
             parameter.fill_(0.5)
         next(model.parameters())[1, 1] = -7.0
     assert largest_weight(model) == 7.0
+
+
+def test_a_method_without_a_static_step_is_never_captured_as_a_cuda_graph(small):
+    # TrainConfig refuses cuda_graphs for such methods; the capture itself checks again.
+    trainer = Trainer(config(method="dns"), small)
+    with pytest.raises(RuntimeError, match="'dns' has no static step"):
+        trainer._graph(("users", "items"), lambda *tensors: tensors)

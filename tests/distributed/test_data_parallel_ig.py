@@ -107,7 +107,7 @@ def test_two_workers_match_single_process_ig_on_the_same_global_batches(dataset,
 
     assert replay.next_epoch == state["next_epoch"] == CONFIG.epochs
     distributed_choices = torch.cat(state["direction_log"]["choice"])
-    replay_choices = torch.cat(replay.direction_log["choice"])
+    replay_choices = torch.cat(replay.directions.log["choice"])
     assert torch.equal(distributed_choices, replay_choices)
     chosen = {CANDIDATES[index] for index in distributed_choices.tolist()}
     assert {"none", "inverse"} & chosen, f"every meta step went direct: {chosen}"
@@ -117,7 +117,7 @@ def test_two_workers_match_single_process_ig_on_the_same_global_batches(dataset,
         torch.testing.assert_close(state["model"][name], tensor, rtol=1e-5, atol=1e-6, msg=name)
     torch.testing.assert_close(
         torch.cat(state["direction_log"]["losses"]),
-        torch.cat(replay.direction_log["losses"]),
+        torch.cat(replay.directions.log["losses"]),
         rtol=1e-5,
         atol=1e-6,
     )

@@ -118,12 +118,11 @@ def write_trial_outputs(trainer: Trainer, output_dir: Path, dataset: str) -> Non
             "train_config": trainer.config.to_dict(),
         },
     )
-    log = {
-        key: torch.cat(values).cpu() if values else torch.zeros(0)
-        for key, values in trainer.direction_log.items()
-    }
     torch.save(
-        {"direction_log": log, "weight_histograms": dict(trainer.weight_histograms)},
+        {
+            "direction_log": trainer.directions.tensors(),
+            "weight_histograms": dict(trainer.diagnostics.weight_histograms),
+        },
         output_dir / DIRECTION_LOG_FILE,
     )
     history = [record.flat() for record in trainer.history]
