@@ -262,3 +262,11 @@ def test_a_method_without_a_static_step_is_never_captured_as_a_cuda_graph(small)
     trainer = Trainer(config(method="dns"), small)
     with pytest.raises(RuntimeError, match="'dns' has no static step"):
         trainer._graph(("users", "items"), lambda *tensors: tensors)
+
+
+def test_a_cpu_trainer_computes_subnormals_as_zero(small):
+    # Adam's moments of untouched rows decay into float32's subnormal range, which CPUs compute
+    # in a slow path: a CPU trainer flushes them (process-wide).
+    Trainer(TrainConfig(method="none", epochs=1, seed=0), small)
+    subnormal = torch.tensor([1e-39], dtype=torch.float32)
+    assert float(subnormal * 1.0) == 0.0
