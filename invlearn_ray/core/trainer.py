@@ -258,18 +258,6 @@ class TrainResult:
     """The users a ``sampled_users`` test ranking drew (seed, population, ids); empty if exact."""
 
 
-def flush_denormals() -> None:
-    """Treat subnormal floats as zero on the CPU (process-wide; a no-op where unsupported).
-
-    Why: Adam's first moment of a table row that no batch touches decays by β1 = 0.9 per step
-    and enters float32's subnormal range after ~830 steps; CPUs compute on subnormals in a slow
-    path, so dense Adam's per-step cost grew with the number of steps an epoch has — with its
-    rows (measured, micro_video shape: the fused update took 2.3 ms a step at 1 M rows and 6.4 ms
-    at 6 M; with this, 2.2 ms). Values below ~1e-38 become 0, which no metric can see.
-    """
-    torch.set_flush_denormal(True)
-
-
 class Trainer:
     """Trains one configuration on one dataset; see the module docstring.
 
@@ -296,8 +284,6 @@ class Trainer:
         # Each worker scores its users' validation and test rows; evaluations combine shards.
         self.data = evaluation_shard(data, self.collective.rank, self.collective.world_size)
         self.device = data.valid.users.device
-        if self.device.type == "cpu":
-            flush_denormals()
         if config.cuda_graphs and self.device.type != "cuda":
             raise ValueError(
                 f"cuda_graphs needs the data on a CUDA device, not {self.device}; "
