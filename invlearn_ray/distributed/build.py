@@ -272,6 +272,9 @@ def build_dataset(config: BuildConfig, out_dir: str | Path, *, overwrite: bool =
                 "item_map": item_map,
             },
         ).materialize()
+        # A materialized dataset pins its blocks in the object store while it is referenced:
+        # drop each stage once the next holds the rows, so at most two copies coexist.
+        del parsed
         keys = _collect(indexed.select_columns(planning_columns(indexed.columns())))
         plan, facts, planned = plan_build(keys, config, n_users, n_items)
         columns = indexed.columns()
@@ -284,6 +287,7 @@ def build_dataset(config: BuildConfig, out_dir: str | Path, *, overwrite: bool =
             applied = indexed.map_batches(
                 apply_build_plan, batch_format="pyarrow", fn_kwargs={"plan": plan}
             ).materialize()
+            del indexed
             for name in dd.OUTPUT_SPLITS:
                 schema = output_schema(name, columns)
                 applied.map_batches(
