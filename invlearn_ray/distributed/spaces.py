@@ -31,6 +31,8 @@ float, as the obvious spelling suggests) and values typed by its ``check_field_v
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,9 @@ STUDY_OWNED_FIELDS = {
 }
 METRIC_PREFIX = "valid/"
 TRIAL_SEED = 0
+# A best value within this share of a searched range's span from an end is flagged as at
+# the edge (see Distribution.edge).
+EDGE_MARGIN = 0.1
 """Seed of every tuning trial: configurations are compared on equal initialisation/sampling."""
 
 
@@ -103,6 +108,29 @@ class Distribution:
 
     def to_dict(self) -> dict[str, list[Any]]:
         return {self.kind: list(self.args)}
+
+    def edge(self, value: Any, margin: float = EDGE_MARGIN) -> str | None:
+        """``"low"``/``"high"`` when ``value`` sits at that end of the range, else None.
+
+        A best trial at a range's end says the optimum may lie outside it, so the study was
+        too narrow for that field (issue 13: "the search ranges wide enough that the best
+        trial is not at a range's edge"). Ranges: within ``margin`` of the span from an end,
+        measured in log space for ``loguniform``. Choices: the smallest or largest of three or
+        more numbers; unordered choices (strings, booleans) and two-value choices have no
+        edge worth flagging.
+        """
+        if self.kind == "choice":
+            numbers = [
+                a for a in self.args if isinstance(a, int | float) and not isinstance(a, bool)
+            ]
+            if len(numbers) < 3 or len(numbers) != len(self.args) or value not in numbers:
+                return None
+            return "low" if value == min(numbers) else "high" if value == max(numbers) else None
+        low, high = self.args
+        if self.kind == "loguniform":
+            value, low, high = math.log(value), math.log(low), math.log(high)
+        position = (value - low) / (high - low)
+        return "low" if position <= margin else "high" if position >= 1 - margin else None
 
 
 def _parse_distribution(name: str, spec: Any, at: Locator, path: KeyPath) -> Distribution:
@@ -183,6 +211,17 @@ class StudySpace:
         if "method" in self.search:
             return tuple(self.search["method"].args)
         return (self.fixed.get("method", TrainConfig().method),)
+
+    def edges(self, config: Mapping[str, Any]) -> dict[str, str]:
+        """The searched fields whose value in ``config`` (a best configuration) sits at an end
+        of its range: field → ``"low"`` or ``"high"`` (:meth:`Distribution.edge`)."""
+        edges = {}
+        for name, distribution in self.search.items():
+            if name in config:
+                edge = distribution.edge(config[name])
+                if edge is not None:
+                    edges[name] = edge
+        return edges
 
     def trial_config(self, params: dict[str, Any], seed: int = TRIAL_SEED) -> TrainConfig:
         """The full configuration of a trial that drew ``params``.

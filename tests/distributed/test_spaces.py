@@ -186,3 +186,25 @@ def test_pinning_outside_the_searched_values_or_against_fixed_fails():
         space.pinned(lrr=0.1)
     with pytest.raises(SpaceError, match=r"make no valid TrainConfig.*batch_size"):
         space.pinned(batch_size=0)
+
+
+def test_a_best_value_near_a_range_end_is_flagged_in_log_space_for_loguniform(tmp_path):
+    space = load_space(write_space(tmp_path, VALID))
+    # lr is loguniform [1e-4, 1e-2]: 1.5e-4 is 9 % of the log span from the low end, 1e-3 the
+    # middle; 9e-3 is 98 % (a linear reading would call 1.5e-4 and 1e-3 both "low").
+    assert space.edges({"lr": 1.5e-4}) == {"lr": "low"}
+    assert space.edges({"lr": 1e-3}) == {}
+    assert space.edges({"lr": 9e-3}) == {"lr": "high"}
+    # Numeric choices have ends; randint ranges are linear; unsearched fields are ignored.
+    assert space.edges({"dual_lr_ratio": 0.1, "sampling_rate": 3, "epochs": 99}) == {
+        "dual_lr_ratio": "low",
+        "sampling_rate": "high",
+    }
+    assert space.edges({"dual_lr_ratio": 1, "sampling_rate": 2}) == {}
+
+
+def test_unordered_or_two_value_choices_have_no_edge():
+    assert Distribution("choice", ("sign", "sgd", "adam")).edge("sign") is None
+    assert Distribution("choice", (128, 1024)).edge(128) is None
+    assert Distribution("choice", (True, False, True)).edge(True) is None
+    assert Distribution("choice", (128, 512, 1024)).edge(1024) == "high"

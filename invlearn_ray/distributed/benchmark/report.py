@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from invlearn_ray.distributed.benchmark import figures, tables
 from invlearn_ray.distributed.benchmark.entries import backbone_name, method_name
+from invlearn_ray.distributed.benchmark.grid import Cell
 from invlearn_ray.distributed.benchmark.profiles import PROFILES, Profile
 from invlearn_ray.distributed.benchmark.summary import SummaryRow
 from invlearn_ray.distributed.runs import RunOutcome
@@ -27,10 +28,32 @@ def profile_line(profile: Profile) -> str:
     )
 
 
+def edge_lines(at_edges: Mapping[Cell, Sequence[str]]) -> list[str]:
+    """The report's warning about studies whose best value sat at a search range's end."""
+    if not at_edges:
+        return []
+    return [
+        "**Best values at a search range's end** (the optimum may lie outside the space: widen "
+        "the range in `tune_spaces/` and rerun; until then these rows were tuned less than "
+        "the budget suggests): "
+        + "; ".join(
+            f"{cell.dataset}/{backbone_name(cell.backbone)}/{method_name(cell.entry)}: "
+            + ", ".join(notes)
+            for cell, notes in at_edges.items()
+        )
+        + "."
+    ]
+
+
 def write_report(
-    profile: Profile, outcomes: Sequence[RunOutcome], rows: Sequence[SummaryRow], out: Path
+    profile: Profile,
+    outcomes: Sequence[RunOutcome],
+    rows: Sequence[SummaryRow],
+    out: Path,
+    at_edges: Mapping[Cell, Sequence[str]] | None = None,
 ) -> list[Path]:
-    """Tables and figures into ``out``; returns the files written."""
+    """Tables and figures into ``out``; returns the files written. ``at_edges``: per tuned
+    cell, the best values at a search range's end (:class:`~.tuning.TunedCell`)."""
     notes = [
         profile_line(profile),
         f"Test metrics, mean ± sample std over {profile.seeds} seed(s); the best mean per "
@@ -43,6 +66,7 @@ def write_report(
             if profile.tune
             else "given (profile settings / --configs), not tuned."
         ),
+        *edge_lines(at_edges or {}),
     ]
     files = [
         tables.write_results_csv(rows, out / "results.csv"),

@@ -13,6 +13,7 @@ from typing import Any
 from invlearn_ray.distributed.benchmark.datasets import DatasetSpec, ensure_dataset
 from invlearn_ray.distributed.benchmark.given import GivenConfigs
 from invlearn_ray.distributed.benchmark.grid import (
+    Cell,
     check_overrides,
     left_out_cells,
     plan_runs,
@@ -21,7 +22,7 @@ from invlearn_ray.distributed.benchmark.grid import (
 from invlearn_ray.distributed.benchmark.profiles import Profile
 from invlearn_ray.distributed.benchmark.report import write_report
 from invlearn_ray.distributed.benchmark.summary import SummaryRow, summarize
-from invlearn_ray.distributed.benchmark.tuning import tune_cells
+from invlearn_ray.distributed.benchmark.tuning import TunedCell, tune_cells
 from invlearn_ray.distributed.runs import RunOutcome, execute_runs
 from invlearn_ray.distributed.spaces import SPACES_DIR
 from invlearn_ray.distributed.tracking import Tracker
@@ -133,7 +134,7 @@ def run_benchmark(
         left_out = left_out_cells(profile, paths)
         for cell in left_out:
             logger.info(f"skipped {cell.dataset}/{cell.backbone}/{cell.entry}: no observed rows")
-        tuned = None
+        tuned: dict[Cell, TunedCell] = {}
         if profile.tune is not None:
             tuned = tune_cells(
                 profile,
@@ -146,7 +147,14 @@ def run_benchmark(
                 tune_verbose,
                 left_out,
             )
-        configs = resolve_cell_configs(profile, datasets, given, overrides, tuned, left_out)
+        configs = resolve_cell_configs(
+            profile,
+            datasets,
+            given,
+            overrides,
+            {cell: t.config for cell, t in tuned.items()} if profile.tune is not None else None,
+            left_out,
+        )
         specs = plan_runs(profile, datasets, configs, out)
         logger.info(
             f"{len(specs)} runs ({profile.name}): {len(datasets)} dataset(s) x "
@@ -163,7 +171,8 @@ def run_benchmark(
             reuse=reuse,
         )
         rows = summarize(outcomes)
-        files = write_report(profile, outcomes, rows, out)
+        at_edges = {cell: t.at_edges for cell, t in tuned.items() if t.at_edges}
+        files = write_report(profile, outcomes, rows, out, at_edges)
         for path in files:
             tracker.log_artifacts(summary_run, path, "figures" if path.suffix == ".png" else None)
         seconds = time.perf_counter() - started

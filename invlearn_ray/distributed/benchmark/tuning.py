@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,29 @@ from invlearn_ray.distributed.tracking import Tracker
 from invlearn_ray.distributed.tune import run_study
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TunedCell:
+    """A study's best configuration, and each searched field it left at an end of its range
+    (``"lr = 0.0931 (high end of loguniform [0.0001, 0.1])"``): there the optimum may lie
+    outside the space, and the row's tuning is not the fair budget it claims to be."""
+
+    config: dict[str, Any]
+    at_edges: tuple[str, ...] = ()
+
+
+def edge_notes(space: StudySpace, config: Mapping[str, Any]) -> tuple[str, ...]:
+    """One line per searched field of ``space`` whose value in ``config`` sits at an end of
+    its range (:meth:`~invlearn_ray.distributed.spaces.StudySpace.edges`)."""
+    notes = []
+    for name, end in space.edges(config).items():
+        distribution = space.search[name]
+        notes.append(
+            f"{name} = {config[name]:.3g} ({end} end of {distribution.kind} "
+            f"{list(distribution.args)})"
+        )
+    return tuple(notes)
 
 
 def study_pins(
@@ -60,10 +84,11 @@ def tune_cell(
     experiment: str,
     spaces_dir: Path,
     tune_verbose: int = 0,
-) -> dict[str, Any]:
+) -> TunedCell:
     """Run (or reuse) the study of one cell (fields pinned by :func:`study_pins`); returns its
-    best configuration. ``tune_verbose`` is Ray Tune's own console output (0: none; the
-    study logs one line per trial instead).
+    best configuration and the fields it left at a range's end (logged as a warning).
+    ``tune_verbose`` is Ray Tune's own console output (0: none; the study logs one line per
+    trial instead).
 
     Raises:
         BenchmarkInterrupted: the study was interrupted; the same command resumes it.
@@ -93,7 +118,14 @@ def tune_cell(
         f"tuned {dataset_name}/{backbone}/{entry}: best {space.metric} {result.best_valid:.4f} "
         f"(trial {result.best_trial_id}, {result.failed_trials} failed trials)"
     )
-    return dict(result.best_config)
+    tuned = TunedCell(dict(result.best_config), edge_notes(space, result.best_config))
+    if tuned.at_edges:
+        logger.warning(
+            f"{dataset_name}/{backbone}/{entry}: best value at a search range's end, the "
+            f"optimum may lie outside it (widen {ENTRY_SPACES[entry]}): "
+            + "; ".join(tuned.at_edges)
+        )
+    return tuned
 
 
 def tune_cells(
@@ -106,7 +138,7 @@ def tune_cells(
     spaces_dir: Path,
     tune_verbose: int = 0,
     left_out: Collection[Cell] = (),
-) -> dict[Cell, dict[str, Any]]:
+) -> dict[Cell, TunedCell]:
     """The tuned configuration of every cell of ``profile`` on ``datasets`` (name → folder)
     but the ``left_out`` ones, each study pinned to what the user chose for its cell."""
     return {

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from invlearn_ray.distributed.benchmark.datasets import DatasetSpec
+from invlearn_ray.distributed.benchmark.grid import Cell
 from invlearn_ray.distributed.benchmark.profiles import PROFILES
-from invlearn_ray.distributed.benchmark.report import profile_line
+from invlearn_ray.distributed.benchmark.report import edge_lines, profile_line
 
 
 def test_the_report_describes_a_narrowed_profile_by_its_grid_not_its_canned_text():
@@ -13,3 +14,12 @@ def test_the_report_describes_a_narrowed_profile_by_its_grid_not_its_canned_text
     narrowed = standard.replace(tune=None, datasets=(DatasetSpec("ml100k"),), entries=("ig",))
     line = profile_line(narrowed)
     assert "tuned" not in line and "ml100k" in line and "GMF, NeuMF; IG; 3 seed(s)" in line
+
+
+def test_the_report_names_every_study_whose_best_value_sat_at_a_range_end():
+    assert edge_lines({}) == []
+    (line,) = edge_lines(
+        {Cell("ml100k", "gmf", "none"): ["init_scale = 0.11 (low end of loguniform [0.1, 30])"]}
+    )
+    assert "widen the range" in line
+    assert "ml100k/GMF/None: init_scale = 0.11 (low end of loguniform [0.1, 30])" in line

@@ -8,7 +8,7 @@ import shutil
 from invlearn_ray.distributed.benchmark.entries import BEST_EXPLICIT
 from invlearn_ray.distributed.benchmark.grid import Cell, left_out_cells, runs_on
 from invlearn_ray.distributed.benchmark.profiles import PROFILES
-from invlearn_ray.distributed.benchmark.tuning import study_pins
+from invlearn_ray.distributed.benchmark.tuning import edge_notes, study_pins
 from invlearn_ray.distributed.spaces import SPACES_DIR, load_space
 
 
@@ -48,3 +48,9 @@ def test_watched_positive_is_left_out_only_where_there_are_no_observed_rows(tiny
     profile = PROFILES["tiny"].replace(entries=("ig", "watched_positive"))
     left_out = left_out_cells(profile, {"full": tiny_dataset, "bare": bare})
     assert left_out == [Cell("bare", "gmf", "watched_positive")]
+
+
+def test_edge_notes_give_the_value_its_end_and_the_range_it_was_drawn_from():
+    space = load_space(SPACES_DIR / "ig.yaml")
+    notes = edge_notes(space, {"lr": 0.09, "init_scale": 1.0, "step_rule": "sign"})
+    assert notes == ("lr = 0.09 (high end of loguniform [0.0001, 0.1])",)
