@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -184,7 +185,26 @@ def configure_logging(args: argparse.Namespace) -> int:
     logging.getLogger("invlearn_ray").setLevel(_PACKAGE_LEVELS[verbosity])
     for name in THIRD_PARTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.INFO if verbosity == VERBOSE else logging.WARNING)
+    _quiet_mlflow_at_import(verbosity != VERBOSE)
     return verbosity
+
+
+MLFLOW_LEVEL_VARIABLE = "MLFLOW_LOGGING_LEVEL"
+_mlflow_level_set_here = False
+
+
+def _quiet_mlflow_at_import(quiet: bool) -> None:
+    """MLflow configures its loggers when it is first imported — after this, in the pipelines
+    and in Ray's workers — so the levels set above would not reach its "Creating initial
+    MLflow database tables" lines; its environment variable does, and Ray's workers inherit
+    it. A value the user set is left alone."""
+    global _mlflow_level_set_here
+    if quiet and MLFLOW_LEVEL_VARIABLE not in os.environ:
+        os.environ[MLFLOW_LEVEL_VARIABLE] = "WARNING"
+        _mlflow_level_set_here = True
+    elif not quiet and _mlflow_level_set_here:
+        del os.environ[MLFLOW_LEVEL_VARIABLE]
+        _mlflow_level_set_here = False
 
 
 class ProgressAwareHandler(logging.Handler):

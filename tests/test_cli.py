@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 import pytest
 
 from invlearn_ray.cli import (
     EXIT_INPUT,
     EXIT_USAGE,
+    MLFLOW_LEVEL_VARIABLE,
     QUIET,
     THIRD_PARTY_LOGGERS,
     VERBOSE,
@@ -135,3 +137,20 @@ def test_progress_bars_are_off_with_quiet():
     configure_logging(_args("-q"))
     with progress_bar(logger, 3, desc="runs", unit="run") as bar:
         assert bar.disable
+
+
+def test_mlflow_imported_after_configuring_keeps_its_info_lines_for_verbose(monkeypatch):
+    from mlflow.utils.logging_utils import _configure_mlflow_loggers  # what `import mlflow` runs
+
+    monkeypatch.delenv(MLFLOW_LEVEL_VARIABLE, raising=False)
+    configure_logging(_args())
+    _configure_mlflow_loggers("mlflow")
+    assert not logging.getLogger("mlflow.store.db.utils").isEnabledFor(logging.INFO)
+
+    configure_logging(_args("-v"))
+    _configure_mlflow_loggers("mlflow")
+    assert logging.getLogger("mlflow.store.db.utils").isEnabledFor(logging.INFO)
+
+    monkeypatch.setenv(MLFLOW_LEVEL_VARIABLE, "DEBUG")  # the user's own choice stays
+    configure_logging(_args("-q"))
+    assert os.environ[MLFLOW_LEVEL_VARIABLE] == "DEBUG"
