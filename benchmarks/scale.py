@@ -146,7 +146,14 @@ def _stored_rows(data) -> int:
     return sum(len(part) for part in parts)
 
 
-def run_stage(stage: str, shape: SyntheticConfig, rows: int, folder: Path, num_cpus: int):
+def run_stage(
+    stage: str,
+    shape: SyntheticConfig,
+    rows: int,
+    folder: Path,
+    num_cpus: int,
+    object_store_gb: float | None = None,
+):
     """Run one stage in this (child) process, printing each phase when it ends."""
     memory_built = folder / "memory"
     if stage == "generate":
@@ -166,7 +173,7 @@ def run_stage(stage: str, shape: SyntheticConfig, rows: int, folder: Path, num_c
         from invlearn_ray.distributed.build import build_dataset
         from invlearn_ray.distributed.session import ensure_ray
 
-        ensure_ray(num_cpus=num_cpus)
+        ensure_ray(num_cpus=num_cpus, object_store_gb=object_store_gb)
         start = time.time()
         manifest = build_dataset(_build_config(shape, rows), folder / "ray", overwrite=True)
         _phase("build-ray", start, manifest.input_rows)
@@ -251,6 +258,8 @@ def measure(stage: str, size: int, args: argparse.Namespace, folder: Path) -> li
         "--work",
         str(folder),
     ]
+    if args.object_store_gb is not None:
+        command += ["--object-store-gb", str(args.object_store_gb)]
     started = time.time()
     child = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
@@ -356,6 +365,12 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--smoke", action="store_true", help=f"tiny preset, sizes {SMOKE_SIZES}")
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray")
     parser.add_argument(
+        "--object-store-gb",
+        type=float,
+        default=None,
+        help="cap of the local Ray's object store for build-ray (default: Ray's, 30%% of RAM)",
+    )
+    parser.add_argument(
         "--run-epochs", type=int, default=TrainConfig().epochs, help="run length for the share"
     )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per stage")
@@ -378,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"--stages: unknown {unknown}; valid: {', '.join(STAGES)}")
     if args.run_stage:
-        run_stage(args.run_stage, shape, sizes[0], args.work, args.num_cpus)
+        run_stage(args.run_stage, shape, sizes[0], args.work, args.num_cpus, args.object_store_gb)
         return 0
 
     work = args.work or Path(tempfile.mkdtemp(prefix="scale-"))

@@ -12,9 +12,17 @@ from invlearn_ray.cli import NORMAL, QUIET, VERBOSE
 
 
 def ensure_ray(
-    address: str | None = None, num_cpus: int | None = None, verbosity: int = NORMAL
+    address: str | None = None,
+    num_cpus: int | None = None,
+    verbosity: int = NORMAL,
+    object_store_gb: float | None = None,
 ) -> None:
     """Connect to Ray: keep a running session, else join ``address``, else start local Ray.
+
+    ``object_store_gb`` caps a local Ray's shared object store (Ray's default: 30 % of the
+    machine's memory). A build pins each materialized stage of the dataset there; under a cap
+    Ray spills what does not fit to disk (``/tmp/ray``) and reads it back when needed, trading
+    some speed for a bounded resident memory. A cluster's store is the cluster's own setting.
 
     Only an explicit ``address`` (or ``RAY_ADDRESS``) joins an existing cluster: on a shared
     machine, silently attaching to someone else's cluster would be worse than starting our own.
@@ -38,4 +46,6 @@ def ensure_ray(
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address, **options)
     else:
+        if object_store_gb is not None:
+            options["object_store_memory"] = int(object_store_gb * 2**30)
         ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", **options)
