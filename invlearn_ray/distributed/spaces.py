@@ -117,7 +117,8 @@ class Distribution:
         trial is not at a range's edge"). Ranges: within ``margin`` of the span from an end,
         measured in log space for ``loguniform``. Choices: the smallest or largest of three or
         more numbers; unordered choices (strings, booleans) and two-value choices have no
-        edge worth flagging.
+        edge worth flagging. A lower end of 0 is not flagged either: it is the knob switched
+        off (no weight decay, no play-count term), a bound no range can widen past.
         """
         if self.kind == "choice":
             numbers = [
@@ -125,12 +126,16 @@ class Distribution:
             ]
             if len(numbers) < 3 or len(numbers) != len(self.args) or value not in numbers:
                 return None
-            return "low" if value == min(numbers) else "high" if value == max(numbers) else None
-        low, high = self.args
-        if self.kind == "loguniform":
-            value, low, high = math.log(value), math.log(low), math.log(high)
-        position = (value - low) / (high - low)
-        return "low" if position <= margin else "high" if position >= 1 - margin else None
+            low, high = min(numbers), max(numbers)
+            end = "low" if value == low else "high" if value == high else None
+        else:
+            low, high = self.args
+            if self.kind == "loguniform":
+                position = math.log(value / low) / math.log(high / low)
+            else:
+                position = (value - low) / (high - low)
+            end = "low" if position <= margin else "high" if position >= 1 - margin else None
+        return None if end == "low" and low == 0 else end
 
 
 def _parse_distribution(name: str, spec: Any, at: Locator, path: KeyPath) -> Distribution:

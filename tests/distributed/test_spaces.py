@@ -208,3 +208,9 @@ def test_unordered_or_two_value_choices_have_no_edge():
     assert Distribution("choice", (128, 1024)).edge(128) is None
     assert Distribution("choice", (True, False, True)).edge(True) is None
     assert Distribution("choice", (128, 512, 1024)).edge(1024) == "high"
+
+
+def test_a_lower_end_at_zero_is_the_knob_switched_off_not_an_edge():
+    assert Distribution("uniform", (0.0, 2.0)).edge(0.005) is None
+    assert Distribution("uniform", (0.0, 2.0)).edge(1.95) == "high"
+    assert Distribution("choice", (0.0, 1e-6, 1e-4, 1e-3)).edge(0.0) is None
