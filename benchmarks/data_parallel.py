@@ -2,7 +2,7 @@
 
 On Micro-Video-shaped data (37,692 users × 131,690 items, Zipf-like item popularity, play time
 and duration labeled by the paper's finish-rate rule), at each ``--rows`` size and for each
-``--optimizers`` choice, GMF IG runs
+``--optimizers`` choice, IG on ``--backbone`` (default GMF) runs
 
 * ``1 process`` — the :class:`Trainer` without Ray (``train.py --workers 0``), in a fresh
   child process so its peak memory is its own;
@@ -54,7 +54,7 @@ from ray.train.torch import TorchTrainer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from invlearn_ray.cli import comma_names, positive_int  # noqa: E402
-from invlearn_ray.core.backbones import count_parameters  # noqa: E402
+from invlearn_ray.core.backbones import BACKBONES, count_parameters  # noqa: E402
 from invlearn_ray.core.config import EMBEDDING_OPTIMIZERS, TrainConfig  # noqa: E402
 from invlearn_ray.core.evaluation import evaluate_split  # noqa: E402
 from invlearn_ray.core.trainer import Trainer  # noqa: E402
@@ -146,6 +146,7 @@ def epoch_stats(trainer: Trainer, epochs: int) -> dict[str, Any]:
         "supervised_steps": trainer.global_step / epochs,
         "meta_steps": meta_steps / epochs,
         "parameters": count_parameters(trainer.model),
+        "backbone": trainer.config.backbone,
     }
 
 
@@ -255,7 +256,8 @@ def dense_bytes_per_step(stats: dict[str, Any]) -> float:
 
 def report(rows: int, optimizer: str, batch_size: int, runs: dict[str, dict[str, Any]]) -> None:
     single, one, two = runs["1 process"], runs["1 worker"], runs["2 workers"]
-    print(f"\n{rows:,} rows, GMF IG, embedding_optimizer={optimizer}, batch {batch_size}")
+    backbone = runs["1 process"]["backbone"]
+    print(f"\n{rows:,} rows, {backbone} IG, embedding_optimizer={optimizer}, batch {batch_size}")
     header = (
         f"{'run':<10} {'thr':>3} {'epoch s':>8} {'eval s':>7} {'vs 1proc':>8} {'vs 1wkr':>8} "
         f"{'B/step sent':>12} {'B/step dense':>13} {'calls/ep':>8} {'coll s/ep':>9} "
@@ -313,6 +315,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--epochs", type=positive_int, default=2, help="epochs per run (best)")
     parser.add_argument(
+        "--backbone",
+        default="gmf",
+        choices=sorted(BACKBONES),
+        help="the model (default gmf: almost no compute beside its table rows)",
+    )
+    parser.add_argument(
         "--batch-size",
         type=positive_int,
         default=TrainConfig.batch_size,
@@ -340,7 +348,7 @@ def main(argv: list[str] | None = None) -> None:
         for optimizer in args.optimizers:
             train = TrainConfig(
                 method="ig",
-                backbone="gmf",
+                backbone=args.backbone,
                 epochs=args.epochs,
                 embedding_optimizer=optimizer,
                 batch_size=args.batch_size,
