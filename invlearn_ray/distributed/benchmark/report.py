@@ -19,10 +19,14 @@ def profile_line(profile: Profile) -> str:
     (a canned description such as "each tuned" would be false after ``--no-tune``)."""
     if profile == PROFILES.get(profile.name):
         return f"Profile `{profile.name}`: {profile.description}."
-    fractions = ", ".join(f"{f:g}" for f in profile.label_fractions)
+    # A dataset given by path is used as built: the profile's label fractions do not apply.
+    if all(d.source == "path" for d in profile.datasets):
+        fractions = "as built"
+    else:
+        fractions = "at label fraction(s) " + ", ".join(f"{f:g}" for f in profile.label_fractions)
     return (
         f"Profile `{profile.name}` as narrowed on the command line: "
-        f"{', '.join(d.base_name for d in profile.datasets)} at label fraction(s) {fractions}; "
+        f"{', '.join(d.base_name for d in profile.datasets)} {fractions}; "
         f"{', '.join(backbone_name(b) for b in profile.backbones)}; "
         f"{', '.join(method_name(e) for e in profile.entries)}; {profile.seeds} seed(s)."
     )
