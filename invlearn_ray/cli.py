@@ -133,11 +133,18 @@ def comma_floats(text: str) -> tuple[float, ...]:
 
 
 def add_ray_options(group: argparse._ActionsContainer) -> None:
-    """``--address`` / ``--num-cpus``: which Ray a pipeline joins or starts (see ``ensure_ray``)."""
+    """``--address`` / ``--num-cpus`` / ``--object-store-gb``: which Ray a pipeline joins or
+    starts (see ``ensure_ray``)."""
     group.add_argument(
         "--address", help="Ray cluster address (default: RAY_ADDRESS, else start a local Ray)"
     )
     group.add_argument("--num-cpus", type=positive_int, help="CPUs of a local Ray")
+    group.add_argument(
+        "--object-store-gb",
+        type=positive_float,
+        help="cap of a local Ray's shared object store in GB (default: Ray's, 30%% of memory); "
+        "what does not fit spills to disk",
+    )
 
 
 QUIET, NORMAL, VERBOSE = -1, 0, 1

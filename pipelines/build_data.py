@@ -295,8 +295,8 @@ def config_from_args(argv: list[str] | None = None) -> tuple[BuildConfig, argpar
         shards=args.shards,
         name=args.name,
     )
-    if args.engine == "memory" and (args.address or args.num_cpus):
-        parser.error("--address and --num-cpus apply to --engine ray")
+    if args.engine == "memory" and (args.address or args.num_cpus or args.object_store_gb):
+        parser.error("--address, --num-cpus and --object-store-gb apply to --engine ray")
     if args.out is None:
         args.out = DEFAULT_OUT_ROOT / config.dataset_name
         if args.out.resolve().parent != DEFAULT_OUT_ROOT.resolve():
@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         from invlearn_ray.distributed.session import ensure_ray
 
         dd.check_output_dir(Path(args.out).resolve(), config.inputs(), args.overwrite)
-        ensure_ray(address=args.address, num_cpus=args.num_cpus, verbosity=verbosity)
+        ensure_ray(args.address, args.num_cpus, verbosity, args.object_store_gb)
         manifest = build_dataset(config, args.out, overwrite=args.overwrite)
     print(
         f"dataset {manifest.name!r} written to {Path(args.out).resolve()} "

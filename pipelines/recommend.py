@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     # replaced should cost nothing and change nothing.
     check_request(args.model, args.out, users, args.overwrite)
 
-    ensure_ray(address=args.address, num_cpus=args.num_cpus, verbosity=verbosity)
+    ensure_ray(args.address, args.num_cpus, verbosity, args.object_store_gb)
     n_rows = recommend_to_parquet(
         args.model,
         args.out,

@@ -149,8 +149,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Nam
     args = parser.parse_args(argv)
     if args.dataset is None and not args.smoke_test:
         parser.error("--dataset is required (a folder written by build_data.py), or --smoke-test")
-    if args.workers == 0 and (args.address or args.num_cpus or args.storage_path):
-        parser.error("--address, --num-cpus and --storage-path apply to --workers >= 1")
+    if args.workers == 0 and (
+        args.address or args.num_cpus or args.object_store_gb or args.storage_path
+    ):
+        parser.error(
+            "--address, --num-cpus, --object-store-gb and --storage-path apply to --workers >= 1"
+        )
     if args.cpus_per_worker <= 0:
         parser.error(f"--cpus-per-worker must be > 0, got {args.cpus_per_worker}")
     config = train_config_from_args(args, parser)
@@ -196,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         # Imported only here: one-process training must run where Ray is not installed.
         from invlearn_ray.distributed.session import ensure_ray
 
-        ensure_ray(address=args.address, num_cpus=args.num_cpus, verbosity=verbosity)
+        ensure_ray(args.address, args.num_cpus, verbosity, args.object_store_gb)
     summary = run_training(
         dataset,
         config,

@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     # Ray is started (or joined) only here; under `ray job submit`, RAY_ADDRESS names the cluster.
     from invlearn_ray.distributed.session import ensure_ray
 
-    ensure_ray(address=args.address, num_cpus=args.num_cpus, verbosity=verbosity)
+    ensure_ray(args.address, args.num_cpus, verbosity, args.object_store_gb)
     dataset_path = ensure_dataset(dataset, out / "datasets")
     result = run_study(
         space,

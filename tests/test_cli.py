@@ -18,6 +18,7 @@ from invlearn_ray.cli import (
     VERBOSE,
     ArgumentParser,
     ProgressAwareHandler,
+    add_ray_options,
     command_line,
     configure_logging,
     plain_name,
@@ -154,3 +155,14 @@ def test_mlflow_imported_after_configuring_keeps_its_info_lines_for_verbose(monk
     monkeypatch.setenv(MLFLOW_LEVEL_VARIABLE, "DEBUG")  # the user's own choice stays
     configure_logging(_args("-q"))
     assert os.environ[MLFLOW_LEVEL_VARIABLE] == "DEBUG"
+
+
+def test_ray_options_take_an_object_store_cap_in_gb_and_refuse_a_non_positive_one(capsys):
+    parser = ArgumentParser(prog="build_data.py")
+    add_ray_options(parser)
+    assert parser.parse_args(["--object-store-gb", "2.5"]).object_store_gb == 2.5
+    assert parser.parse_args([]).object_store_gb is None
+    with pytest.raises(SystemExit) as stopped:
+        parser.parse_args(["--object-store-gb", "0"])
+    assert stopped.value.code == EXIT_USAGE
+    assert "--object-store-gb" in capsys.readouterr().err

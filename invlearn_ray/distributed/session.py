@@ -10,6 +10,8 @@ from ray.data import DataContext
 
 from invlearn_ray.cli import NORMAL, QUIET, VERBOSE
 
+logger = logging.getLogger(__name__)
+
 
 def ensure_ray(
     address: str | None = None,
@@ -44,6 +46,11 @@ def ensure_ray(
         "logging_level": logging.getLogger("ray").getEffectiveLevel(),
     }
     if address or os.environ.get("RAY_ADDRESS"):
+        if object_store_gb is not None:
+            logger.warning(
+                "--object-store-gb is ignored when joining a cluster: its object store is the "
+                "cluster's own setting (ray start --object-store-memory)"
+            )
         ray.init(address=address, **options)
     else:
         if object_store_gb is not None:
