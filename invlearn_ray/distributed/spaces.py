@@ -60,10 +60,10 @@ STUDY_OWNED_FIELDS = {
 }
 METRIC_PREFIX = "valid/"
 TRIAL_SEED = 0
-# A best value within this share of a searched range's span from an end is flagged as at
-# the edge (see Distribution.edge).
-EDGE_MARGIN = 0.1
 """Seed of every tuning trial: configurations are compared on equal initialisation/sampling."""
+EDGE_MARGIN = 0.1
+"""A best value within this share of a searched range's span from an end is at its edge
+(:meth:`Distribution.edge`)."""
 
 
 class SpaceError(ConfigFileError):

@@ -147,14 +147,8 @@ def run_benchmark(
                 tune_verbose,
                 left_out,
             )
-        configs = resolve_cell_configs(
-            profile,
-            datasets,
-            given,
-            overrides,
-            {cell: t.config for cell, t in tuned.items()} if profile.tune is not None else None,
-            left_out,
-        )
+        tuned_configs = {cell: t.config for cell, t in tuned.items()} if profile.tune else None
+        configs = resolve_cell_configs(profile, datasets, given, overrides, tuned_configs, left_out)
         specs = plan_runs(profile, datasets, configs, out)
         logger.info(
             f"{len(specs)} runs ({profile.name}): {len(datasets)} dataset(s) x "

@@ -41,11 +41,10 @@ def edge_notes(space: StudySpace, config: Mapping[str, Any]) -> tuple[str, ...]:
     its range (:meth:`~invlearn_ray.distributed.spaces.StudySpace.edges`)."""
     notes = []
     for name, end in space.edges(config).items():
-        distribution = space.search[name]
-        notes.append(
-            f"{name} = {config[name]:.3g} ({end} end of {distribution.kind} "
-            f"{list(distribution.args)})"
-        )
+        distribution, value = space.search[name], config[name]
+        shown = f"{value:.3g}" if isinstance(value, float) else value
+        drawn_from = f"{distribution.kind} {list(distribution.args)}"
+        notes.append(f"{name} = {shown} ({end} end of {drawn_from})")
     return tuple(notes)
 
 

@@ -52,5 +52,10 @@ def test_watched_positive_is_left_out_only_where_there_are_no_observed_rows(tiny
 
 def test_edge_notes_give_the_value_its_end_and_the_range_it_was_drawn_from():
     space = load_space(SPACES_DIR / "ig.yaml")
-    notes = edge_notes(space, {"lr": 0.09, "init_scale": 1.0, "step_rule": "sign"})
-    assert notes == ("lr = 0.09 (high end of loguniform [0.0001, 0.1])",)
+    notes = edge_notes(
+        space, {"lr": 0.09, "init_scale": 1.0, "step_rule": "sign", "test_batch_size": 1024}
+    )
+    assert notes == (
+        "lr = 0.09 (high end of loguniform [0.0001, 0.1])",
+        "test_batch_size = 1024 (high end of choice [128, 512, 1024])",
+    )
