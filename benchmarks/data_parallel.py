@@ -25,9 +25,10 @@ guessed, and the sharded validation evaluation on its own (seconds, calls, bytes
     python benchmarks/data_parallel.py --optimizers lazy_adam --batch-size 4096
 
 ``--batch-size`` sets both the labeled batch and the meta step's training-test batch (the
-paper-scale profile trains at 4096): a step's fixed costs — Python dispatch, the optimizer's
-call, each collective's latency — stay while its compute grows with the batch, so the batch
-decides how much of a step data parallelism can split.
+paper-scale profile trains at 4096). A bigger batch grows a step's forward and backward pass,
+which the workers split, while a step's fixed costs (Python dispatch, each collective's latency)
+stay — but what every worker repeats for the whole global batch (summing the gathered rows,
+updating every touched row) grows with it too, so it did not help here (README, "Scaling").
 
 Datasets are generated and built once into ``--data-dir`` (reused when present).
 """
