@@ -273,7 +273,7 @@ def build_dataset(config: BuildConfig, out_dir: str | Path, *, overwrite: bool =
             },
         ).materialize()
         # A materialized dataset pins its blocks in the object store while it is referenced:
-        # drop each stage once the next holds the rows.
+        # drop each stage once the next holds the rows, so at most two copies coexist.
         del parsed
         keys = _collect(indexed.select_columns(planning_columns(indexed.columns())))
         plan, facts, planned = plan_build(keys, config, n_users, n_items)
@@ -281,9 +281,6 @@ def build_dataset(config: BuildConfig, out_dir: str | Path, *, overwrite: bool =
         unlabeled = draw_unlabeled(
             planned, n_users, n_items, config.sampling_rate, config.split.seed, truth
         ).cast(output_schema("unlabeled", columns))
-        # The driver's copies of every row's keys are spent once the plan and the draw exist;
-        # holding them through the apply stage would add them to its peak.
-        del keys, planned
 
         staging = publishing.new_staging_dir(out)
         try:
