@@ -116,6 +116,18 @@ class Backbone(nn.Module, ABC):
     def config(self) -> dict[str, Any]:
         """Constructor arguments as plain JSON types, for save/load without the trainer."""
 
+    learns_item_bias: bool = False
+    """Whether the logit has a per-item additive term that :meth:`start_from_item_prior` can
+    set (the popularity-prior initialisation, ``TrainConfig.bias_init``)."""
+
+    def start_from_item_prior(self, item_logits: Tensor) -> None:
+        """Start from the popularity scorer's ranking: item ``i``'s additive term becomes
+        ``item_logits[i]``. Only backbones with ``learns_item_bias`` have such a term."""
+        raise ValueError(
+            f"backbone {self.name!r} has no per-item bias to start from the popularity prior; "
+            "use bias_init='zero' or backbone 'biased_mf'"
+        )
+
     def params(self) -> dict[str, Tensor]:
         """The module's own parameters by name (the mapping both stages expect)."""
         return dict(self.named_parameters())
@@ -282,9 +294,11 @@ class BiasedMF(_EmbeddingPair):
     RecBole's FM on two fields (user id, item id): a global bias, first-order user and item
     biases, and the second-order interaction. The biases let it learn item popularity and user
     leniency — which alone rank far above chance (issue 13's popularity anchor) — and which
-    GMF/NeuMF can only express through their factors. Initialisation: biases at 0, ``μ`` at 0,
-    factors N(0, 0.1²) × ``init_scale`` (the MF scale: a dot product of 0.01-scale factors
-    starts at ~1e-4 and barely moves for several epochs).
+    GMF/NeuMF can only express through their factors. Initialisation: biases at 0, ``μ`` at 0
+    (or, with ``TrainConfig.bias_init='popularity'``, ``μ + b_i`` at the popularity scorer's
+    item logit: :meth:`start_from_item_prior`), factors N(0, 0.1²) × ``init_scale`` (the MF
+    scale: a dot product of 0.01-scale factors starts at ~1e-4 and barely moves for several
+    epochs).
 
     The biases are one-column tables gathered like the factors, so the representation stage
     stays a row gather (linear in the tables, touched rows only) and ``μ`` is the head.
@@ -306,6 +320,20 @@ class BiasedMF(_EmbeddingPair):
         self.user_bias = nn.Parameter(torch.zeros(n_users, 1))
         self.item_bias = nn.Parameter(torch.zeros(n_items, 1))
         self.global_bias = nn.Parameter(torch.zeros(1))
+
+    learns_item_bias = True
+
+    @torch.no_grad()
+    def start_from_item_prior(self, item_logits: Tensor) -> None:
+        if item_logits.shape != (self.n_items,):
+            raise ValueError(
+                f"item_logits must have shape ({self.n_items},), got {tuple(item_logits.shape)}"
+            )
+        # μ takes the mean so that b_i is centred, as training would leave it; the sum is the
+        # prior's logit, and b_u = 0 keeps every user's ranking the prior's.
+        mean = item_logits.mean()
+        self.global_bias.copy_(mean.reshape(1))
+        self.item_bias.copy_((item_logits - mean).unsqueeze(1))
 
     def representations(self, users: Tensor, items: Tensor, params: Params) -> Representations:
         return (

@@ -23,6 +23,7 @@ IG_SCHEDULES = ("sequential", "interleaved")
 EMBEDDING_OPTIMIZERS = ("adam", "lazy_adam")
 IG_DIRECTIONS = ("batch", "per_row")
 IG_JUDGES = ("fixed", "rotating")
+BIAS_INITS = ("zero", "popularity")
 
 
 @dataclass
@@ -38,6 +39,12 @@ class TrainConfig:
             backbone's own default: 0.01 for GMF/NeuMF as NCF, 0.1 for MF/biased MF/LightGCN).
             A bilinear model starts at its saddle: labeled-only GMF from N(0, 0.01²) with a
             handful of steps per epoch stays at AUC 0.50 (issue 13), so it is tuned.
+        bias_init: ``zero`` | ``popularity``: where a backbone's item biases start. With
+            ``popularity`` (``biased_mf`` only) ``μ + b_i`` starts at the popularity scorer's
+            item logit (from the labeled training rows this method may read, with
+            ``popularity_prior`` and ``popularity_play_weight``), so training starts from the
+            ranking a practitioner would ship without training and must add personalisation
+            to it, not first rediscover popularity from few labels (issue 13).
         mlp_layers: NeuMF tower depth (He et al.: 3).
         gcn_layers: LightGCN propagation depth K.
         lr: [γ] Adam learning rate of every supervised step and of IG's test-loss step.
@@ -142,6 +149,7 @@ class TrainConfig:
     backbone: str = "gmf"
     embedding_dim: int = 32
     init_scale: float = 1.0
+    bias_init: str = "zero"
     mlp_layers: int = 3
     gcn_layers: int = 3
     lr: float = 1e-3
@@ -200,6 +208,7 @@ class TrainConfig:
             "ig_schedule": IG_SCHEDULES,
             "ig_direction": IG_DIRECTIONS,
             "ig_judge": IG_JUDGES,
+            "bias_init": BIAS_INITS,
             "ig_base": BASE_METHODS,
             "full_ranking": FULL_RANKING_PROTOCOLS,
             "embedding_optimizer": EMBEDDING_OPTIMIZERS,
@@ -246,6 +255,12 @@ class TrainConfig:
                     "ig_direction='per_row' steps on dense gradients, which "
                     "embedding_optimizer='lazy_adam' does not take: use 'adam'"
                 )
+        if self.bias_init == "popularity" and not BACKBONES[self.backbone].learns_item_bias:
+            raise ValueError(
+                f"bias_init='popularity' sets a backbone's item biases, and {self.backbone!r} "
+                f"has none; use bias_init='zero' or one of "
+                f"{sorted(n for n, b in BACKBONES.items() if b.learns_item_bias)}"
+            )
         if self.ig_direction == "per_row" and (self.compile or self.cuda_graphs):
             raise ValueError(
                 "ig_direction='per_row' runs eagerly: turn compile and cuda_graphs off"

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from invlearn_ray.core.backbones import ItemPrior
+from invlearn_ray.core.batches import TrainingRows
 from invlearn_ray.core.collective import Collective, LocalCollective
 from invlearn_ray.data.recdata import Interactions
 
@@ -70,6 +71,24 @@ def item_prior_logits(counts: Tensor, prior_weight: float, play_weight: float) -
     )
     logits = torch.logit(rate.clamp(_RATE_FLOOR, 1.0 - _RATE_FLOOR))
     return logits + play_weight * torch.log1p(plays)
+
+
+def item_prior_from_rows(
+    rows: TrainingRows,
+    n_items: int,
+    prior_weight: float,
+    play_weight: float,
+    collective: Collective | None = None,
+) -> Tensor:
+    """The popularity logits (:func:`item_prior_logits`) from every labeled row a method may
+    read (its fitted rows and, for IG, its training-test rows) and its observed-unlabeled
+    plays; ``collective`` sums the counts over data-parallel workers."""
+    counts = item_counts(rows.labeled, rows.observed_items, n_items)
+    if len(rows.train_test):
+        no_plays = rows.observed_items.new_zeros(0)
+        counts += item_counts(rows.train_test, no_plays, n_items)
+    (collective or LocalCollective()).all_reduce_sum_([counts])
+    return item_prior_logits(counts, prior_weight, play_weight)
 
 
 def fit_item_prior(

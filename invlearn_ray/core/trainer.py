@@ -52,7 +52,7 @@ from invlearn_ray.core.losses import bce_with_logits
 from invlearn_ray.core.methods import build_objective, method_spec
 from invlearn_ray.core.objectives import BatchLoss, Objective, TrainBatch
 from invlearn_ray.core.optimizers import DenseUpdate, LazyAdam, ParameterUpdate
-from invlearn_ray.core.popularity import fit_item_prior
+from invlearn_ray.core.popularity import fit_item_prior, item_prior_from_rows
 from invlearn_ray.core.selection import ModelSelection
 from invlearn_ray.core.touched_rows import batch_ids, rows_of
 from invlearn_ray.data.recdata import Interactions, RecData
@@ -305,6 +305,16 @@ class Trainer:
             ).to(self.device)
         else:
             self.model = build_model(config, data).to(self.device)
+            if config.bias_init == "popularity":
+                self.model.start_from_item_prior(
+                    item_prior_from_rows(
+                        rows,
+                        data.n_items,
+                        prior_weight=config.popularity_prior,
+                        play_weight=config.popularity_play_weight,
+                        collective=self.collective,
+                    ).to(self.device)
+                )
             self.optimizer = make_optimizer(self.model, config)
             self.touched_rows = uses_touched_rows(config, self.model)
             self._supervised_mean = WorkerMean(self.collective)

@@ -247,7 +247,9 @@ class StudySpace:
         """This space with some fields fixed (e.g. the benchmark pins backbone and method).
 
         A searched field may be pinned only to a value its distribution can draw; a fixed
-        field only to its own value; any other field is added to ``fixed``.
+        field only to its own value; any other field is added to ``fixed``. A searched choice
+        keeps only the values valid with the pins (``backbone='gmf'`` leaves ``bias_init``
+        only ``zero``, which then becomes fixed): a trial would otherwise fail on them.
 
         Raises:
             SpaceError: the value lies outside the searched range or contradicts ``fixed``,
@@ -275,7 +277,7 @@ class StudySpace:
                     f"cannot pin {name}={value!r}: the space fixes it to {fixed[name]!r}",
                 )
             fixed[name] = value
-        space = dataclasses.replace(self, fixed=fixed, search=search)
+        space = _narrow_choices(dataclasses.replace(self, fixed=fixed, search=search))
         _check_configs(space, at)
         return space
 
@@ -305,7 +307,9 @@ def _check_field_name(name: Any, at: Locator, path: KeyPath) -> None:
 
 
 def _check_configs(space: StudySpace, at: Locator) -> None:
-    """Every range end and every choice must make a valid ``TrainConfig`` with the fixed part."""
+    """Every range end and every choice must make a valid ``TrainConfig`` with the fixed part,
+    alone or beside some value of one other searched field (``bias_init='popularity'`` is
+    valid only with ``backbone='biased_mf'``, which the benchmark pins per row)."""
     base = {**space.fixed, "select_metric": space.select_metric}
     try:
         TrainConfig.from_dict(base)
@@ -316,9 +320,52 @@ def _check_configs(space: StudySpace, at: Locator) -> None:
             try:
                 TrainConfig.from_dict({**base, name: value})
             except ValueError as error:
-                raise at.error(
-                    ("search", name), f"value {value!r} makes no valid TrainConfig: {error}"
-                ) from None
+                if not _valid_beside_another_field(space, base, name, value):
+                    raise at.error(
+                        ("search", name), f"value {value!r} makes no valid TrainConfig: {error}"
+                    ) from None
+
+
+def _narrow_choices(space: StudySpace) -> StudySpace:
+    """``space`` with each searched choice cut to the values some valid config can take
+    (see :meth:`StudySpace.pinned`); a choice left with one value becomes fixed, one left with
+    none is kept whole for :func:`_check_configs` to report."""
+    fixed, search = dict(space.fixed), dict(space.search)
+    base = {**fixed, "select_metric": space.select_metric}
+    for name, dist in space.search.items():
+        if dist.kind != "choice":
+            continue
+        valid = tuple(
+            value
+            for value in dist.args
+            if _makes_config({**base, name: value})
+            or _valid_beside_another_field(space, base, name, value)
+        )
+        if len(valid) == 1:
+            del search[name]
+            fixed[name] = valid[0]
+        elif 1 < len(valid) < len(dist.args):
+            search[name] = Distribution("choice", valid)
+    return dataclasses.replace(space, fixed=fixed, search=search)
+
+
+def _makes_config(values: dict[str, Any]) -> bool:
+    try:
+        TrainConfig.from_dict(values)
+    except ValueError:
+        return False
+    return True
+
+
+def _valid_beside_another_field(
+    space: StudySpace, base: dict[str, Any], name: str, value: Any
+) -> bool:
+    for other, dist in space.search.items():
+        if other == name:
+            continue
+        if any(_makes_config({**base, name: value, other: v}) for v in dist.probe_values()):
+            return True
+    return False
 
 
 def parse_space(

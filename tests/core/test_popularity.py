@@ -134,3 +134,39 @@ def test_popularity_reproduces_the_ml100k_anchor(ml100k_dir, tmp_path):
     result = Trainer(TrainConfig(method="popularity", popularity_prior=5.0), data).fit()
     assert result.test["auc"] == pytest.approx(0.713, abs=5e-4)
     assert result.test["gauc"] == pytest.approx(0.706, abs=5e-4)
+
+
+@pytest.mark.parametrize("method", ["none", "ig"])
+def test_biased_mf_starts_from_the_popularity_scorer_of_every_labeled_row_it_may_read(method):
+    # IG fits training-train and steps on training-test: both are labeled rows it reads, so
+    # its prior counts both, and equals the prior of a method that fits all labeled rows.
+    data = make_synthetic_recdata(SyntheticConfig.preset("tiny"))
+    config = TrainConfig(
+        method=method,
+        backbone="biased_mf",
+        bias_init="popularity",
+        popularity_prior=2.0,
+        popularity_play_weight=0.5,
+    )
+    model = Trainer(config, data).model
+    expected = reference_scores(data, data.labeled_training(), prior=2.0, play_weight=0.5)
+    start = (model.global_bias + model.item_bias.squeeze(1)).detach().numpy()
+    np.testing.assert_allclose(start, expected, rtol=1e-5, atol=1e-5)
+    assert float(model.item_bias.detach().mean()) == pytest.approx(0.0, abs=1e-5)
+    assert not model.user_bias.detach().any()
+
+
+def test_the_popularity_start_ranks_every_users_items_as_the_scorer_does():
+    data = make_synthetic_recdata(SyntheticConfig.preset("tiny"))
+    scorer = Trainer(TrainConfig(method="popularity"), data).model
+    started = Trainer(
+        TrainConfig(backbone="biased_mf", bias_init="popularity", init_scale=1e-4), data
+    ).model
+    users, items = data.test.users, data.test.items
+    with torch.no_grad():
+        torch.testing.assert_close(started(users, items), scorer(users, items), atol=1e-3, rtol=0)
+
+
+def test_a_popularity_start_on_a_backbone_without_item_biases_is_a_clear_error():
+    with pytest.raises(ValueError, match="bias_init='popularity'.*'gmf' has none"):
+        TrainConfig(backbone="gmf", bias_init="popularity")

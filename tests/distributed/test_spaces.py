@@ -171,7 +171,8 @@ def test_a_missing_space_file_says_where_spaces_live(tmp_path):
 def test_pinning_a_searched_field_moves_it_to_fixed():
     space = load_space(SPACES_DIR / "ig.yaml").pinned(backbone="neumf", epochs=3)
     assert "backbone" not in space.search
-    assert space.fixed == {"method": "ig", "backbone": "neumf", "epochs": 3}
+    # NeuMF has no item biases: the popularity start is dropped, and bias_init fixed.
+    assert space.fixed == {"method": "ig", "backbone": "neumf", "epochs": 3, "bias_init": "zero"}
     assert space.trial_config({"lr": 1e-3, "dual_lr_ratio": 1.0, "step_rule": "sgd"}).epochs == 3
 
 

@@ -61,7 +61,9 @@ def study_pins(
 
     On a dataset without observed-unlabeled rows the unlabeled source is pinned to ``sampled``:
     ``observed`` cannot train there and ``both`` would equal ``sampled``, so trials spent on
-    them would be wasted budget that the other methods' studies do not lose.
+    them would be wasted budget that the other methods' studies do not lose. (Choices the
+    pinned backbone cannot take, such as ``bias_init='popularity'`` without item biases, are
+    dropped by :meth:`~invlearn_ray.distributed.spaces.StudySpace.pinned`.)
     """
     pins = {key: value for key, value in profile.train.items() if key not in space.search}
     pins.update(given)

@@ -36,6 +36,16 @@ def test_study_pins_the_row_and_the_unlabeled_source_only_without_observed_rows(
     assert "unlabeled_source" not in study_pins(profile, "none", "gmf", none_space, {}, bare)
 
 
+def test_only_a_backbone_with_item_biases_searches_the_popularity_start(tiny_dataset):
+    space = load_space(SPACES_DIR / "ig.yaml")
+    profile = PROFILES["tiny"]
+    for backbone in ("gmf", "neumf", "mf", "lightgcn"):
+        pinned = space.pinned(**study_pins(profile, "ig", backbone, space, {}, tiny_dataset))
+        assert "bias_init" not in pinned.search and pinned.fixed["bias_init"] == "zero"
+    pinned = space.pinned(**study_pins(profile, "ig", "biased_mf", space, {}, tiny_dataset))
+    assert pinned.search["bias_init"].args == ("zero", "popularity")
+
+
 def test_watched_positive_is_left_out_only_where_there_are_no_observed_rows(tiny_dataset, tmp_path):
     bare = tmp_path / "bare"
     shutil.copytree(tiny_dataset, bare)
