@@ -8,7 +8,12 @@ import shutil
 from invlearn_ray.distributed.benchmark.entries import BEST_EXPLICIT
 from invlearn_ray.distributed.benchmark.grid import Cell, left_out_cells, runs_on
 from invlearn_ray.distributed.benchmark.profiles import PROFILES
-from invlearn_ray.distributed.benchmark.tuning import edge_notes, study_pins
+from invlearn_ray.distributed.benchmark.tuning import (
+    TunedCell,
+    edge_notes,
+    popularity_start,
+    study_pins,
+)
 from invlearn_ray.distributed.spaces import SPACES_DIR, load_space
 
 
@@ -44,6 +49,17 @@ def test_only_a_backbone_with_item_biases_searches_the_popularity_start(tiny_dat
         assert "bias_init" not in pinned.search and pinned.fixed["bias_init"] == "zero"
     pinned = space.pinned(**study_pins(profile, "ig", "biased_mf", space, {}, tiny_dataset))
     assert pinned.search["bias_init"].args == ("zero", "popularity")
+
+
+def test_a_biased_row_starts_from_its_datasets_tuned_popularity_scorer():
+    scorer = TunedCell({"popularity_prior": 1.6, "popularity_play_weight": 0.85, "lr": 1e-3})
+    tuned = {Cell("ml100k", backbone, "popularity"): scorer for backbone in ("gmf", "biased_mf")}
+    start = popularity_start(Cell("ml100k", "biased_mf", "ig"), tuned)
+    assert start == {"popularity_prior": 1.6, "popularity_play_weight": 0.85}
+    # No item biases, another dataset, or the scorer's own row: nothing to start from.
+    assert popularity_start(Cell("ml100k", "gmf", "ig"), tuned) == {}
+    assert popularity_start(Cell("synthetic", "biased_mf", "ig"), tuned) == {}
+    assert popularity_start(Cell("ml100k", "biased_mf", "popularity"), tuned) == {}
 
 
 def test_watched_positive_is_left_out_only_where_there_are_no_observed_rows(tiny_dataset, tmp_path):
