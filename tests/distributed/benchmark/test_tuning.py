@@ -82,6 +82,6 @@ def test_edge_notes_give_the_value_its_end_and_the_range_it_was_drawn_from():
         space, {"lr": 0.09, "init_scale": 1.0, "step_rule": "sign", "test_batch_size": 1024}
     )
     assert notes == (
-        "lr = 0.09 (high end of loguniform [0.0001, 0.1])",
-        "test_batch_size = 1024 (high end of choice [128, 512, 1024])",
+        "lr = 0.09 (high end of loguniform [1e-05, 0.1])",
+        "test_batch_size = 1024 (high end of choice [64, 128, 512, 1024])",
     )
