@@ -47,6 +47,7 @@ from invlearn_ray.core.evaluation import (
     score_pairs,
 )
 from invlearn_ray.core.gradients import WorkerMean, grad_and_value
+from invlearn_ray.core.heap import release_freed_heap
 from invlearn_ray.core.inverse_gradient import InverseGradient
 from invlearn_ray.core.losses import bce_with_logits
 from invlearn_ray.core.methods import build_objective, method_spec
@@ -450,6 +451,7 @@ class Trainer:
         started = time.perf_counter()
         loss_sum, loss_count = self._train_steps(epoch) if self.trains else self._labeled_loss()
         choices = self.directions.end_epoch(epoch)
+        release_freed_heap()
         # Every worker's sums: each decides on the global loss, so all stop at the same epoch.
         totals = torch.stack([loss_sum, loss_count])
         self.collective.all_reduce_sum_([totals])
