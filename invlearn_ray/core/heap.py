@@ -5,8 +5,10 @@ tens of MB come from the heap, and the heap fragments instead of shrinking. IG's
 direction allocates dense gradients of whole tables on every meta step. On micro_video at
 3 M rows (biased MF, training-test batch 64) a process's resident memory grew by ~1.3 GB per
 epoch, to 6.6 GB after 4 epochs. In a 30-epoch Tune trial it reached 19 GB, and Ray killed
-the study. ``malloc_trim(0)`` returns the free pages. Calling it every 10 s kept that run at
-1.2-1.3 GB (peak 2.8 GB), with the code and results unchanged.
+the study. ``malloc_trim(0)`` returns the free pages. Called once per epoch it kept that run
+at 1.48 GB after every epoch, peak 2.87 GB, against 5.60 GB and a 6.07 GB peak without it
+(``benchmarks/trainer_memory.py``, 4 epochs); a 1 M-row GMF IG epoch is unchanged (2.7-2.8 s,
+``benchmarks/scale.py --stages ig-gmf --sizes 1M``).
 """
 
 from __future__ import annotations
