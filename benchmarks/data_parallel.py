@@ -55,10 +55,6 @@ from ray.train.torch import TorchTrainer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from invlearn_ray.cli import comma_names, positive_int  # noqa: E402
-from invlearn_ray.core.backbones import BACKBONES, count_parameters  # noqa: E402
-from invlearn_ray.core.config import EMBEDDING_OPTIMIZERS, TrainConfig  # noqa: E402
-from invlearn_ray.core.evaluation import evaluate_split  # noqa: E402
-from invlearn_ray.core.trainer import Trainer  # noqa: E402
 from invlearn_ray.data import dataset_dir as dd  # noqa: E402
 from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory  # noqa: E402
 from invlearn_ray.data.loading import load_dataset  # noqa: E402
@@ -72,6 +68,10 @@ from invlearn_ray.distributed.train_loop import (  # noqa: E402
     read_shard_dataset,
     setup_worker,
 )
+from invlearn_ray.evaluation.evaluate import evaluate_split  # noqa: E402
+from invlearn_ray.models.backbones import BACKBONES, count_parameters  # noqa: E402
+from invlearn_ray.training.config import EMBEDDING_OPTIMIZERS, TrainConfig  # noqa: E402
+from invlearn_ray.training.trainer import Trainer  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MICRO_VIDEO_USERS, MICRO_VIDEO_ITEMS = 37_692, 131_690

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import torch
 
-from invlearn_ray.core.config import TrainConfig
-from invlearn_ray.core.methods import METHODS
-from invlearn_ray.core.trainer import Trainer, TrainingDiverged, largest_weight
 from invlearn_ray.data.loading import load_dataset
+from invlearn_ray.methods.registry import METHODS
+from invlearn_ray.training.config import TrainConfig
+from invlearn_ray.training.trainer import Trainer, TrainingDiverged, largest_weight
 
 HEALTHY_LRS = (1e-3, 3e-2)
 """The ends of the tuning spaces' learning-rate ranges (``tune_spaces/*.yaml``)."""

@@ -1,7 +1,7 @@
 """Does lazy Adam cost accuracy? Dense vs lazy Adam on the ML-100K split, validation metrics.
 
 ``TrainConfig.embedding_optimizer='lazy_adam'`` updates only the table rows a step touched
-(``core/optimizers.py``); it is what makes data parallelism pay on large tables, but it is not
+(``optim/optimizers.py``); it is what makes data parallelism pay on large tables, but it is not
 the paper's optimizer. This trains each ``--methods`` on GMF with both optimizers over
 ``--seeds`` (the given ML-100K configuration: lr 1e-2, 30 epochs, patience 5, selected on
 validation GAUC) and prints the selected epoch's validation metrics, mean ± sd over seeds, and
@@ -21,11 +21,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from invlearn_ray.cli import comma_names, positive_int  # noqa: E402
-from invlearn_ray.core.config import EMBEDDING_OPTIMIZERS, TrainConfig  # noqa: E402
-from invlearn_ray.core.trainer import Trainer  # noqa: E402
 from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory  # noqa: E402
 from invlearn_ray.data.loading import load_dataset  # noqa: E402
 from invlearn_ray.data.sources import SourceSpec  # noqa: E402
+from invlearn_ray.training.config import EMBEDDING_OPTIMIZERS, TrainConfig  # noqa: E402
+from invlearn_ray.training.trainer import Trainer  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("auc", "gauc", "ndcg_at_10", "mrr")

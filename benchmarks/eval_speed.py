@@ -48,12 +48,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from invlearn_ray.core.backbones import Backbone, score_all_pairwise  # noqa: E402
-from invlearn_ray.core.batches import BatchSource, EpochPlan  # noqa: E402
-from invlearn_ray.core.config import TrainConfig  # noqa: E402
-from invlearn_ray.core.evaluation import evaluate_full_ranking  # noqa: E402
-from invlearn_ray.core.metrics import discount_cumsum, evaluate_rows  # noqa: E402
-from invlearn_ray.core.trainer import Trainer, training_rows  # noqa: E402
 from invlearn_ray.data.build import make_synthetic_recdata  # noqa: E402
 from invlearn_ray.data.hashing import hash_uniform  # noqa: E402
 from invlearn_ray.data.recdata import (  # noqa: E402
@@ -63,6 +57,12 @@ from invlearn_ray.data.recdata import (  # noqa: E402
     UserItemIndex,
 )
 from invlearn_ray.data.synthetic import SyntheticConfig  # noqa: E402
+from invlearn_ray.evaluation.evaluate import evaluate_full_ranking  # noqa: E402
+from invlearn_ray.evaluation.metrics import discount_cumsum, evaluate_rows  # noqa: E402
+from invlearn_ray.models.backbones import Backbone, score_all_pairwise  # noqa: E402
+from invlearn_ray.training.batches import BatchSource, EpochPlan  # noqa: E402
+from invlearn_ray.training.config import TrainConfig  # noqa: E402
+from invlearn_ray.training.trainer import Trainer, training_rows  # noqa: E402
 
 MICRO_VIDEO = {"n_users": 37_692, "n_items": 131_690, "rows": 9_462_492}
 RUN_EPOCHS = (1, 10)

@@ -34,12 +34,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from invlearn_ray.core.config import TrainConfig  # noqa: E402
-from invlearn_ray.core.evaluation import evaluate_full_ranking, evaluate_split  # noqa: E402
-from invlearn_ray.core.trainer import Trainer  # noqa: E402
 from invlearn_ray.data.build import make_synthetic_recdata  # noqa: E402
 from invlearn_ray.data.loading import load_dataset  # noqa: E402
 from invlearn_ray.data.synthetic import PRESETS, SyntheticConfig  # noqa: E402
+from invlearn_ray.evaluation.evaluate import evaluate_full_ranking, evaluate_split  # noqa: E402
+from invlearn_ray.training.config import TrainConfig  # noqa: E402
+from invlearn_ray.training.trainer import Trainer  # noqa: E402
 
 
 def _sync(device: str) -> None:

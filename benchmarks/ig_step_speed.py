@@ -33,15 +33,15 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from invlearn_ray.core.config import TrainConfig  # noqa: E402
-from invlearn_ray.core.losses import inverse_dual_loss  # noqa: E402
-from invlearn_ray.core.trainer import Trainer  # noqa: E402
 from invlearn_ray.data.recdata import (  # noqa: E402
     Interactions,
     ObservedUnlabeled,
     RecData,
     UserItemIndex,
 )
+from invlearn_ray.methods.losses import inverse_dual_loss  # noqa: E402
+from invlearn_ray.training.config import TrainConfig  # noqa: E402
+from invlearn_ray.training.trainer import Trainer  # noqa: E402
 
 
 def random_dataset(n_users: int, n_items: int, n_rows: int, seed: int, device: str) -> RecData:

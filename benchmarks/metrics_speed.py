@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from sklearn.metrics import ndcg_score, roc_auc_score
 
-from invlearn_ray.core.full_ranking import full_ranking_metrics
-from invlearn_ray.core.metrics import evaluate_rows, gauc
 from invlearn_ray.data.recdata import UserItemIndex
+from invlearn_ray.evaluation.full_ranking import full_ranking_metrics
+from invlearn_ray.evaluation.metrics import evaluate_rows, gauc
 
 REPORTED = ["auc", "gauc", "ndcg_at_10", "ndcg_at_20", "mrr"]
 

@@ -50,13 +50,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from invlearn_ray.core.config import TrainConfig  # noqa: E402
-from invlearn_ray.core.trainer import Trainer  # noqa: E402
 from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory  # noqa: E402
 from invlearn_ray.data.loading import load_dataset  # noqa: E402
 from invlearn_ray.data.sources import SourceSpec  # noqa: E402
 from invlearn_ray.data.splits import SplitOptions  # noqa: E402
 from invlearn_ray.data.synthetic import PRESETS, SyntheticConfig, generate_interactions  # noqa: E402
+from invlearn_ray.training.config import TrainConfig  # noqa: E402
+from invlearn_ray.training.trainer import Trainer  # noqa: E402
 
 STAGES = ("generate", "build-memory", "build-ray", "load", "ig-gmf", "ig-neumf")
 LINEAR_LIMIT = 1.3

@@ -24,9 +24,9 @@ from unittest import mock
 
 import torch
 
-from invlearn_ray.core.config import TrainConfig
-from invlearn_ray.core.trainer import EpochRecord, Trainer
 from invlearn_ray.data.loading import load_dataset
+from invlearn_ray.training.config import TrainConfig
+from invlearn_ray.training.trainer import EpochRecord, Trainer
 
 
 def resident_gb() -> float:
@@ -61,7 +61,7 @@ def main() -> None:
     def report(record: EpochRecord) -> None:
         print(f"epoch {record.epoch}: resident {resident_gb():.2f} GB", flush=True)
 
-    trim = "invlearn_ray.core.trainer.release_freed_heap"
+    trim = "invlearn_ray.training.trainer.release_freed_heap"
     with mock.patch(trim, lambda: False) if args.no_trim else contextlib.nullcontext():
         Trainer(config, data).fit(on_epoch_end=report)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6

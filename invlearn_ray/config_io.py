@@ -23,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from invlearn_ray.core.config import TrainConfig
 from invlearn_ray.errors import UserError
+from invlearn_ray.training.config import TrainConfig
 
 KeyPath = tuple[Any, ...]
 """The keys leading to a value: ``("search", "lr")`` is ``lr`` under ``search``."""

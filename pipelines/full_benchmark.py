@@ -17,7 +17,7 @@ Outputs under ``--out`` (default ``outputs/<profile>``): ``results.md`` / ``resu
 table), ``runs.csv`` (every seed), ``annotation.md``, ``figures/*.png``, and the MLflow store
 (``mlflow.db``; ``MLFLOW_TRACKING_URI`` points it elsewhere). Exit status: 0, or 3 when some
 runs failed (they are in the table with their error). All logic lives in
-``invlearn_ray.distributed.benchmark``.
+``invlearn_ray.experiments.benchmark``.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from invlearn_ray.cli import (
     positive_int,
 )
 from invlearn_ray.config_io import parse_overrides
-from invlearn_ray.distributed.benchmark import (
+from invlearn_ray.experiments.benchmark import (
     ENTRIES,
     PROFILES,
     BenchmarkConfigError,
@@ -52,7 +52,7 @@ from invlearn_ray.distributed.benchmark import (
     parse_dataset,
     run_benchmark,
 )
-from invlearn_ray.distributed.tune import StudyBudget
+from invlearn_ray.experiments.tune import StudyBudget
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXIT_RUNS_FAILED = 3

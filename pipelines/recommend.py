@@ -28,10 +28,10 @@ from invlearn_ray.cli import (
     configure_logging,
     positive_int,
 )
-from invlearn_ray.core.checkpoint import MODEL_CONFIG
 from invlearn_ray.distributed.recommend import check_request, read_raw_ids, recommend_to_parquet
-from invlearn_ray.distributed.run_dir import MODEL_DIR
 from invlearn_ray.distributed.session import ensure_ray
+from invlearn_ray.models.checkpoint import MODEL_CONFIG
+from invlearn_ray.training.run_folder import MODEL_DIR
 
 SMOKE_TEST_USERS = 10
 SMOKE_TEST_K = 5

@@ -33,19 +33,19 @@ from invlearn_ray.cli import (
     nonnegative_int,
 )
 from invlearn_ray.config_io import parse_overrides
-from invlearn_ray.core.backbones import BACKBONES
-from invlearn_ray.core.config import TrainConfig
-from invlearn_ray.core.methods import METHODS
 from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
 from invlearn_ray.data.sources import SourceSpec
 from invlearn_ray.data.synthetic import SyntheticConfig
-from invlearn_ray.distributed.run_dir import (
+from invlearn_ray.distributed.train import check_run, run_training
+from invlearn_ray.methods.registry import METHODS
+from invlearn_ray.models.backbones import BACKBONES
+from invlearn_ray.training.config import TrainConfig
+from invlearn_ray.training.run_folder import (
     DIRECTION_LOG_FILE,
     METRICS_FILE,
     MODEL_DIR,
     check_can_publish,
 )
-from invlearn_ray.distributed.train import check_run, run_training
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RUNS_ROOT = REPO_ROOT / "runs"

@@ -12,7 +12,7 @@ Examples::
 (Ray Data) under ``<out>/datasets``. Interrupt with Ctrl-C and run the same command again to
 resume: finished trials are kept. Outputs under ``--out`` (default ``outputs/studies/<name>``):
 ``best.json`` (the best configuration and its test metrics), ``trials.csv``, the final run's
-model, and the MLflow store. All logic lives in ``invlearn_ray.distributed.tune``.
+model, and the MLflow store. All logic lives in ``invlearn_ray.experiments.tune``.
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from invlearn_ray.cli import (
     positive_int,
 )
 from invlearn_ray.config_io import parse_overrides
-from invlearn_ray.distributed.benchmark import BenchmarkConfigError, ensure_dataset, parse_dataset
-from invlearn_ray.distributed.spaces import SpaceError, load_space
-from invlearn_ray.distributed.tracking import Tracker
-from invlearn_ray.distributed.tune import BEST_FILE, TRIALS_FILE, StudyBudget, run_study
+from invlearn_ray.experiments.benchmark import BenchmarkConfigError, ensure_dataset, parse_dataset
+from invlearn_ray.experiments.spaces import SpaceError, load_space
+from invlearn_ray.experiments.tracking import Tracker
+from invlearn_ray.experiments.tune import BEST_FILE, TRIALS_FILE, StudyBudget, run_study
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SMOKE_SETTINGS = ("backbone=gmf", "epochs=2", "batch_size=64", "embedding_dim=8")

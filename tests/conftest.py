@@ -55,7 +55,7 @@ def ray_session():
 @pytest.fixture
 def no_tracking_env(monkeypatch):
     """Runs use their default MLflow store (under their output folder), whatever the shell says."""
-    from invlearn_ray.distributed.tracking import TRACKING_ENV
+    from invlearn_ray.experiments.tracking import TRACKING_ENV
 
     monkeypatch.delenv(TRACKING_ENV, raising=False)
 

@@ -23,13 +23,13 @@ from invlearn_ray.cli import (
     configure_logging,
     plain_name,
 )
-from invlearn_ray.core.checkpoint import ModelFormatError
-from invlearn_ray.core.trainer import TrainingDiverged, UnsuitableDatasetError
 from invlearn_ray.data.errors import DatasetFormatError
 from invlearn_ray.distributed.recommend import OutputExistsError, UnknownUserError
-from invlearn_ray.distributed.run_dir import RunConflictError, RunExistsError
 from invlearn_ray.errors import UserError
+from invlearn_ray.models.checkpoint import ModelFormatError
 from invlearn_ray.progress import progress_bar
+from invlearn_ray.training.run_folder import RunConflictError, RunExistsError
+from invlearn_ray.training.trainer import TrainingDiverged, UnsuitableDatasetError
 
 
 def test_a_user_error_is_one_line_on_stderr_and_exit_status_1(capsys):
@@ -104,7 +104,7 @@ def test_quiet_and_verbose_exclude_each_other(capsys):
 
 
 def test_progress_lines_show_by_default_and_quiet_keeps_only_warnings(capsys):
-    logger = logging.getLogger("invlearn_ray.distributed.runs")
+    logger = logging.getLogger("invlearn_ray.experiments.runs")
     configure_logging(_args())
     logger.info("[1/2] synthetic/gmf/ig/seed0  AUC 0.6")
     logger.debug("details")
@@ -134,7 +134,7 @@ def test_configuring_twice_keeps_one_handler():
 
 
 def test_progress_bars_are_off_with_quiet():
-    logger = logging.getLogger("invlearn_ray.distributed.runs")
+    logger = logging.getLogger("invlearn_ray.experiments.runs")
     configure_logging(_args("-q"))
     with progress_bar(logger, 3, desc="runs", unit="run") as bar:
         assert bar.disable

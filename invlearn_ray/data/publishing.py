@@ -12,7 +12,7 @@ build or write into one folder takes that long without touching it) whenever a n
 folder is made in the same parent, and logs each removal. Only the names made here are
 touched, and those a caller names (``also``): a training run's fixed staging folder
 (``.<name>.staging``) is a leftover only when it holds no Ray Train checkpoints a rerun would
-resume from (:mod:`invlearn_ray.distributed.run_dir`).
+resume from (:mod:`invlearn_ray.training.run_folder`).
 """
 
 from __future__ import annotations

@@ -152,7 +152,7 @@ class UserItemIndex:
         """``[len(users), n_items]`` bool mask of each given user's items, vectorized.
 
         For the few rows where a ranking must look at every item (see
-        :mod:`invlearn_ray.core.ranking`); memory ∝ ``len(users) × n_items``.
+        :mod:`invlearn_ray.evaluation.ranking`); memory ∝ ``len(users) × n_items``.
         """
         mask = torch.zeros(len(users), self.n_items, dtype=torch.bool, device=users.device)
         rows, items = self.batch_pairs(users)

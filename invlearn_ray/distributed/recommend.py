@@ -1,7 +1,7 @@
 """Top-K recommendations from a saved model: training items excluded, raw ids in and out.
 
 A model folder written by a training run (``<run>/model/``) is self-contained: the weights
-and description (:mod:`invlearn_ray.core.checkpoint`), the dataset's ``id_map/`` and
+and description (:mod:`invlearn_ray.models.checkpoint`), the dataset's ``id_map/`` and
 ``seen_items.pt`` (each user's training items). So recommending needs no dataset folder, and a
 model cannot be paired with the id map or exclusion set of another dataset by mistake.
 
@@ -27,24 +27,24 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
-from invlearn_ray.core import ranking
-from invlearn_ray.core.backbones import Backbone
-from invlearn_ray.core.checkpoint import (
+from invlearn_ray.data import dataset_dir as dd
+from invlearn_ray.data import publishing
+from invlearn_ray.data.recdata import UserItemIndex
+from invlearn_ray.errors import UserError
+from invlearn_ray.evaluation import ranking
+from invlearn_ray.models.backbones import Backbone
+from invlearn_ray.models.checkpoint import (
     ModelFormatError,
     load_model,
     load_tensors,
     read_model_description,
 )
-from invlearn_ray.data import dataset_dir as dd
-from invlearn_ray.data import publishing
-from invlearn_ray.data.recdata import UserItemIndex
-from invlearn_ray.distributed.run_dir import (
+from invlearn_ray.training.run_folder import (
     MODEL_DATA_FILES,
     MODEL_FILE_DIGESTS,
     SEEN_ITEMS_FILE,
     file_digest,
 )
-from invlearn_ray.errors import UserError
 
 USER, RANK, ITEM, SCORE = "user", "rank", "item", "score"
 USER_INDEX = "user_index"
@@ -121,8 +121,9 @@ def top_k_unseen(
 ) -> tuple[Tensor, Tensor]:
     """The ``k`` best-scored items per user among those not seen in training.
 
-    The same top-k as the full-ranking metrics (:func:`invlearn_ray.core.ranking.top_k_unseen`):
-    memory ``len(users) × n_items`` scores, time one read of them plus a top-(k+1).
+    The same top-k as the full-ranking metrics
+    (:func:`invlearn_ray.evaluation.ranking.top_k_unseen`): memory ``len(users) × n_items``
+    scores, time one read of them plus a top-(k+1).
 
     Returns:
         ``(items, scores)``, both ``[len(users), min(k, n_items)]``, best first, equal scores

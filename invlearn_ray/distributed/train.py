@@ -1,7 +1,7 @@
 """One training run on a built dataset: one process, or N data-parallel Ray Train workers.
 
 :func:`run_training` is the single entry point. With ``num_workers=0`` it runs the plain
-:class:`~invlearn_ray.core.trainer.Trainer` in this process and never imports Ray (the GPU
+:class:`~invlearn_ray.training.trainer.Trainer` in this process and never imports Ray (the GPU
 benchmark host may not have it). With ``num_workers >= 1`` it builds a Ray ``TorchTrainer``
 around :func:`invlearn_ray.distributed.train_loop.train_loop_per_worker`:
 
@@ -16,10 +16,10 @@ around :func:`invlearn_ray.distributed.train_loop.train_loop_per_worker`:
 * checkpoints live in ``<storage_path>/<run_name>`` (default: ``ray/<output folder name>``
   in the run's staging folder, ``<output_dir>/ray/...`` once published). Ray Train resumes a
   run whose folder holds checkpoints, so re-running the same command after a crash continues
-  where it stopped; :func:`~invlearn_ray.distributed.run_dir.claim_run_dir` refuses a folder
+  where it stopped; :func:`~invlearn_ray.training.run_folder.claim_run_dir` refuses a folder
   that holds a *different* run.
 
-Both paths write the same run folder (:mod:`invlearn_ray.distributed.run_dir`): into a staging
+Both paths write the same run folder (:mod:`invlearn_ray.training.run_folder`): into a staging
 folder beside ``output_dir``, renamed into place when the run is complete. A finished run
 already in ``output_dir`` is refused before any work unless ``overwrite``.
 
@@ -37,13 +37,14 @@ from typing import Any
 
 import torch
 
-from invlearn_ray.core.config import TrainConfig
-from invlearn_ray.core.trainer import EpochRecord, Trainer, TrainingDiverged, check_unlabeled_rows
 from invlearn_ray.data import dataset_dir as dd
 from invlearn_ray.data import publishing
 from invlearn_ray.data.loading import load_dataset
 from invlearn_ray.data.manifest import Manifest
-from invlearn_ray.distributed.run_dir import (
+from invlearn_ray.errors import UserError
+from invlearn_ray.progress import progress_bar
+from invlearn_ray.training.config import TrainConfig
+from invlearn_ray.training.run_folder import (
     RAY_STORAGE_DIR,
     check_can_publish,
     check_claim,
@@ -53,8 +54,12 @@ from invlearn_ray.distributed.run_dir import (
     staging_dir,
     write_run_outputs,
 )
-from invlearn_ray.errors import UserError
-from invlearn_ray.progress import progress_bar
+from invlearn_ray.training.trainer import (
+    EpochRecord,
+    Trainer,
+    TrainingDiverged,
+    check_unlabeled_rows,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +121,7 @@ def run_training(
             (:func:`check_dataset_fits`).
         RunExistsError: ``output_dir`` holds a finished run and ``overwrite`` is False.
         RunConflictError: the Ray Train run folder holds another run's checkpoints
-            (:func:`~invlearn_ray.distributed.run_dir.claim_run_dir`).
+            (:func:`~invlearn_ray.training.run_folder.claim_run_dir`).
         TrainingRunError: a Ray run failed more than ``max_failures`` times.
         TrainingDiverged: the loss or weights left their bounds (``TrainConfig.max_train_loss``
             / ``max_weight``); nothing is published, and no Ray run is restarted for it.

@@ -31,8 +31,9 @@ Every worker runs :func:`train_loop_per_worker` with the same ``config`` dict
 
 Parameters stay identical on every worker without a broadcast: the dual-loss gradient, the
 three candidates' (loss sum, row count) pairs and every final gradient are reduced — embedding
-tables as the rows each step touched (:class:`~invlearn_ray.core.gradients.WorkerMean`) — and
-every worker takes the same argmin (:class:`~invlearn_ray.core.inverse_gradient.InverseGradient`).
+tables as the rows each step touched (:class:`~invlearn_ray.optim.gradients.WorkerMean`) — and
+every worker takes the same argmin
+(:class:`~invlearn_ray.methods.inverse_gradient.InverseGradient`).
 
 A checkpoint needs no random-generator state: every draw comes from a generator keyed by
 (seed, epoch, rank, stream), so the epoch and step counters *are* the RNG state, and a run
@@ -60,16 +61,16 @@ import torch
 from ray.data import DataIterator, Dataset
 from ray.train import DataConfig
 
-from invlearn_ray.core.batches import BatchSource, EpochPlan, TrainingRows, local_step_counts
-from invlearn_ray.core.collective import TorchDistributedCollective
-from invlearn_ray.core.config import TrainConfig
-from invlearn_ray.core.evaluation import evaluation_shard
-from invlearn_ray.core.methods import method_spec
-from invlearn_ray.core.trainer import EpochRecord, Trainer, TrainingDiverged
 from invlearn_ray.data import canonical as cn
 from invlearn_ray.data.loading import load_dataset
 from invlearn_ray.data.recdata import Interactions, RecData
-from invlearn_ray.distributed.run_dir import write_run_outputs
+from invlearn_ray.evaluation.evaluate import evaluation_shard
+from invlearn_ray.methods.registry import method_spec
+from invlearn_ray.optim.collective import TorchDistributedCollective
+from invlearn_ray.training.batches import BatchSource, EpochPlan, TrainingRows, local_step_counts
+from invlearn_ray.training.config import TrainConfig
+from invlearn_ray.training.run_folder import write_run_outputs
+from invlearn_ray.training.trainer import EpochRecord, Trainer, TrainingDiverged
 
 CHECKPOINT_FILE = "trainer.pt"
 DIVERGED = "diverged"

@@ -7,17 +7,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from invlearn_ray.core.batches import EpochPlan, MetaBatch
-from invlearn_ray.core.config import TrainConfig
-from invlearn_ray.core.inverse_gradient import CANDIDATES
-from invlearn_ray.core.objectives import TrainBatch
-from invlearn_ray.core.trainer import Trainer
 from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
 from invlearn_ray.data.loading import load_dataset
 from invlearn_ray.data.sources import SourceSpec
 from invlearn_ray.data.splits import SplitOptions
 from invlearn_ray.data.synthetic import SyntheticConfig
 from invlearn_ray.distributed.train_loop import ExactSplitConfig, plan_file_name
+from invlearn_ray.methods.inverse_gradient import CANDIDATES
+from invlearn_ray.methods.objectives import TrainBatch
+from invlearn_ray.training.batches import EpochPlan, MetaBatch
+from invlearn_ray.training.config import TrainConfig
+from invlearn_ray.training.trainer import Trainer
 
 pytestmark = pytest.mark.ray
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from invlearn_ray.core.config import TrainConfig
-from invlearn_ray.core.trainer import TrainingDiverged
 from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
 from invlearn_ray.data.sources import SourceSpec
 from invlearn_ray.data.splits import SplitOptions
 from invlearn_ray.data.synthetic import SyntheticConfig
+from invlearn_ray.training.config import TrainConfig
+from invlearn_ray.training.trainer import TrainingDiverged
 
 pytestmark = pytest.mark.ray
 

@@ -8,8 +8,6 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from invlearn_ray.core.backbones import build_backbone
-from invlearn_ray.core.config import TrainConfig
 from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
 from invlearn_ray.data.loading import load_dataset
 from invlearn_ray.data.recdata import UserItemIndex
@@ -23,6 +21,8 @@ from invlearn_ray.distributed.recommend import (
     top_k_unseen,
 )
 from invlearn_ray.distributed.train import run_training
+from invlearn_ray.models.backbones import build_backbone
+from invlearn_ray.training.config import TrainConfig
 
 K = 7
 

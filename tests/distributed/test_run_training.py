@@ -9,24 +9,24 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from invlearn_ray.core.checkpoint import load_model
-from invlearn_ray.core.config import TrainConfig
-from invlearn_ray.core.evaluation import evaluate_split
 from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
 from invlearn_ray.data.errors import DatasetFormatError
 from invlearn_ray.data.loading import load_dataset
 from invlearn_ray.data.sources import SourceSpec
 from invlearn_ray.data.splits import SplitOptions
 from invlearn_ray.data.synthetic import SyntheticConfig
-from invlearn_ray.distributed import run_dir
-from invlearn_ray.distributed.run_dir import (
+from invlearn_ray.distributed.train import run_training
+from invlearn_ray.evaluation.evaluate import evaluate_split
+from invlearn_ray.models.checkpoint import load_model
+from invlearn_ray.training import run_folder as run_dir
+from invlearn_ray.training.config import TrainConfig
+from invlearn_ray.training.run_folder import (
     RUN_DESCRIPTION_FILE,
     RunConflictError,
     RunExistsError,
     claim_run_dir,
     staging_dir,
 )
-from invlearn_ray.distributed.train import run_training
 
 CONFIG = TrainConfig(method="ig", embedding_dim=8, epochs=2, batch_size=64, test_batch_size=16)
 

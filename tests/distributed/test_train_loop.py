@@ -14,16 +14,16 @@ import ray.train
 import torch
 from ray.train.torch import TorchTrainer
 
-from invlearn_ray.core.collective import TorchDistributedCollective
-from invlearn_ray.core.config import TrainConfig
-from invlearn_ray.core.evaluation import evaluate_full_ranking, evaluate_split, evaluation_shard
-from invlearn_ray.core.trainer import build_model
 from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
 from invlearn_ray.data.loading import load_dataset
 from invlearn_ray.data.sources import SourceSpec
 from invlearn_ray.data.splits import SplitOptions
 from invlearn_ray.data.synthetic import SyntheticConfig
 from invlearn_ray.distributed.train_loop import intra_op_threads
+from invlearn_ray.evaluation.evaluate import evaluate_full_ranking, evaluate_split, evaluation_shard
+from invlearn_ray.optim.collective import TorchDistributedCollective
+from invlearn_ray.training.config import TrainConfig
+from invlearn_ray.training.trainer import build_model
 
 EVAL_CONFIG = TrainConfig(backbone="gmf", embedding_dim=8, seed=3)
 

@@ -18,12 +18,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from invlearn_ray.core.config import TrainConfig
 from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
 from invlearn_ray.data.sources import SourceSpec
 from invlearn_ray.distributed import session
 from invlearn_ray.distributed.recommend import Recommender
-from invlearn_ray.distributed.run_dir import claim_run_dir, staging_dir
+from invlearn_ray.training.config import TrainConfig
+from invlearn_ray.training.run_folder import claim_run_dir, staging_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = ("build_data", "train", "recommend", "tune", "full_benchmark")

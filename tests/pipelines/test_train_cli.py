@@ -10,8 +10,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from invlearn_ray.core.checkpoint import load_model
-from invlearn_ray.core.config import TrainConfig
+from invlearn_ray.models.checkpoint import load_model
+from invlearn_ray.training.config import TrainConfig
 
 PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
 

@@ -1,5 +1,5 @@
 """The tuning command line: what it resolves and how it refuses bad input (the study itself is
-tested in tests/distributed/test_tune.py)."""
+tested in tests/experiments/test_tune.py)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,2 @@
+"""Experiment management: datasets by name, search spaces, MLflow tracking, batches of runs,
+tuning studies and the benchmark."""

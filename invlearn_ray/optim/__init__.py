@@ -1,0 +1,1 @@
+"""How a step's gradient is taken, reduced across data-parallel workers and applied."""

@@ -1,0 +1,557 @@
+"""The single-process trainer: the reference point every distributed run must reproduce.
+
+One :class:`Trainer` runs any method on any backbone: it plans each epoch's batches
+(:mod:`~invlearn_ray.training.batches`), takes supervised steps with the method's objective and,
+for IG, meta steps (:func:`~invlearn_ray.methods.inverse_gradient.inverse_gradient_step`), then
+scores the validation split. At each epoch's end it calls its collaborators: the
+:class:`~invlearn_ray.training.selection.ModelSelection` (best model by a *ranking* metric,
+method.md §5, and early stopping) and the diagnostics of
+:mod:`~invlearn_ray.training.diagnostics` (IG's direction log, annotation quality, IDL weight
+histograms). A method that does not train (``MethodSpec.trains`` False: the popularity scorer)
+is computed from the training rows in one "epoch" of no steps, then validated and tested the
+same way, so it reaches run folders, MLflow and tables as any method does.
+
+The same class runs inside a Ray Train worker: give it a
+:class:`~invlearn_ray.optim.collective.TorchDistributedCollective` and the worker's
+:class:`~invlearn_ray.training.batches.TrainingRows`, and drive it with :meth:`Trainer.run_epoch`
+/ :meth:`Trainer.state_dict` so the loop can report and checkpoint between epochs. Each
+worker then holds and scores only its users' validation and test rows
+(:func:`~invlearn_ray.evaluation.evaluate.evaluation_shard`); evaluations combine the shards'
+statistics, so every worker reports the one-process metrics and stops at the same epoch, and
+:meth:`Trainer.result` is a collective call every worker makes. All
+randomness comes from generators keyed by (seed, epoch, rank), so resuming at epoch ``e``
+replays exactly what an uninterrupted run would have done.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from invlearn_ray.data.recdata import Interactions, RecData
+from invlearn_ray.errors import UserError
+from invlearn_ray.evaluation.evaluate import (
+    evaluate_full_ranking,
+    evaluate_split,
+    evaluation_shard,
+    score_pairs,
+)
+from invlearn_ray.methods.inverse_gradient import InverseGradient
+from invlearn_ray.methods.losses import bce_with_logits
+from invlearn_ray.methods.objectives import BatchLoss, Objective, TrainBatch
+from invlearn_ray.methods.popularity import fit_item_prior, item_prior_from_rows
+from invlearn_ray.methods.registry import build_objective, method_spec
+from invlearn_ray.models.backbones import Backbone, build_backbone
+from invlearn_ray.optim.collective import Collective, LocalCollective
+from invlearn_ray.optim.gradients import WorkerMean, grad_and_value
+from invlearn_ray.optim.optimizers import DenseUpdate, LazyAdam, ParameterUpdate
+from invlearn_ray.optim.touched_rows import batch_ids, rows_of
+from invlearn_ray.training.batches import BatchSource, MetaBatch, TrainingRows, iterate
+from invlearn_ray.training.config import TrainConfig
+from invlearn_ray.training.cuda_graphs import GraphedStep
+from invlearn_ray.training.diagnostics import DirectionLog, UnlabeledDiagnostics
+from invlearn_ray.training.heap import release_freed_heap
+from invlearn_ray.training.selection import ModelSelection
+
+
+def supervised_gradient(
+    objective: Objective,
+    model: Backbone,
+    params: dict[str, Tensor],
+    batch: TrainBatch,
+    step: int,
+    epoch: int,
+    functional: bool = False,
+) -> tuple[dict[str, Tensor], BatchLoss]:
+    """∇θ of the objective's loss *sum* on one batch (pure: ``torch.compile`` can take it whole)."""
+
+    def loss_sum(theta: dict[str, Tensor]) -> tuple[Tensor, tuple[Tensor, ...]]:
+        loss = objective(lambda users, items: model(users, items, theta), batch, step, epoch)
+        # torch.func's auxiliary outputs must be tensors: the record travels only if present.
+        extra = (loss.count,) if loss.record is None else (loss.count, loss.record)
+        return loss.total, extra
+
+    grads, (total, extra) = grad_and_value(loss_sum, params, functional)
+    return grads, BatchLoss(total, *extra)
+
+
+class TrainingDiverged(RuntimeError, UserError):
+    """An epoch's loss or weights left their bounds (``TrainConfig.max_train_loss`` /
+    ``max_weight``) or are not finite: stop rather than train on, and publish, garbage."""
+
+
+def largest_weight(model: Backbone) -> float:
+    """The largest absolute parameter value (NaN if any is NaN). One pass over the weights and
+    one host sync: cheap once per epoch. 0 for a scorer without parameters (``popularity``)."""
+    peaks = [parameter.detach().abs().amax() for parameter in model.parameters()]
+    return torch.stack(peaks).max().item() if peaks else 0.0
+
+
+def check_divergence(config: TrainConfig, epoch: int, train_loss: float, weight: float) -> None:
+    """Raise :class:`TrainingDiverged` when an epoch's loss or largest weight is out of bounds.
+
+    Args:
+        train_loss: the epoch's mean training loss (the same on every worker).
+        weight: the largest absolute parameter value after the epoch (see
+            :func:`largest_weight`; the same on every worker, whose parameters are identical).
+    """
+    loss_ok = math.isfinite(train_loss) and train_loss <= config.max_train_loss
+    weight_ok = math.isfinite(weight) and weight <= config.max_weight
+    if loss_ok and weight_ok:
+        return
+    broken = [
+        f"the training loss is {train_loss:.3g} (bound max_train_loss={config.max_train_loss:g})"
+        if not loss_ok
+        else None,
+        f"the largest weight is {weight:.3g} (bound max_weight={config.max_weight:g})"
+        if not weight_ok
+        else None,
+    ]
+    step = f"lr={config.lr:g}" + (
+        f", dual_lr_ratio={config.dual_lr_ratio:g}" if config.method == "ig" else ""
+    )
+    raise TrainingDiverged(
+        f"training diverged at epoch {epoch}: {' and '.join(b for b in broken if b)}; "
+        f"{config.method} on {config.backbone} at {step}. Lower the learning rate (lr), or "
+        "raise max_train_loss / max_weight if such values are expected. No model was saved."
+    )
+
+
+class UnsuitableDatasetError(ValueError, UserError):
+    """The configuration cannot train on this dataset."""
+
+
+def check_unlabeled_rows(config: TrainConfig, n_observed: int, dataset_name: str) -> None:
+    """Refuse a method that reads only observed-unlabeled rows on a dataset without any.
+
+    Not a silent fallback: with no unlabeled rows the method would train as None does.
+
+    Args:
+        n_observed: the dataset's observed-unlabeled rows (its ``unclear/`` split).
+
+    Raises:
+        UnsuitableDatasetError: ``n_observed == 0`` and ``unlabeled_source='observed'`` or a
+            method that reads observed rows whatever the source (``watched_positive``).
+    """
+    if config.needs_unlabeled and config.unlabeled_source == "observed" and not n_observed:
+        raise UnsuitableDatasetError(
+            f"method {config.method!r} with unlabeled_source='observed' needs "
+            f"observed-unlabeled rows, and dataset {dataset_name!r} has none (no unclear band, "
+            "label fraction 1); use unlabeled_source='sampled' or 'both', or build the "
+            "dataset with --label-fraction below 1"
+        )
+    if method_spec(config.supervised_method).observed_rows and not n_observed:
+        raise UnsuitableDatasetError(
+            f"method {config.supervised_method!r} learns from observed-unlabeled rows, and "
+            f"dataset {dataset_name!r} has none (no unclear band, label fraction 1); build it "
+            "with --label-fraction below 1 or train another method"
+        )
+
+
+def build_model(config: TrainConfig, data: RecData) -> Backbone:
+    """The configured backbone, initialised from ``config.seed`` without touching global RNG."""
+    extra: dict[str, Any] = {"init_scale": config.init_scale}
+    if config.backbone == "neumf":
+        extra["mlp_layers"] = config.mlp_layers
+    if config.backbone == "lightgcn":
+        positives = data.training_positives()
+        extra |= {
+            "num_layers": config.gcn_layers,
+            "graph_users": positives.users.cpu(),
+            "graph_items": positives.items.cpu(),
+        }
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return build_backbone(
+            config.backbone,
+            data.n_users,
+            data.n_items,
+            embedding_dim=config.embedding_dim,
+            **extra,
+        )
+
+
+def make_optimizer(model: Backbone, config: TrainConfig) -> ParameterUpdate:
+    """The configured update (``config.embedding_optimizer``, see :mod:`core.optimizers`).
+
+    Dense Adam uses the fused kernel: one pass per tensor instead of ~10 (measured 9x faster per
+    step on this 2-core CPU at ML-1M table sizes; also the fast path on CUDA); capturable (step
+    counts on the device) when steps are replayed as CUDA graphs.
+    """
+    if config.embedding_optimizer == "lazy_adam":
+        return LazyAdam(model, lr=config.lr, weight_decay=config.weight_decay)
+    adam = torch.optim.Adam(
+        model.parameters(),
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        fused=True,
+        capturable=config.cuda_graphs,
+    )
+    return DenseUpdate(model, adam)
+
+
+def uses_touched_rows(config: TrainConfig, model: Backbone) -> bool:
+    """Whether steps differentiate only the table rows their batch reads (core.touched_rows):
+    for gather backbones in eager steps; compiled and CUDA-graphed steps need shapes that do
+    not depend on the batch's ids, LightGCN propagates whole tables."""
+    return model.table_index is not None and not (config.compile or config.cuda_graphs)
+
+
+def training_rows(config: TrainConfig, data: RecData) -> TrainingRows:
+    """What training may read. IG (and ``none_ig_steps``, which takes IG's steps) fits
+    training-train and steps on training-test; every other method fits all labeled training
+    rows (IG gets no more labeled data than they do)."""
+    ig_batches = method_spec(config.method).ig_batches
+    labeled = data.train_train if ig_batches else data.labeled_training()
+    empty = Interactions.empty().to(labeled.users.device)
+    return TrainingRows(
+        labeled=labeled,
+        train_test=data.train_test if ig_batches else empty,
+        observed_users=data.observed_unlabeled.users,
+        observed_items=data.observed_unlabeled.items,
+        seen=data.seen_in_training,
+    )
+
+
+@dataclass
+class EpochRecord:
+    """What one epoch did and how the model scored on validation after it."""
+
+    epoch: int
+    train_loss: float
+    valid: dict[str, float]
+    train_seconds: float
+    eval_seconds: float
+    choices: dict[str, int] = field(default_factory=dict)
+    annotation: dict[str, float] = field(default_factory=dict)
+
+    def flat(self) -> dict[str, float]:
+        """One level of ``{name: number}`` for metric loggers (``valid/gauc``, ...)."""
+        flat: dict[str, float] = {"epoch": self.epoch, "train_loss": self.train_loss}
+        flat.update({f"valid/{key}": value for key, value in self.valid.items()})
+        flat.update({f"ig/{key}": value for key, value in self.choices.items()})
+        flat.update({f"annotation/{key}": value for key, value in self.annotation.items()})
+        flat["train_seconds"] = self.train_seconds
+        return flat
+
+
+@dataclass
+class TrainResult:
+    """The outcome of a run: the selected model and everything needed to report on it."""
+
+    config: dict[str, Any]
+    model: Backbone
+    best_epoch: int
+    epochs_run: int
+    history: list[EpochRecord]
+    valid: dict[str, float]
+    test: dict[str, float]
+    direction_log: dict[str, Tensor]
+    weight_histograms: dict[int, Tensor]
+    train_seconds: float
+    full_ranking_sample: dict[str, Any] = field(default_factory=dict)
+    """The users a ``sampled_users`` test ranking drew (seed, population, ids); empty if exact."""
+
+
+class Trainer:
+    """Trains one configuration on one dataset; see the module docstring.
+
+    Args:
+        config: what to train.
+        data: the dataset (already on ``device``).
+        collective: data-parallel reductions (default: one process).
+        rows: this worker's training rows (default: all of ``data``'s, for one process).
+        steps_per_epoch: supervised steps per epoch, when data-parallel workers must agree.
+        batch_source: override the batch planning (e.g. to replay recorded batches).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        data: RecData,
+        collective: Collective | None = None,
+        rows: TrainingRows | None = None,
+        steps_per_epoch: int | None = None,
+        batch_source: BatchSource | None = None,
+    ) -> None:
+        self.config = config
+        self.collective = collective or LocalCollective()
+        # Each worker scores its users' validation and test rows; evaluations combine shards.
+        self.data = evaluation_shard(data, self.collective.rank, self.collective.world_size)
+        self.device = data.valid.users.device
+        if config.cuda_graphs and self.device.type != "cuda":
+            raise ValueError(
+                f"cuda_graphs needs the data on a CUDA device, not {self.device}; "
+                "move it with RecData.to('cuda') or turn cuda_graphs off"
+            )
+        check_unlabeled_rows(config, len(data.observed_unlabeled), data.name)
+        rows = rows or training_rows(config, data)
+        self.rows = rows
+        self.trains = method_spec(config.method).trains
+        if not self.trains:
+            self.model = fit_item_prior(
+                rows.labeled,
+                rows.observed_items,
+                data.n_users,
+                data.n_items,
+                prior_weight=config.popularity_prior,
+                play_weight=config.popularity_play_weight,
+                collective=self.collective,
+            ).to(self.device)
+        else:
+            self.model = build_model(config, data).to(self.device)
+            if config.bias_init == "popularity":
+                self.model.start_from_item_prior(
+                    item_prior_from_rows(
+                        rows,
+                        data.n_items,
+                        prior_weight=config.popularity_prior,
+                        play_weight=config.popularity_play_weight,
+                        collective=self.collective,
+                    ).to(self.device)
+                )
+            self.optimizer = make_optimizer(self.model, config)
+            self.touched_rows = uses_touched_rows(config, self.model)
+            self._supervised_mean = WorkerMean(self.collective)
+            self.batches = batch_source or BatchSource(
+                rows,
+                config,
+                rank=self.collective.rank,
+                world_size=self.collective.world_size,
+                steps_per_epoch=steps_per_epoch,
+            )
+            self.objective = build_objective(config, len(rows.labeled), self.device)
+            self._supervised_gradient = (
+                torch.compile(supervised_gradient) if config.compile else supervised_gradient
+            )
+            self.inverse_gradient = InverseGradient(
+                self.model,
+                self.optimizer,
+                dual_lr=config.dual_lr,
+                step_rule=config.step_rule,
+                temperature=config.idl_temperature,
+                collective=self.collective,
+                compile=config.compile,
+                touched_rows=self.touched_rows,
+                direction=config.ig_direction,
+            )
+        self._graphed: dict[tuple[str, ...], GraphedStep] = {}
+        self.global_step = 0
+        self.next_epoch = 0
+        self.history: list[EpochRecord] = []
+        # A scorer (trains=False) is computed once: one epoch of no steps.
+        max_epochs = config.epochs if self.trains else 1
+        self.selection = ModelSelection(config.select_metric, config.patience, max_epochs)
+        self.directions = DirectionLog()
+        self.diagnostics = UnlabeledDiagnostics(config, data, self.device)
+
+    # ----------------------------------------------------------------------------- steps
+
+    def _supervised_tensors(
+        self, fields: tuple[str, ...], epoch: int, *tensors: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """One supervised step from the batch's tensors: local gradient sums (on the table rows
+        the batch reads), their global mean with the row count, one optimizer step."""
+        batch = TrainBatch(**dict(zip(fields, tensors, strict=True)))
+        params = {name: param.detach() for name, param in self.model.named_parameters()}
+        read = rows_of(self.model, batch_ids(batch), self.touched_rows)
+        grads, loss = self._supervised_gradient(
+            self.objective,
+            self.model,
+            read.gather(params),
+            read.renumber_batch(batch),
+            self.global_step,
+            epoch,
+            self.config.compile,
+        )
+        grads = self._supervised_mean(read.row_gradients(grads, params), loss.count)
+        self.optimizer.step(grads)
+        if loss.record is not None:
+            self.objective.record(batch, loss.record)
+        return loss.total.detach(), loss.count.detach()
+
+    def _meta_tensors(self, *tensors: Tensor) -> tuple[Tensor, Tensor]:
+        result = self.inverse_gradient.step(*tensors)
+        return result.choice, result.test_losses
+
+    def _graph(self, name: tuple[str, ...], fn) -> GraphedStep:
+        if name not in self._graphed:
+            # A captured step replays with the constants of its capture (epoch 0, the first
+            # step's schedule): only a static step may be captured. TrainConfig refuses
+            # cuda_graphs for other methods; this guards every other way in.
+            if not method_spec(self.config.method).static_step:
+                raise RuntimeError(
+                    f"method {self.config.method!r} has no static step: a CUDA graph of it "
+                    "would replay the first epoch's constants"
+                )
+            self._graphed[name] = GraphedStep(fn)
+        return self._graphed[name]
+
+    def supervised_step(self, batch: TrainBatch, epoch: int) -> BatchLoss:
+        """One step of the method's objective (for IG: of BCE on training-train)."""
+        fields = tuple(name for name, value in vars(batch).items() if value is not None)
+        tensors = [getattr(batch, name) for name in fields]
+        if self.config.cuda_graphs:
+            step = self._graph(fields, lambda *t: self._supervised_tensors(fields, 0, *t))
+            total, count = step(*tensors)
+        else:
+            total, count = self._supervised_tensors(fields, epoch, *tensors)
+        self.global_step += 1
+        return BatchLoss(total.clone(), count.clone())
+
+    def meta_step(self, batch: MetaBatch, epoch: int) -> None:
+        """One IG meta step; its choice and three losses go to the direction log."""
+        tensors = (
+            batch.unlabeled_users,
+            batch.unlabeled_items,
+            batch.test_users,
+            batch.test_items,
+            batch.test_labels,
+        )
+        if self.config.cuda_graphs:
+            choice, losses = self._graph(("meta",), self._meta_tensors)(*tensors)
+        else:
+            choice, losses = self._meta_tensors(*tensors)
+        self.directions.add(choice, losses)
+
+    # ----------------------------------------------------------------------------- epochs
+
+    def _train_steps(self, epoch: int) -> tuple[Tensor, Tensor]:
+        """One epoch's steps; returns the supervised loss sum and count."""
+        plan = self.batches.plan(epoch, with_meta=epoch >= self.config.warmup_epochs)
+        loss_sum = torch.zeros((), device=self.device)
+        loss_count = torch.zeros((), device=self.device)
+        for batch in iterate(plan, self.config.ig_schedule):
+            if isinstance(batch, MetaBatch):
+                self.meta_step(batch, epoch)
+            else:
+                loss = self.supervised_step(batch, epoch)
+                loss_sum += loss.total
+                loss_count += loss.count
+        return loss_sum, loss_count
+
+    @torch.no_grad()
+    def _labeled_loss(self) -> tuple[Tensor, Tensor]:
+        """BCE sum and count of the (non-trained) scorer on the labeled training rows: what a
+        scorer reports as its training loss."""
+        labeled = self.rows.labeled
+        logits = score_pairs(self.model, labeled.users, labeled.items)
+        total = bce_with_logits(logits, labeled.labels, reduction="sum")
+        return total, total.new_tensor(float(len(labeled)))
+
+    def run_epoch(self, epoch: int) -> EpochRecord:
+        """Train one epoch, then score validation and update the model selection."""
+        self.model.train()
+        started = time.perf_counter()
+        loss_sum, loss_count = self._train_steps(epoch) if self.trains else self._labeled_loss()
+        choices = self.directions.end_epoch(epoch)
+        release_freed_heap()
+        # Every worker's sums: each decides on the global loss, so all stop at the same epoch.
+        totals = torch.stack([loss_sum, loss_count])
+        self.collective.all_reduce_sum_([totals])
+        train_loss = (totals[0] / totals[1].clamp(min=1.0)).item()
+        check_divergence(self.config, epoch, train_loss, largest_weight(self.model))
+        train_seconds = time.perf_counter() - started
+
+        started = time.perf_counter()
+        valid = evaluate_split(self.model, self.data.valid, collective=self.collective)
+        annotation = self.diagnostics.end_epoch(epoch, self.model)
+        record = EpochRecord(
+            epoch=epoch,
+            train_loss=train_loss,
+            valid=valid,
+            train_seconds=train_seconds,
+            eval_seconds=time.perf_counter() - started,
+            choices=choices,
+            annotation=annotation,
+        )
+        self.selection.update(epoch, valid, self.model)
+        self.history.append(record)
+        self.next_epoch = epoch + 1
+        return record
+
+    @property
+    def should_stop(self) -> bool:
+        return self.selection.should_stop(self.next_epoch)
+
+    @property
+    def best_epoch(self) -> int:
+        return self.selection.best_epoch
+
+    def fit(self, on_epoch_end: Callable[[EpochRecord], None] | None = None) -> TrainResult:
+        """Train until early stopping or ``config.epochs``, then score the selected model."""
+        while not self.should_stop:
+            record = self.run_epoch(self.next_epoch)
+            if on_epoch_end is not None:
+                on_epoch_end(record)
+        return self.result()
+
+    def selected_model(self) -> Backbone:
+        """A copy of the model at the best validation epoch."""
+        return self.selection.selected(self.model)
+
+    def result(self) -> TrainResult:
+        """Score the selected model on the test split — once, after selection. Data-parallel:
+        every worker calls it (each scores its shard of the test users)."""
+        model = self.selected_model()
+        test = evaluate_split(model, self.data.test, collective=self.collective)
+        ranking = evaluate_full_ranking(
+            model,
+            self.data.test,
+            self.data.seen_in_training,
+            user_batch_size=self.config.eval_user_batch,
+            protocol=self.config.full_ranking,
+            sample_users=self.config.full_ranking_users,
+            seed=self.config.seed,
+            collective=self.collective,
+        )
+        test.update(ranking.metrics)
+        test.update(self.diagnostics.annotation(model))
+        best = next((r for r in self.history if r.epoch == self.best_epoch), None)
+        return TrainResult(
+            config=self.config.to_dict(),
+            model=model,
+            best_epoch=self.best_epoch,
+            epochs_run=len(self.history),
+            history=list(self.history),
+            valid=dict(best.valid) if best else {},
+            test=test,
+            direction_log=self.directions.tensors(),
+            weight_histograms=dict(self.diagnostics.weight_histograms),
+            train_seconds=sum(r.train_seconds for r in self.history),
+            full_ranking_sample=ranking.record(),
+        )
+
+    # ----------------------------------------------------------------------------- checkpoints
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume after ``next_epoch - 1``; tensors only in nested dicts."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.trains else {},
+            "inverse_gradient": self.inverse_gradient.state_dict() if self.trains else {},
+            "global_step": self.global_step,
+            "next_epoch": self.next_epoch,
+            **self.selection.state_dict(),
+            "history": [vars(record) for record in self.history],
+            "direction_log": self.directions.state_dict(),
+            "weight_histograms": self.diagnostics.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        if self.trains:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.inverse_gradient.load_state_dict(state["inverse_gradient"])
+        self.global_step = state["global_step"]
+        self.next_epoch = state["next_epoch"]
+        self.selection.load_state_dict(state)
+        self.history = [EpochRecord(**record) for record in state["history"]]
+        self.directions.load_state_dict(state["direction_log"])
+        self.diagnostics.load_state_dict(state["weight_histograms"])
