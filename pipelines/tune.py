@@ -33,7 +33,7 @@ from invlearn_ray.cli import (
     positive_int,
 )
 from invlearn_ray.config_io import parse_overrides
-from invlearn_ray.experiments.benchmark import BenchmarkConfigError, ensure_dataset, parse_dataset
+from invlearn_ray.experiments.datasets import DatasetChoiceError, ensure_dataset, parse_dataset
 from invlearn_ray.experiments.spaces import SpaceError, load_space
 from invlearn_ray.experiments.tracking import Tracker
 from invlearn_ray.experiments.tune import BEST_FILE, TRIALS_FILE, StudyBudget, run_study
@@ -116,7 +116,7 @@ def resolve(argv: list[str] | None = None):
             reduction_factor=args.reduction_factor,
             search_seed=args.search_seed,
         )
-    except (SpaceError, BenchmarkConfigError, ValueError) as error:
+    except (SpaceError, DatasetChoiceError, ValueError) as error:
         parser.error(str(error))
     args.name = args.name or space.name
     if args.out is None:

@@ -23,7 +23,7 @@ Issue 6's sweep is the ``sparse-sweep`` profile: label fractions are just more d
 A room per job:
 
 * :mod:`.entries` — the table's rows (every method, plus ``best_explicit``) and their names;
-* :mod:`.datasets` — :class:`DatasetSpec`, building or reusing a dataset;
+* :mod:`invlearn_ray.experiments.datasets` — :class:`DatasetSpec`, building or reusing a dataset;
 * :mod:`.given` — ``--configs`` files;
 * :mod:`.profiles` — :class:`Profile` and the named :data:`PROFILES`;
 * :mod:`.grid` — the cells and the precedence of their settings (pure), the runs they plan;
@@ -41,13 +41,13 @@ Output folder::
     <out>/mlflow.db, mlartifacts/   the default MLflow store (MLFLOW_TRACKING_URI wins)
 """
 
-from invlearn_ray.experiments.benchmark.datasets import DatasetSpec, ensure_dataset, parse_dataset
 from invlearn_ray.experiments.benchmark.entries import BEST_EXPLICIT, ENTRIES
 from invlearn_ray.experiments.benchmark.errors import BenchmarkConfigError, BenchmarkInterrupted
 from invlearn_ray.experiments.benchmark.given import GivenConfigs, load_given_configs
 from invlearn_ray.experiments.benchmark.grid import check_overrides
 from invlearn_ray.experiments.benchmark.profiles import PROFILES, Profile, get_profile
 from invlearn_ray.experiments.benchmark.run import BenchmarkResult, run_benchmark
+from invlearn_ray.experiments.datasets import DatasetSpec, ensure_dataset, parse_dataset
 
 __all__ = [
     "BEST_EXPLICIT",

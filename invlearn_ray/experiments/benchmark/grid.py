@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from invlearn_ray.data.manifest import Manifest
-from invlearn_ray.experiments.benchmark.datasets import DatasetSpec
 from invlearn_ray.experiments.benchmark.entries import GROUP_MAIN, GROUP_RATIO, entry_method
 from invlearn_ray.experiments.benchmark.errors import BenchmarkConfigError
 from invlearn_ray.experiments.benchmark.given import GivenConfigs
 from invlearn_ray.experiments.benchmark.profiles import Profile
+from invlearn_ray.experiments.datasets import DatasetSpec
 from invlearn_ray.experiments.runs import RunSpec
 from invlearn_ray.methods.registry import METHOD_SPECS
 from invlearn_ray.training.config import TrainConfig

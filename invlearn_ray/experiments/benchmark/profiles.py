@@ -10,9 +10,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from invlearn_ray.experiments.benchmark.datasets import DatasetSpec
 from invlearn_ray.experiments.benchmark.entries import BEST_EXPLICIT, ENTRIES
 from invlearn_ray.experiments.benchmark.errors import BenchmarkConfigError
+from invlearn_ray.experiments.datasets import DatasetSpec
 from invlearn_ray.experiments.tune import StudyBudget
 from invlearn_ray.methods.registry import METHODS
 from invlearn_ray.models.backbones import BACKBONES

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from invlearn_ray.experiments.benchmark.datasets import DatasetSpec, ensure_dataset
 from invlearn_ray.experiments.benchmark.given import GivenConfigs
 from invlearn_ray.experiments.benchmark.grid import (
     Cell,
@@ -23,6 +22,7 @@ from invlearn_ray.experiments.benchmark.profiles import Profile
 from invlearn_ray.experiments.benchmark.report import write_report
 from invlearn_ray.experiments.benchmark.summary import SummaryRow, summarize
 from invlearn_ray.experiments.benchmark.tuning import TunedCell, tune_cells
+from invlearn_ray.experiments.datasets import DatasetSpec, ensure_dataset
 from invlearn_ray.experiments.runs import RunOutcome, execute_runs
 from invlearn_ray.experiments.spaces import SPACES_DIR
 from invlearn_ray.experiments.tracking import Tracker

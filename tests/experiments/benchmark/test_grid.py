@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from invlearn_ray.experiments.benchmark.datasets import DatasetSpec
 from invlearn_ray.experiments.benchmark.entries import BEST_EXPLICIT
 from invlearn_ray.experiments.benchmark.errors import BenchmarkConfigError
 from invlearn_ray.experiments.benchmark.given import GivenConfigs
@@ -15,6 +14,7 @@ from invlearn_ray.experiments.benchmark.grid import (
     resolve_cell_configs,
 )
 from invlearn_ray.experiments.benchmark.profiles import Profile
+from invlearn_ray.experiments.datasets import DatasetSpec
 
 
 def _profile(**changes) -> Profile:

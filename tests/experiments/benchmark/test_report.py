@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from invlearn_ray.experiments.benchmark.datasets import DatasetSpec
 from invlearn_ray.experiments.benchmark.grid import Cell
 from invlearn_ray.experiments.benchmark.profiles import PROFILES
 from invlearn_ray.experiments.benchmark.report import edge_lines, profile_line
+from invlearn_ray.experiments.datasets import DatasetSpec
 
 
 def test_the_report_describes_a_narrowed_profile_by_its_grid_not_its_canned_text():

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from invlearn_ray.experiments.benchmark.datasets import DatasetSpec, parse_dataset
-from invlearn_ray.experiments.benchmark.errors import BenchmarkConfigError
+from invlearn_ray.experiments.datasets import DatasetChoiceError, DatasetSpec, parse_dataset
 
 
 def test_dataset_names_and_parsing(tmp_path, tiny_dataset):
@@ -13,11 +12,11 @@ def test_dataset_names_and_parsing(tmp_path, tiny_dataset):
     assert parse_dataset("synthetic:tiny").name == "synthetic-tiny"
     assert DatasetSpec("ml100k").with_label_fraction(0.3).name == "ml100k@lf0.3"
     assert parse_dataset(str(tiny_dataset)).name == "tiny"
-    with pytest.raises(BenchmarkConfigError, match="no manifest.json at"):
+    with pytest.raises(DatasetChoiceError, match="no manifest.json at"):
         parse_dataset(str(tmp_path / "nothing"))
-    with pytest.raises(BenchmarkConfigError, match="unknown synthetic preset 'huge'"):
+    with pytest.raises(DatasetChoiceError, match="unknown synthetic preset 'huge'"):
         parse_dataset("synthetic:huge")
-    with pytest.raises(BenchmarkConfigError, match="its label fraction cannot change"):
+    with pytest.raises(DatasetChoiceError, match="its label fraction cannot change"):
         DatasetSpec("path", path=str(tiny_dataset), label_fraction=0.5)
 
 

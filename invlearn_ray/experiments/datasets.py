@@ -1,4 +1,5 @@
-"""The benchmark's datasets: what to build (:class:`DatasetSpec`) and building or reusing it.
+"""A dataset by name (:class:`DatasetSpec`), and building or reusing it: shared by the
+benchmark and ``pipelines/tune.py``.
 
 A dataset is a synthetic preset, ML-100K's pre-split files, or a folder built before; each
 source can be built at a ``label_fraction`` (issue 6's sweep). :func:`ensure_dataset` builds it
@@ -24,15 +25,19 @@ from invlearn_ray.data.sources import SourceSpec
 from invlearn_ray.data.splits import SplitOptions
 from invlearn_ray.data.synthetic import PRESETS, SyntheticConfig
 from invlearn_ray.distributed.build import build_dataset
-from invlearn_ray.experiments.benchmark.errors import BenchmarkConfigError
+from invlearn_ray.errors import UserError
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = Path(os.environ.get("INVLEARN_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 ML100K_SPLIT = SHARED_DATA / "ml-100k" / "split"
 DATASET_SOURCES = ("synthetic", "ml100k", "path")
 """Where a benchmark dataset comes from (:attr:`DatasetSpec.source`)."""
 
 logger = logging.getLogger(__name__)
+
+
+class DatasetChoiceError(ValueError, UserError):
+    """A dataset name or folder is invalid; the message says which and what to do."""
 
 
 @dataclass(frozen=True)
@@ -56,17 +61,17 @@ class DatasetSpec:
 
     def __post_init__(self) -> None:
         if self.source not in DATASET_SOURCES:
-            raise BenchmarkConfigError(
+            raise DatasetChoiceError(
                 f"unknown dataset source {self.source!r}; valid: {list(DATASET_SOURCES)}"
             )
         if self.source == "synthetic" and self.preset not in PRESETS:
-            raise BenchmarkConfigError(
+            raise DatasetChoiceError(
                 f"unknown synthetic preset {self.preset!r}; valid: {sorted(PRESETS)}"
             )
         if not 0 < self.label_fraction <= 1:
-            raise BenchmarkConfigError(f"label_fraction must be in (0, 1]: {self.label_fraction}")
+            raise DatasetChoiceError(f"label_fraction must be in (0, 1]: {self.label_fraction}")
         if self.source == "path" and self.label_fraction != 1:
-            raise BenchmarkConfigError(
+            raise DatasetChoiceError(
                 f"{self.path}: a dataset given by path is already built; its label fraction "
                 "cannot change (build it with pipelines/build_data.py --label-fraction)"
             )
@@ -121,7 +126,7 @@ def parse_dataset(text: str) -> DatasetSpec:
     dataset folder.
 
     Raises:
-        BenchmarkConfigError: an unknown name, or a path that holds no built dataset.
+        DatasetChoiceError: an unknown name, or a path that holds no built dataset.
     """
     kind, _, argument = text.partition(":")
     if kind == "synthetic":
@@ -131,7 +136,7 @@ def parse_dataset(text: str) -> DatasetSpec:
     path = Path(text)
     if (path / dd.MANIFEST_FILE).is_file():
         return DatasetSpec("path", path=str(path.resolve()))
-    raise BenchmarkConfigError(
+    raise DatasetChoiceError(
         f"dataset {text!r}: not 'synthetic[:preset]', 'ml100k[:split folder]' or a built "
         f"dataset folder (no {dd.MANIFEST_FILE} at {path.resolve()}); build one with "
         "pipelines/build_data.py"
