@@ -37,7 +37,7 @@ from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
 from invlearn_ray.data.sources import SourceSpec
 from invlearn_ray.data.synthetic import SyntheticConfig
 from invlearn_ray.distributed.train import check_run, run_training
-from invlearn_ray.methods.registry import METHODS
+from invlearn_ray.methods.registry import METHODS, readers_of, unread_settings
 from invlearn_ray.models.backbones import BACKBONES
 from invlearn_ray.training.config import TrainConfig
 from invlearn_ray.training.run_folder import (
@@ -133,9 +133,22 @@ def train_config_from_args(args: argparse.Namespace, parser: ArgumentParser) -> 
         given.add(name)
         values.update(setting)
     try:
-        return TrainConfig.from_dict(values)
+        config = TrainConfig.from_dict(values)
     except ValueError as error:
         parser.error(str(error))
+    # An option the method would ignore is an error, not a warning: the run would silently
+    # train something other than what was asked for.
+    for name in unread_settings(
+        config.method,
+        {key: values[key] for key in given}
+        | {"ig_base": config.ig_base, "bias_init": config.bias_init},
+    ):
+        if name in given:
+            parser.error(
+                f"--set {name}={values[name]}: method {config.method!r} does not read {name} "
+                f"(read by: {', '.join(readers_of(name))}); drop it or choose one of those methods"
+            )
+    return config
 
 
 def _default_out(dataset: Path | None, config: TrainConfig) -> Path:

@@ -59,6 +59,9 @@ class MethodSpec:
             one step per batch of the training-test slice — IG's meta step, or, for a method
             without one (``none_ig_steps``), a plain supervised step on those labeled rows, so
             it takes exactly IG's number of optimiser steps per epoch on the same labeled data.
+        reads: the method-specific ``TrainConfig`` fields it reads (those of
+            :data:`METHOD_FIELDS`); every other field is read by every method. IG also reads
+            its ``ig_base``'s fields (:func:`unread_settings`).
     """
 
     name: str
@@ -74,6 +77,7 @@ class MethodSpec:
     idl_weights: bool = False
     observed_rows: bool = False
     ig_batches: bool = False
+    reads: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.candidates not in (None, *CANDIDATE_DRAWS):
@@ -97,6 +101,10 @@ def _configured(make: Callable[[TrainConfig], obj.Objective]) -> ObjectiveFactor
 
 
 _SOFTMAX = _configured(obj.make_softmax_objective)
+_UNLABELED = ("sampling_rate", "unlabeled_source")
+_IG_STEPS = ("meta_steps", "ig_schedule", "warmup_epochs", "test_batch_size", "ig_judge")
+"""How IG's epochs are planned, read by every method with ``ig_batches``."""
+_POPULARITY = ("popularity_prior", "popularity_play_weight")
 _EXPLICIT_NEGATIVE_SPACE = "explicit_negative.yaml"
 
 METHOD_SPECS: dict[str, MethodSpec] = {
@@ -109,6 +117,7 @@ METHOD_SPECS: dict[str, MethodSpec] = {
             objective=_fixed(obj.none_objective),
             space_file="none.yaml",
             static_step=True,
+            reads=(),
         ),
         MethodSpec(
             name="ns",
@@ -118,6 +127,7 @@ METHOD_SPECS: dict[str, MethodSpec] = {
             space_file="ns.yaml",
             needs_unlabeled=True,
             static_step=True,
+            reads=_UNLABELED,
         ),
         MethodSpec(
             name="tce",
@@ -126,6 +136,7 @@ METHOD_SPECS: dict[str, MethodSpec] = {
             objective=_configured(obj.make_tce_objective),
             space_file="tce.yaml",
             needs_unlabeled=True,
+            reads=(*_UNLABELED, "max_drop", "num_gradual"),
         ),
         MethodSpec(
             name="rce",
@@ -135,6 +146,7 @@ METHOD_SPECS: dict[str, MethodSpec] = {
             space_file="rce.yaml",
             needs_unlabeled=True,
             static_step=True,
+            reads=(*_UNLABELED, "beta"),
         ),
         MethodSpec(
             name="dns",
@@ -143,6 +155,7 @@ METHOD_SPECS: dict[str, MethodSpec] = {
             objective=_fixed(obj.dns_objective),
             space_file="dns.yaml",
             candidates="per_step",
+            reads=("n_candidates",),
         ),
         MethodSpec(
             name="srns",
@@ -151,6 +164,7 @@ METHOD_SPECS: dict[str, MethodSpec] = {
             objective=obj.SRNSObjective,
             space_file="srns.yaml",
             candidates="fixed_pool",
+            reads=("n_candidates", "srns_alpha", "srns_window", "srns_warmup_epochs"),
         ),
         MethodSpec(
             name="idl",
@@ -161,6 +175,7 @@ METHOD_SPECS: dict[str, MethodSpec] = {
             needs_unlabeled=True,
             static_step=True,
             idl_weights=True,
+            reads=(*_UNLABELED, "idl_temperature"),
         ),
         MethodSpec(
             name="ig",
@@ -172,6 +187,15 @@ METHOD_SPECS: dict[str, MethodSpec] = {
             static_step=True,
             idl_weights=True,
             ig_batches=True,
+            reads=(
+                *_UNLABELED,
+                *_IG_STEPS,
+                "dual_lr_ratio",
+                "step_rule",
+                "ig_base",
+                "idl_temperature",
+                "ig_direction",
+            ),
         ),
         MethodSpec(
             name="popularity",
@@ -180,6 +204,7 @@ METHOD_SPECS: dict[str, MethodSpec] = {
             objective=None,
             space_file="popularity.yaml",
             trains=False,
+            reads=_POPULARITY,
         ),
         MethodSpec(
             name="none_ig_steps",
@@ -189,6 +214,7 @@ METHOD_SPECS: dict[str, MethodSpec] = {
             space_file="none_ig_steps.yaml",
             static_step=True,
             ig_batches=True,
+            reads=_IG_STEPS,
         ),
         MethodSpec(
             name="watched_positive",
@@ -199,6 +225,7 @@ METHOD_SPECS: dict[str, MethodSpec] = {
             needs_unlabeled=True,
             static_step=True,
             observed_rows=True,
+            reads=(*_UNLABELED, "observed_weight"),
         ),
         MethodSpec(
             name="sl",
@@ -207,6 +234,7 @@ METHOD_SPECS: dict[str, MethodSpec] = {
             objective=_SOFTMAX,
             space_file="sl.yaml",
             sampled_negatives=True,
+            reads=("n_negatives", "tau"),
         ),
         MethodSpec(
             name="bsl",
@@ -215,6 +243,7 @@ METHOD_SPECS: dict[str, MethodSpec] = {
             objective=_SOFTMAX,
             space_file="bsl.yaml",
             sampled_negatives=True,
+            reads=("n_negatives", "tau_pos", "tau_neg"),
         ),
         MethodSpec(
             name="sl_epsce",
@@ -223,6 +252,7 @@ METHOD_SPECS: dict[str, MethodSpec] = {
             objective=_SOFTMAX,
             space_file=_EXPLICIT_NEGATIVE_SPACE,
             sampled_negatives=True,
+            reads=("n_negatives", "tau", "neg_weight", "eps"),
         ),
         MethodSpec(
             name="sl_complement",
@@ -231,6 +261,7 @@ METHOD_SPECS: dict[str, MethodSpec] = {
             objective=_SOFTMAX,
             space_file=_EXPLICIT_NEGATIVE_SPACE,
             sampled_negatives=True,
+            reads=("n_negatives", "tau", "neg_weight"),
         ),
         MethodSpec(
             name="sl_focal",
@@ -239,6 +270,7 @@ METHOD_SPECS: dict[str, MethodSpec] = {
             objective=_SOFTMAX,
             space_file=_EXPLICIT_NEGATIVE_SPACE,
             sampled_negatives=True,
+            reads=("n_negatives", "tau", "neg_weight", "focal_gamma"),
         ),
     )
 }
@@ -253,6 +285,10 @@ BASE_METHODS = tuple(
     if spec.trains and spec.objective is not None and not spec.ig_batches
 )
 """Methods with an objective of their own and plain epochs: the choices of IG's ``ig_base``."""
+
+
+METHOD_FIELDS = frozenset(field for spec in METHOD_SPECS.values() for field in spec.reads)
+"""``TrainConfig`` fields that only some methods read (see ``MethodSpec.reads``)."""
 
 
 class UnknownMethodError(ValueError):
@@ -282,3 +318,26 @@ def build_objective(config: TrainConfig, n_rows: int, device: torch.device) -> o
     if spec.objective is None:
         raise ValueError(f"method {spec.name!r} has no objective to train ({spec.summary})")
     return spec.objective(config, n_rows, device)
+
+
+def unread_settings(method: str, settings: dict[str, object]) -> list[str]:
+    """The names in ``settings`` (field → value) that a run of ``method`` would ignore.
+
+    A field is read if the method's spec (or, for IG, its ``ig_base``'s) lists it, or if it is
+    no method's own; the popularity scorer's fields are also read by ``bias_init=popularity``.
+    Time: one set lookup per name.
+    """
+    spec = method_spec(method)
+    read = set(spec.reads)
+    if spec.name == "ig":
+        read |= set(method_spec(str(settings.get("ig_base", "none"))).reads)
+    if settings.get("bias_init") == "popularity":
+        read |= set(_POPULARITY)
+    return sorted(name for name in settings if name in METHOD_FIELDS and name not in read)
+
+
+def readers_of(field: str) -> list[str]:
+    """The methods that read ``field`` (every method if it is none's own)."""
+    if field not in METHOD_FIELDS:
+        return list(METHODS)
+    return [name for name, spec in METHOD_SPECS.items() if field in spec.reads]

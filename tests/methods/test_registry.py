@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,20 @@ def test_idl_weight_histograms_are_recorded_for_the_methods_that_learn_them(tiny
     for method in ("ns", "idl", "ig"):
         result = Trainer(TrainConfig(method=method, epochs=1, batch_size=64), tiny).fit()
         assert bool(result.weight_histograms) == method_spec(method).idl_weights, method
+
+
+def test_every_method_field_is_read_by_some_method_and_is_a_train_config_field():
+    fields = {field.name for field in dataclasses.fields(TrainConfig)}
+    assert methods.METHOD_FIELDS <= fields
+    assert all(methods.readers_of(name) for name in methods.METHOD_FIELDS)
+
+
+def test_a_setting_the_method_ignores_is_named_and_one_it_reads_is_not():
+    assert methods.unread_settings("ig", {"tau": 0.5, "dual_lr_ratio": 10.0}) == ["tau"]
+    assert methods.unread_settings("sl", {"tau": 0.5, "lr": 0.1}) == []
+    # IG reads its base method's fields; bias_init=popularity reads the scorer's.
+    assert methods.unread_settings("ig", {"ig_base": "tce", "max_drop": 0.1}) == []
+    assert methods.unread_settings("none", {"popularity_prior": 2.0}) == ["popularity_prior"]
+    assert (
+        methods.unread_settings("none", {"bias_init": "popularity", "popularity_prior": 2.0}) == []
+    )

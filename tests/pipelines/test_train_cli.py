@@ -180,3 +180,11 @@ def test_recommend_cli_writes_top_k_of_a_trained_run(ray_session, smoke_run, cap
     with pytest.raises(SystemExit):
         recommend_cli.parse_args(["--model", str(smoke_run / "nothing")])
     assert "holds model.json" in capsys.readouterr().err
+
+
+def test_a_setting_the_chosen_method_ignores_is_a_one_line_error(train_cli, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        train_cli.parse_args(["--smoke-test", "--method", "ig", "--set", "tau=0.5"])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert "--set tau=0.5: method 'ig' does not read tau (read by: sl, sl_epsce" in error
