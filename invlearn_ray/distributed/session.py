@@ -9,8 +9,13 @@ import ray
 from ray.data import DataContext
 
 from invlearn_ray.cli import NORMAL, QUIET, VERBOSE
+from invlearn_ray.errors import UserError
 
 logger = logging.getLogger(__name__)
+
+
+class RayOptionError(ValueError, UserError):
+    """An option that cannot apply to the Ray this command connects to."""
 
 
 def ensure_ray(
@@ -26,8 +31,11 @@ def ensure_ray(
     Ray spills what does not fit to disk (``/tmp/ray``) and reads it back when needed, trading
     some speed for a bounded resident memory. A cluster's store is the cluster's own setting.
 
-    Only an explicit ``address`` (or ``RAY_ADDRESS``) joins an existing cluster: on a shared
-    machine, silently attaching to someone else's cluster would be worse than starting our own.
+    Only an explicit ``address`` (or ``RAY_ADDRESS``, which ``ray job submit`` sets) joins an
+    existing cluster: on a shared machine, silently attaching to someone else's cluster would be
+    worse than starting our own. So without one, a fresh local Ray starts beside any cluster
+    already running (``address="local"``): a plain ``ray.init()`` would join the cluster named
+    by ``/tmp/ray/ray_current_cluster`` — a stale one too — and then refuse ``num_cpus``.
     A local Ray keeps its dashboard (on 127.0.0.1): it serves the State API that Ray Train's
     placement-group cleanup needs — without it, Tune trials stopped early by ASHA never release
     their workers and later trials hang.
@@ -46,6 +54,12 @@ def ensure_ray(
         "logging_level": logging.getLogger("ray").getEffectiveLevel(),
     }
     if address or os.environ.get("RAY_ADDRESS"):
+        if num_cpus is not None:
+            raise RayOptionError(
+                f"--num-cpus {num_cpus} applies to a local Ray this command starts; the cluster "
+                f"at {address or os.environ['RAY_ADDRESS']} has its own CPUs (set with ray start "
+                "--num-cpus). Drop --num-cpus, or drop the address to start a local Ray"
+            )
         if object_store_gb is not None:
             logger.warning(
                 "--object-store-gb is ignored when joining a cluster: its object store is the "
@@ -55,4 +69,10 @@ def ensure_ray(
     else:
         if object_store_gb is not None:
             options["object_store_memory"] = int(object_store_gb * 2**30)
-        ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", **options)
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            **options,
+        )
