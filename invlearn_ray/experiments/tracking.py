@@ -54,11 +54,19 @@ def is_local_store(tracking_uri: str) -> bool:
     return tracking_uri.startswith(("sqlite:", "file:")) or "://" not in tracking_uri
 
 
+COMMIT_ENV = "INVLEARN_GIT_COMMIT"
+"""Set it when submitting a job (README, "Running on a cluster"): ``ray job submit
+--working-dir .`` does not upload ``.git``, so a job cannot read its commit otherwise."""
+
+
 def git_commit(repo: Path = REPO_ROOT) -> str:
     """The checked-out commit, with ``-dirty`` when tracked files differ; ``unknown`` outside git.
 
-    ``ray job submit --working-dir .`` uploads ``.git`` too, so jobs know their commit.
+    ``$INVLEARN_GIT_COMMIT`` wins when set (:data:`COMMIT_ENV`: captured where the job was
+    submitted).
     """
+    if os.environ.get(COMMIT_ENV):
+        return os.environ[COMMIT_ENV]
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True

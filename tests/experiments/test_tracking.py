@@ -120,3 +120,9 @@ def test_the_ranking_protocol_tag_says_exact_or_which_user_sample():
     )
     assert sampled == {"full_ranking_protocol": "sampled_users (127 of 37000 users, seed 2)"}
     assert ranking_protocol_tags({"auc": 0.7}) == {}
+
+
+def test_a_submitted_job_takes_its_commit_from_the_environment(tmp_path, monkeypatch):
+    # ray job submit --working-dir . does not upload .git: the submitter passes the commit.
+    monkeypatch.setenv("INVLEARN_GIT_COMMIT", "0123abcd")
+    assert git_commit(tmp_path) == "0123abcd"
