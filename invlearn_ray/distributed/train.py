@@ -30,7 +30,6 @@ can read (a shared filesystem): rank 0 writes it.
 from __future__ import annotations
 
 import logging
-import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -54,8 +53,8 @@ from invlearn_ray.training.run_folder import (
     staging_dir,
     write_run_outputs,
 )
+from invlearn_ray.training.sinks import ConsoleSink
 from invlearn_ray.training.trainer import (
-    EpochRecord,
     Trainer,
     TrainingDiverged,
     check_unlabeled_rows,
@@ -249,14 +248,7 @@ def train_single_process(
     device = torch.device("cuda" if use_gpu else "cpu")
     data = load_dataset(dataset_path, device)
     with progress_bar(logger, config.epochs, desc="epochs", unit="epoch") as bar:
-
-        def advance(record: EpochRecord) -> None:
-            metric = config.select_metric
-            bar.set_postfix_str(f"valid {metric} {record.valid.get(metric, math.nan):.4f}")
-            bar.update()
-            logger.debug(f"epoch {record.epoch}: {record.flat()}")
-
-        result = Trainer(config, data).fit(on_epoch_end=advance)
+        result = Trainer(config, data).fit(ConsoleSink(bar, config.select_metric, logger))
     return write_run_outputs(result, folder, dataset_path, data, workers=0, output_dir=output_dir)
 
 
@@ -278,37 +270,20 @@ def _train_with_ray(
     # Ray (and the worker loop, which imports it) only on this path: one-process training must
     # run where Ray is not installed.
     import ray.train
-    from ray.train.torch import TorchTrainer
 
-    from invlearn_ray.distributed.train_loop import (
-        SHARDED_SPLITS,
-        ExactSplitConfig,
-        read_shard_dataset,
-        run_summary,
-        train_loop_per_worker,
-    )
+    from invlearn_ray.distributed.train_loop import build_torch_trainer, run_summary
 
-    resources = {"CPU": cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={
-            "dataset": str(dataset_path),
-            "train": config.to_dict(),
-            "output_dir": str(output_dir),
-            "staging_dir": str(staging),
-            **test_switches,
-        },
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources
-        ),
-        run_config=ray.train.RunConfig(
-            name=run_name,
-            storage_path=str(storage_path),
-            failure_config=ray.train.FailureConfig(max_failures=max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=num_to_keep),
-        ),
-        datasets={split: read_shard_dataset(dataset_path, split) for split in SHARDED_SPLITS},
-        dataset_config=ExactSplitConfig(),
+    trainer = build_torch_trainer(
+        dataset_path,
+        {"train": config.to_dict(), "output_dir": str(output_dir), "staging_dir": str(staging)}
+        | test_switches,
+        num_workers=num_workers,
+        storage_path=str(storage_path),
+        run_name=run_name,
+        cpus_per_worker=cpus_per_worker,
+        use_gpu=use_gpu,
+        max_failures=max_failures,
+        num_to_keep=num_to_keep,
     )
     try:
         result = trainer.fit()

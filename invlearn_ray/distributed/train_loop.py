@@ -20,24 +20,21 @@ Every worker runs :func:`train_loop_per_worker` with the same ``config`` dict
 3. agree on step counts: every step holds collectives, so all workers take the maximum of
    their local supervised and meta step counts (a worker that runs out of rows takes empty
    batches; steps reduce (sum, count) pairs, so the global means stay exact);
-4. resume from ``ray.train.get_checkpoint()`` when Ray Train restarted the group;
-5. per epoch: :meth:`Trainer.run_epoch`, then ``ray.train.report`` on every worker (a
-   barrier) with rank 0 attaching ``trainer.state_dict()`` as the checkpoint;
-6. every worker scores its shard of the test users for the selected model once (a
-   collective); rank 0 writes the run's outputs and returns the summary
-   (``Result.return_value``). A run whose loss or weights leave their bounds
-   (``TrainingDiverged``) stops on every worker at the same epoch — each judges the global loss
-   and identical weights — and writes nothing; :func:`run_summary` raises it on the driver.
+4. :meth:`Trainer.fit` — the same loop as one process — from the state of
+   ``ray.train.get_checkpoint()`` when Ray Train restarted the group
+   (:func:`~invlearn_ray.distributed.reporting.restore_state`), reporting through a
+   :class:`~invlearn_ray.distributed.reporting.CheckpointSink` on ``ray.train.report`` (a
+   barrier; rank 0 attaches the checkpoint), then scoring its shard of the test users;
+5. rank 0 writes the run's outputs and returns the summary (``Result.return_value``). A run
+   whose loss or weights leave their bounds (``TrainingDiverged``) stops on every worker at the
+   same epoch — each judges the global loss and identical weights — and writes nothing;
+   :func:`run_summary` raises it on the driver.
 
 Parameters stay identical on every worker without a broadcast: the dual-loss gradient, the
 three candidates' (loss sum, row count) pairs and every final gradient are reduced — embedding
 tables as the rows each step touched (:class:`~invlearn_ray.optim.gradients.WorkerMean`) — and
 every worker takes the same argmin
 (:class:`~invlearn_ray.methods.inverse_gradient.InverseGradient`).
-
-A checkpoint needs no random-generator state: every draw comes from a generator keyed by
-(seed, epoch, rank, stream), so the epoch and step counters *are* the RNG state, and a run
-resumed at epoch ``e`` replays the uninterrupted run exactly.
 
 Test-only switches (keys starting with ``_test_``, never environment variables, so nothing
 can leak into a real run): ``_test_fail_once_at_epoch`` / ``_test_fail_rank`` /
@@ -48,7 +45,7 @@ records that it did); ``_test_record_batches_dir`` saves each worker's epoch pla
 from __future__ import annotations
 
 import os
-import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,19 +57,21 @@ import ray.train.torch
 import torch
 from ray.data import DataIterator, Dataset
 from ray.train import DataConfig
+from ray.train.torch import TorchTrainer
 
 from invlearn_ray.data import canonical as cn
 from invlearn_ray.data.loading import load_dataset
 from invlearn_ray.data.recdata import Interactions, RecData
+from invlearn_ray.distributed.reporting import CheckpointSink, FailOnceSink, restore_state
 from invlearn_ray.evaluation.evaluate import evaluation_shard
 from invlearn_ray.methods.registry import method_spec
 from invlearn_ray.optim.collective import TorchDistributedCollective
 from invlearn_ray.training.batches import BatchSource, EpochPlan, TrainingRows, local_step_counts
 from invlearn_ray.training.config import TrainConfig
 from invlearn_ray.training.run_folder import write_run_outputs
-from invlearn_ray.training.trainer import EpochRecord, Trainer, TrainingDiverged
+from invlearn_ray.training.sinks import EpochSink
+from invlearn_ray.training.trainer import Trainer, TrainingDiverged
 
-CHECKPOINT_FILE = "trainer.pt"
 DIVERGED = "diverged"
 """Key of rank 0's return value when training diverged (its value: the one-line reason)."""
 SHARDED_SPLITS = ("train_train", "train_test")
@@ -80,10 +79,6 @@ SHARDED_SPLITS = ("train_train", "train_test")
 are loaded from the folder and cut by user (``evaluation_shard``); the seen-item index is
 global, so each worker loads it whole."""
 SHARD_COLUMNS = (cn.ROW, cn.USER, cn.ITEM, cn.LABEL)
-
-
-class InjectedFailure(RuntimeError):
-    """Raised by the ``_test_fail_once_at_epoch`` switch; never raised in a real run."""
 
 
 class ExactSplitConfig(DataConfig):
@@ -231,56 +226,6 @@ def agreed_step_counts(
     return int(supervised), int(meta)
 
 
-def restore(trainer: Trainer, config: TrainConfig, world_size: int) -> int | None:
-    """Load the last checkpoint, if Ray Train restarted this run; returns its next epoch."""
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return None
-    with checkpoint.as_directory() as directory:
-        state = torch.load(
-            Path(directory) / CHECKPOINT_FILE, map_location=trainer.device, weights_only=True
-        )
-    if state["train_config"] != config.to_dict() or state["world_size"] != world_size:
-        raise RuntimeError(
-            f"checkpoint {checkpoint.path} was written by another configuration or worker count "
-            f"({state['world_size']} workers); start a new run (another name or storage path)"
-        )
-    trainer.load_state_dict(state["trainer"])
-    return trainer.next_epoch
-
-
-def report_epoch(
-    trainer: Trainer, record: EpochRecord, config: TrainConfig, rank: int, world_size: int
-) -> None:
-    """Report the epoch's metrics from every worker (a barrier); rank 0 attaches a checkpoint."""
-    metrics = record.flat()
-    if rank != 0:
-        ray.train.report(metrics, checkpoint=None)
-        return
-    with tempfile.TemporaryDirectory() as directory:
-        state = {
-            "trainer": trainer.state_dict(),
-            "train_config": config.to_dict(),
-            "world_size": world_size,
-        }
-        torch.save(state, Path(directory) / CHECKPOINT_FILE)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
-
-
-def _maybe_fail(switches: dict[str, Any], epoch: int, rank: int) -> None:
-    """The fault-test switch: raise once, on one rank, at the start of one epoch."""
-    if switches.get("_test_fail_once_at_epoch") != epoch:
-        return
-    if rank != switches.get("_test_fail_rank", 1):
-        return
-    try:  # "x" mode: exactly one attempt creates the marker, so the failure happens once
-        with open(switches["_test_fail_marker"], "x") as marker:
-            marker.write(f"failed at epoch {epoch} on rank {rank}, pid {os.getpid()}\n")
-    except FileExistsError:
-        return
-    raise InjectedFailure(f"test switch: rank {rank} fails at the start of epoch {epoch}")
-
-
 def run_summary(return_value: dict[str, Any] | None) -> dict[str, Any]:
     """A Ray Train run's summary from rank 0's return value.
 
@@ -348,8 +293,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     Args:
         config: ``dataset`` (a built dataset folder), ``train`` (a ``TrainConfig`` dict),
             ``output_dir`` (the run folder), optional ``staging_dir`` (where rank 0 writes the
-            run's files when the driver publishes them to ``output_dir`` afterwards) and
-            optional ``_test_*`` switches.
+            run's files when the driver publishes them to ``output_dir`` afterwards),
+            optional ``score_test`` (default True; False for a tuning trial) and optional
+            ``_test_*`` switches.
 
     Returns:
         On rank 0, the run's summary (``write_run_outputs``), or ``{DIVERGED: message}`` when
@@ -357,21 +303,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     """
     worker = setup_worker(config)
     trainer, rank, world_size = worker.trainer, worker.rank, worker.world_size
-    resumed_from_epoch = restore(trainer, worker.config, world_size)
-
-    while not trainer.should_stop:
-        epoch = trainer.next_epoch
-        _maybe_fail(config, epoch, rank)
-        try:
-            record = trainer.run_epoch(epoch)
-        except TrainingDiverged as error:
-            # Every worker judged the same global loss and identical weights, so all stop at
-            # this epoch. Returning, not raising: Ray Train would restart the group from the
-            # last checkpoint, and it would diverge again.
-            return {DIVERGED: str(error)} if rank == 0 else None
-        report_epoch(trainer, record, worker.config, rank, world_size)
-
-    result = trainer.result()  # a collective: every worker scores its test users
+    start = restore_state(ray.train.get_checkpoint(), worker.config, world_size, trainer.device)
+    sink: EpochSink = CheckpointSink(ray.train.report, rank, world_size)
+    if "_test_fail_once_at_epoch" in config:
+        sink = FailOnceSink(sink, config, rank)
+    try:
+        result = trainer.fit(sink, start, score_test=config.get("score_test", True))
+    except TrainingDiverged as error:
+        # Every worker judged the same global loss and identical weights, so all stop at
+        # this epoch. Returning, not raising: Ray Train would restart the group from the
+        # last checkpoint, and it would diverge again.
+        return {DIVERGED: str(error)} if rank == 0 else None
     if rank != 0:
         return None
     return write_run_outputs(
@@ -380,6 +322,51 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         Path(config["dataset"]),
         worker.data,
         workers=world_size,
-        resumed_from_epoch=resumed_from_epoch,
+        resumed_from_epoch=None if start is None else start["next_epoch"],
         output_dir=Path(config["output_dir"]),
+    )
+
+
+def build_torch_trainer(
+    dataset_path: str | Path,
+    loop_config: dict[str, Any],
+    *,
+    num_workers: int,
+    storage_path: str,
+    run_name: str,
+    cpus_per_worker: float = 0.5,
+    use_gpu: bool = False,
+    max_failures: int = 1,
+    num_to_keep: int = 2,
+    callbacks: Sequence[Any] = (),
+) -> TorchTrainer:
+    """The one ``TorchTrainer`` of this project: :func:`train_loop_per_worker` on the
+    dataset's labeled training splits (read once, cut by :class:`ExactSplitConfig`), for
+    ``run_training`` and for Tune trials (which add ``TuneReportCallback``).
+
+    Args:
+        loop_config: the worker config (see :func:`train_loop_per_worker`); ``dataset`` is
+            set from ``dataset_path``.
+        storage_path, run_name: where Ray Train keeps the run's checkpoints (a rerun with the
+            same two resumes from them).
+        cpus_per_worker: fractions leave room for Ray Data's reads (ray_notes.md).
+        max_failures: worker-group restarts, each resuming from the last checkpoint.
+        num_to_keep: checkpoints kept (the newest ones).
+    """
+    resources = {"CPU": cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={**loop_config, "dataset": str(dataset_path)},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources
+        ),
+        run_config=ray.train.RunConfig(
+            name=run_name,
+            storage_path=storage_path,
+            callbacks=list(callbacks),
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=num_to_keep),
+        ),
+        datasets={split: read_shard_dataset(Path(dataset_path), split) for split in SHARDED_SPLITS},
+        dataset_config=ExactSplitConfig(),
     )

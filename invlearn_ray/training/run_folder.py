@@ -187,6 +187,11 @@ def write_run_outputs(
 ) -> dict[str, Any]:
     """Write the selected model, metrics and direction log; return the run's summary.
 
+    The one writer of run folders: final runs and tuning trials alike. A trial's candidate
+    (``result.scored_on_test`` False) has no test metrics, and its ``model/`` holds the
+    weights and description only: the id maps and seen items (the training rows' size) are
+    copied once, for the configuration a study re-runs and scores, not for every trial.
+
     Args:
         folder: where the files go (a staging folder, published afterwards).
         output_dir: the run folder the summary names (default: ``folder``).
@@ -194,26 +199,24 @@ def write_run_outputs(
     output_dir = output_dir or folder
     folder.mkdir(parents=True, exist_ok=True)
     model_dir = folder / MODEL_DIR
-    # A model folder carries what recommending needs, so it outlives its dataset folder.
     model_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(dataset_path / dd.ID_MAP_DIR, model_dir / dd.ID_MAP_DIR, dirs_exist_ok=True)
-    seen = data.seen_in_training
-    torch.save(
-        {"indptr": seen.indptr.cpu(), "items": seen.items.cpu(), "n_items": seen.n_items},
-        model_dir / SEEN_ITEMS_FILE,
-    )
-    save_model(
-        result.model,
-        model_dir,
-        metadata={
-            "method": result.config["method"],
-            "best_epoch": result.best_epoch,
-            "dataset": str(dataset_path),
-            "dataset_name": data.name,
-            "train_config": result.config,
-            MODEL_FILE_DIGESTS: model_file_digests(model_dir),
-        },
-    )
+    metadata: dict[str, Any] = {
+        "method": result.config["method"],
+        "best_epoch": result.best_epoch,
+        "dataset": str(dataset_path),
+        "dataset_name": data.name,
+        "train_config": result.config,
+    }
+    if result.scored_on_test:
+        # A model folder carries what recommending needs, so it outlives its dataset folder.
+        shutil.copytree(dataset_path / dd.ID_MAP_DIR, model_dir / dd.ID_MAP_DIR, dirs_exist_ok=True)
+        seen = data.seen_in_training
+        torch.save(
+            {"indptr": seen.indptr.cpu(), "items": seen.items.cpu(), "n_items": seen.n_items},
+            model_dir / SEEN_ITEMS_FILE,
+        )
+        metadata[MODEL_FILE_DIGESTS] = model_file_digests(model_dir)
+    save_model(result.model, model_dir, metadata=metadata)
     torch.save(
         {
             "direction_log": result.direction_log,

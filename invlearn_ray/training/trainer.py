@@ -1,8 +1,8 @@
-"""The single-process trainer: the reference point every distributed run must reproduce.
+"""The trainer: the one training loop, and the reference every distributed run reproduces.
 
 One :class:`Trainer` runs any method on any backbone: it plans each epoch's batches
 (:mod:`~invlearn_ray.training.batches`), takes supervised steps with the method's objective and,
-for IG, meta steps (:func:`~invlearn_ray.methods.inverse_gradient.inverse_gradient_step`), then
+for IG, meta steps (:class:`~invlearn_ray.methods.inverse_gradient.InverseGradient`), then
 scores the validation split. At each epoch's end it calls its collaborators: the
 :class:`~invlearn_ray.training.selection.ModelSelection` (best model by a *ranking* metric,
 method.md §5, and early stopping) and the diagnostics of
@@ -11,23 +11,23 @@ histograms). A method that does not train (``MethodSpec.trains`` False: the popu
 is computed from the training rows in one "epoch" of no steps, then validated and tested the
 same way, so it reaches run folders, MLflow and tables as any method does.
 
-The same class runs inside a Ray Train worker: give it a
-:class:`~invlearn_ray.optim.collective.TorchDistributedCollective` and the worker's
-:class:`~invlearn_ray.training.batches.TrainingRows`, and drive it with :meth:`Trainer.run_epoch`
-/ :meth:`Trainer.state_dict` so the loop can report and checkpoint between epochs. Each
-worker then holds and scores only its users' validation and test rows
-(:func:`~invlearn_ray.evaluation.evaluate.evaluation_shard`); evaluations combine the shards'
+:meth:`Trainer.fit` owns the loop — start or resume, epochs, stop, score — in every
+environment; what differs is its :class:`~invlearn_ray.training.sinks.EpochSink` (a progress
+bar in one process; Ray Train's or Tune's report and checkpoint). In a Ray Train worker the
+trainer gets a :class:`~invlearn_ray.optim.collective.TorchDistributedCollective` and the
+worker's :class:`~invlearn_ray.training.batches.TrainingRows`; each worker then holds and
+scores only its users' validation and test rows
+(:func:`~invlearn_ray.evaluation.evaluate.evaluation_shard`), evaluations combine the shards'
 statistics, so every worker reports the one-process metrics and stops at the same epoch, and
-:meth:`Trainer.result` is a collective call every worker makes. All
-randomness comes from generators keyed by (seed, epoch, rank), so resuming at epoch ``e``
-replays exactly what an uninterrupted run would have done.
+:meth:`Trainer.result` is a collective call every worker makes. All randomness comes from
+generators keyed by (seed, epoch, rank), so resuming at epoch ``e`` replays exactly what an
+uninterrupted run would have done.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +58,7 @@ from invlearn_ray.training.cuda_graphs import GraphedStep
 from invlearn_ray.training.diagnostics import DirectionLog, UnlabeledDiagnostics
 from invlearn_ray.training.heap import release_freed_heap
 from invlearn_ray.training.selection import ModelSelection
+from invlearn_ray.training.sinks import EpochSink
 
 
 def supervised_gradient(
@@ -257,6 +258,9 @@ class TrainResult:
     train_seconds: float
     full_ranking_sample: dict[str, Any] = field(default_factory=dict)
     """The users a ``sampled_users`` test ranking drew (seed, population, ids); empty if exact."""
+    scored_on_test: bool = True
+    """False for a tuning trial's candidate: ``test`` is empty, and its run folder holds the
+    model's weights without the dataset files that recommending needs."""
 
 
 class Trainer:
@@ -484,35 +488,59 @@ class Trainer:
     def best_epoch(self) -> int:
         return self.selection.best_epoch
 
-    def fit(self, on_epoch_end: Callable[[EpochRecord], None] | None = None) -> TrainResult:
-        """Train until early stopping or ``config.epochs``, then score the selected model."""
+    def fit(
+        self,
+        sink: EpochSink | None = None,
+        start: dict[str, Any] | None = None,
+        score_test: bool = True,
+    ) -> TrainResult:
+        """Train until early stopping or ``config.epochs``, then score the selected model.
+
+        The one training loop: a single process, a Ray Train worker and a Tune trial all run
+        it, differing only in their ``sink``.
+
+        Args:
+            sink: told before and after every epoch (progress, reports, checkpoints).
+            start: a :meth:`state_dict` to resume from (a checkpoint's); the run then replays
+                exactly what an uninterrupted run would have done after it.
+            score_test: score the selected model on test (False for a tuning trial: a
+                candidate is judged on validation only).
+        """
+        if start is not None:
+            self.load_state_dict(start)
+        sink = sink or EpochSink()
         while not self.should_stop:
+            sink.start_epoch(self.next_epoch)
             record = self.run_epoch(self.next_epoch)
-            if on_epoch_end is not None:
-                on_epoch_end(record)
-        return self.result()
+            sink.report(record, self)
+        return self.result(score_test=score_test)
 
     def selected_model(self) -> Backbone:
         """A copy of the model at the best validation epoch."""
         return self.selection.selected(self.model)
 
-    def result(self) -> TrainResult:
+    def result(self, score_test: bool = True) -> TrainResult:
         """Score the selected model on the test split — once, after selection. Data-parallel:
-        every worker calls it (each scores its shard of the test users)."""
+        every worker calls it (each scores its shard of the test users). Without
+        ``score_test`` the result carries no test metrics (a tuning trial's candidate)."""
         model = self.selected_model()
-        test = evaluate_split(model, self.data.test, collective=self.collective)
-        ranking = evaluate_full_ranking(
-            model,
-            self.data.test,
-            self.data.seen_in_training,
-            user_batch_size=self.config.eval_user_batch,
-            protocol=self.config.full_ranking,
-            sample_users=self.config.full_ranking_users,
-            seed=self.config.seed,
-            collective=self.collective,
-        )
-        test.update(ranking.metrics)
-        test.update(self.diagnostics.annotation(model))
+        test: dict[str, float] = {}
+        ranking_sample: dict[str, Any] = {}
+        if score_test:
+            test = evaluate_split(model, self.data.test, collective=self.collective)
+            ranking = evaluate_full_ranking(
+                model,
+                self.data.test,
+                self.data.seen_in_training,
+                user_batch_size=self.config.eval_user_batch,
+                protocol=self.config.full_ranking,
+                sample_users=self.config.full_ranking_users,
+                seed=self.config.seed,
+                collective=self.collective,
+            )
+            test.update(ranking.metrics)
+            test.update(self.diagnostics.annotation(model))
+            ranking_sample = ranking.record()
         best = next((r for r in self.history if r.epoch == self.best_epoch), None)
         return TrainResult(
             config=self.config.to_dict(),
@@ -525,7 +553,8 @@ class Trainer:
             direction_log=self.directions.tensors(),
             weight_histograms=dict(self.diagnostics.weight_histograms),
             train_seconds=sum(r.train_seconds for r in self.history),
-            full_ranking_sample=ranking.record(),
+            full_ranking_sample=ranking_sample,
+            scored_on_test=score_test,
         )
 
     # ----------------------------------------------------------------------------- checkpoints

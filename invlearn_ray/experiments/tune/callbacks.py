@@ -10,8 +10,8 @@ from typing import Any
 from ray.tune import Callback
 
 from invlearn_ray.experiments.tracking import Tracker, config_params, run_tags
-from invlearn_ray.experiments.tune.trial import HISTORY_FILE, TrialContext
-from invlearn_ray.training.run_folder import DIRECTION_LOG_FILE, MODEL_DIR
+from invlearn_ray.experiments.tune.trial import TrialContext
+from invlearn_ray.training.run_folder import DIRECTION_LOG_FILE, METRICS_FILE, MODEL_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class MlflowTrialCallback(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         run_id = self._run_id(trial)
         outputs = self.context.trial_outputs(trial.trial_id)
-        for name in (MODEL_DIR, DIRECTION_LOG_FILE, HISTORY_FILE):
+        for name in (MODEL_DIR, DIRECTION_LOG_FILE, METRICS_FILE):
             self.tracker.log_artifacts(run_id, outputs / name)
         last = trial.last_result or {}
         epochs = int(last.get("epoch", -1)) + 1

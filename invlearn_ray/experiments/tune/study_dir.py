@@ -4,8 +4,9 @@
 
     <study_dir>/study.json      what this study is (space, dataset, budget)
     <study_dir>/tune/trials/    Tune's experiment (its own layout; read through Tune's API)
-    <study_dir>/trial_outputs/<trial id>/   a finished trial's selected model, direction log
-                                and history (Train-backed trials: also Train's checkpoints)
+    <study_dir>/trial_outputs/<trial id>/   a finished trial's run folder without test
+                                scores: selected model's weights, metrics.json (history),
+                                direction log (Train-backed trials: also Train's checkpoints)
     <study_dir>/trials.csv      one row per trial: status, parameters, best validation score
     <study_dir>/best.json       the best configuration, its trial, and its test metrics
     <study_dir>/final/          the final run's model, metrics and direction log

@@ -1,55 +1,39 @@
 """One tuning trial: Tune's trainable, run in the trial's process (or driving Ray Train).
 
 A trial trains the configuration its parameters draw and reports the validation metrics after
-every epoch:
+every epoch, through the same loop as any run (:meth:`Trainer.fit`):
 
-* with ``workers=0``: the plain :class:`~invlearn_ray.training.trainer.Trainer` inside the trial
-  process, one ``tune.report`` per epoch with the trainer's state as the checkpoint. Each Ray
-  Train ``fit()`` costs ~10–19 s of start-up on this machine, so sweeps of small datasets skip it;
-* with ``workers=N>=1``: a Ray Train run of N data-parallel workers (the project's
-  ``train_loop_per_worker``), its per-epoch ``ray.train.report`` forwarded to Tune by
-  ``TuneReportCallback`` (the Tune-over-Train pattern of ray_notes.md). The trial process itself
-  holds only ``driver_cpus``; the workers reserve their own CPUs.
+* with ``workers=0``: the trainer inside the trial process, reporting to Tune with the
+  trainer's state as the checkpoint. Each Ray Train ``fit()`` costs ~10–19 s of start-up on
+  this machine, so sweeps of small datasets skip it;
+* with ``workers=N>=1``: a Ray Train run of N data-parallel workers (the project's one
+  ``TorchTrainer``, :func:`~invlearn_ray.distributed.train_loop.build_torch_trainer`), its
+  per-epoch ``ray.train.report`` forwarded to Tune by ``TuneReportCallback`` (the
+  Tune-over-Train pattern of ray_notes.md). The trial process itself holds only
+  ``driver_cpus``; the workers reserve their own CPUs.
 
-A finished trial writes its selected model, direction log and history to its own folder (no
-test scoring: a trial is a candidate).
+A finished trial writes a run folder (:func:`~invlearn_ray.training.run_folder.write_run_outputs`)
+without test scores: a trial is a candidate.
 """
 
 from __future__ import annotations
 
-import json
-import tempfile
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import ray.train
 import torch
 from ray import tune
-from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from invlearn_ray.data.loading import load_dataset
-from invlearn_ray.distributed.train_loop import (
-    SHARDED_SPLITS,
-    ExactSplitConfig,
-    read_shard_dataset,
-    run_summary,
-    train_loop_per_worker,
-)
+from invlearn_ray.distributed.reporting import CheckpointSink, restore_state
+from invlearn_ray.distributed.train_loop import build_torch_trainer, run_summary
 from invlearn_ray.experiments.spaces import StudySpace
-from invlearn_ray.models.checkpoint import save_model
-from invlearn_ray.training.run_folder import (
-    DIRECTION_LOG_FILE,
-    MODEL_DIR,
-    finite_or_none,
-    read_metrics,
-)
-from invlearn_ray.training.trainer import EpochRecord, Trainer
-
-TRIAL_CHECKPOINT = "trainer.pt"
-HISTORY_FILE = "history.json"
+from invlearn_ray.training.config import TrainConfig
+from invlearn_ray.training.run_folder import read_metrics, write_run_outputs
+from invlearn_ray.training.trainer import Trainer
 
 
 @dataclass(frozen=True)
@@ -82,85 +66,30 @@ def run_trial(params: dict[str, Any], context: TrialContext) -> None:
         _trial_on_ray_train(config, context, outputs)
         return
     data = load_dataset(context.dataset)
-    trainer = Trainer(config, data)
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:  # a resumed study: continue after the last reported epoch
-        with checkpoint.as_directory() as directory:
-            state = torch.load(Path(directory) / TRIAL_CHECKPOINT, weights_only=True)
-        trainer.load_state_dict(state)
-    while not trainer.should_stop:
-        record = trainer.run_epoch(trainer.next_epoch)
-        with tempfile.TemporaryDirectory() as directory:
-            torch.save(trainer.state_dict(), Path(directory) / TRIAL_CHECKPOINT)
-            tune.report(
-                report_metrics(record, trainer.best_epoch),
-                checkpoint=tune.Checkpoint.from_directory(directory),
-            )
-    write_trial_outputs(trainer, outputs, context.dataset)
+    start = restore_state(tune.get_checkpoint(), config, world_size=1)
+    result = Trainer(config, data).fit(CheckpointSink(tune.report), start, score_test=False)
+    write_run_outputs(result, outputs, Path(context.dataset), data, workers=0)
 
 
-def report_metrics(record: EpochRecord, best_epoch: int) -> dict[str, float]:
-    """One epoch's Tune report: ``EpochRecord.flat()`` (``valid/gauc``, ...) + the kept epoch."""
-    return {**record.flat(), "best_epoch": best_epoch}
-
-
-def write_trial_outputs(trainer: Trainer, output_dir: Path, dataset: str) -> None:
-    """A finished trial's selected model, direction log and history — no test scoring: a
-    trial is a candidate, and test is scored once, for the chosen configuration."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    save_model(
-        trainer.selected_model(),
-        output_dir / MODEL_DIR,
-        metadata={
-            "method": trainer.config.method,
-            "best_epoch": trainer.best_epoch,
-            "dataset": dataset,
-            "train_config": trainer.config.to_dict(),
-        },
-    )
-    torch.save(
-        {
-            "direction_log": trainer.directions.tensors(),
-            "weight_histograms": dict(trainer.diagnostics.weight_histograms),
-        },
-        output_dir / DIRECTION_LOG_FILE,
-    )
-    history = [record.flat() for record in trainer.history]
-    (output_dir / HISTORY_FILE).write_text(json.dumps(finite_or_none(history), indent=2) + "\n")
-
-
-def _trial_on_ray_train(config, context: TrialContext, outputs: Path) -> None:
+def _trial_on_ray_train(config: TrainConfig, context: TrialContext, outputs: Path) -> None:
     """The trial as a Ray Train run whose per-epoch reports reach Tune.
 
-    Builds the same ``TorchTrainer`` as ``invlearn_ray.distributed.train.run_training`` plus
-    ``TuneReportCallback`` (``run_training`` takes no callbacks). Train keeps its checkpoints
-    in the trial's folder, so a resumed trial's Train run restores from its last one.
-
-    An interruption can fall between a Train checkpoint and the delivery of its report to
-    Tune: the resumed run then starts after an epoch Tune never saw. Those epochs are reported
-    after ``fit()`` from the run's history, so Tune (and selection) see every epoch once.
+    Train keeps its checkpoints in the trial's folder, so a resumed trial's Train run restores
+    from its last one. An interruption can fall between a Train checkpoint and the delivery of
+    its report to Tune: the resumed run then starts after an epoch Tune never saw. Those
+    epochs are reported after ``fit()`` from the run's history, so Tune (and selection) see
+    every epoch once.
     """
-    dataset = Path(context.dataset)
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={
-            "dataset": str(dataset),
-            "train": config.to_dict(),
-            "output_dir": str(outputs),
-        },
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=context.workers,
-            resources_per_worker={"CPU": context.cpus_per_worker},
-        ),
-        run_config=ray.train.RunConfig(
-            name="train",
-            storage_path=str(outputs),
-            callbacks=[TuneReportCallback()],
-            failure_config=ray.train.FailureConfig(max_failures=0),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-        ),
-        datasets={split: read_shard_dataset(dataset, split) for split in SHARDED_SPLITS},
-        dataset_config=ExactSplitConfig(),
+    trainer = build_torch_trainer(
+        context.dataset,
+        {"train": config.to_dict(), "output_dir": str(outputs), "score_test": False},
+        num_workers=context.workers,
+        storage_path=str(outputs),
+        run_name="train",
+        cpus_per_worker=context.cpus_per_worker,
+        max_failures=0,
+        num_to_keep=1,
+        callbacks=[TuneReportCallback()],
     )
     reported_before = context.reported_epochs.get(tune.get_context().get_trial_id(), ())
     run_summary(trainer.fit().return_value)  # a diverged run fails the trial with its reason

@@ -177,7 +177,7 @@ def test_an_interrupted_ig_study_resumes_without_redoing_finished_trials(
     assert final.iloc[0]["tags.best_trial_id"] == second.best_trial_id
     completed = trials.loc[second.best_trial_id, "run_id"]
     artifacts = {a.path for a in tracker.client.list_artifacts(completed)}
-    assert {"model", "direction_log.pt", "history.json"} <= artifacts
+    assert {"model", "direction_log.pt", "metrics.json"} <= artifacts
 
 
 def _reports(result: StudyResult, trial_ids) -> dict[str, list[dict]]:
