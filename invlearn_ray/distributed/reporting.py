@@ -22,8 +22,7 @@ import ray.train
 import torch
 
 from invlearn_ray.training.config import TrainConfig
-from invlearn_ray.training.sinks import EpochSink
-from invlearn_ray.training.trainer import EpochRecord, Trainer
+from invlearn_ray.training.trainer import EpochRecord, EpochSink, Trainer
 
 CHECKPOINT_FILE = "trainer.pt"
 

@@ -69,8 +69,7 @@ from invlearn_ray.optim.collective import TorchDistributedCollective
 from invlearn_ray.training.batches import BatchSource, EpochPlan, TrainingRows, local_step_counts
 from invlearn_ray.training.config import TrainConfig
 from invlearn_ray.training.run_folder import write_run_outputs
-from invlearn_ray.training.sinks import EpochSink
-from invlearn_ray.training.trainer import Trainer, TrainingDiverged
+from invlearn_ray.training.trainer import EpochSink, Trainer, TrainingDiverged
 
 DIVERGED = "diverged"
 """Key of rank 0's return value when training diverged (its value: the one-line reason)."""

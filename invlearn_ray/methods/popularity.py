@@ -24,13 +24,17 @@ all-reduce their count vectors, so every worker holds the same scorer.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
 from invlearn_ray.data.recdata import Interactions
 from invlearn_ray.models.backbones import ItemPrior
 from invlearn_ray.optim.collective import Collective, LocalCollective
-from invlearn_ray.training.batches import TrainingRows
+
+if TYPE_CHECKING:  # a type only: the import would run against the layers' order
+    from invlearn_ray.training.batches import TrainingRows
 
 _RATE_FLOOR = 1e-6
 """A rate of exactly 0 or 1 (no prior, one row) would give an infinite logit."""

@@ -18,13 +18,16 @@ LightGCN's representations propagate the whole table over the graph (not a gathe
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from invlearn_ray.methods.objectives import TrainBatch
 from invlearn_ray.models.backbones import Backbone, Params
 from invlearn_ray.optim.gradients import Gradient, RowGradient
+
+if TYPE_CHECKING:  # a type only: the import would run against the layers' order
+    from invlearn_ray.methods.objectives import TrainBatch
 
 BATCH_ID_KINDS = {
     "users": "user",

@@ -1,30 +1,19 @@
-"""Where a training run's epochs go: the environments around :meth:`Trainer.fit` plug in here.
+"""The console's :class:`~invlearn_ray.training.trainer.EpochSink`: a progress bar.
 
 The loop is the trainer's alone (start, resume, stop, score); an environment only says what
 happens around each epoch — the shape of Lightning's callbacks and of Ray Train's
-``train_loop_per_worker``. Implementations: :class:`ConsoleSink` (one process, a progress
-bar), and in the Ray layer :class:`~invlearn_ray.distributed.reporting.CheckpointSink`
-(Ray Train's or Ray Tune's report with a checkpoint).
+``train_loop_per_worker``. The Ray layer's sink is
+:class:`~invlearn_ray.distributed.reporting.CheckpointSink` (Ray Train's or Ray Tune's report
+with a checkpoint).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from invlearn_ray.training.trainer import EpochRecord, Trainer
-
-
-class EpochSink:
-    """What :meth:`Trainer.fit` calls around each epoch. The defaults do nothing."""
-
-    def start_epoch(self, epoch: int) -> None:
-        """Called before epoch ``epoch`` trains (after a resume: first the resumed epoch)."""
-
-    def report(self, record: EpochRecord, trainer: Trainer) -> None:
-        """Called after each epoch, with the trainer whose ``state_dict()`` resumes after it."""
+from invlearn_ray.training.trainer import EpochRecord, EpochSink, Trainer
 
 
 class ConsoleSink(EpochSink):

@@ -58,7 +58,6 @@ from invlearn_ray.training.cuda_graphs import GraphedStep
 from invlearn_ray.training.diagnostics import DirectionLog, UnlabeledDiagnostics
 from invlearn_ray.training.heap import release_freed_heap
 from invlearn_ray.training.selection import ModelSelection
-from invlearn_ray.training.sinks import EpochSink
 
 
 def supervised_gradient(
@@ -240,6 +239,18 @@ class EpochRecord:
         flat.update({f"annotation/{key}": value for key, value in self.annotation.items()})
         flat["train_seconds"] = self.train_seconds
         return flat
+
+
+class EpochSink:
+    """What :meth:`Trainer.fit` calls around each epoch (the environment's part of a run:
+    progress, reports, checkpoints; see :mod:`invlearn_ray.training.sinks`). The defaults do
+    nothing."""
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called before epoch ``epoch`` trains (after a resume: first the resumed epoch)."""
+
+    def report(self, record: EpochRecord, trainer: Trainer) -> None:
+        """Called after each epoch, with the trainer whose ``state_dict()`` resumes after it."""
 
 
 @dataclass
