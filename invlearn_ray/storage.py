@@ -124,6 +124,12 @@ def _filesystem(root: str, settings: tuple) -> tuple[pafs.FileSystem, str]:
     return filesystem, path.rstrip("/")
 
 
+def absolute(location: Location) -> str:
+    """``location`` as a string any process can use: a local path made absolute, a URI as is."""
+    text = os.fspath(location)
+    return text if is_uri(text) else os.path.abspath(text)
+
+
 def join(location: Location, *parts: str) -> str:
     """``location`` with ``parts`` appended, as a location of the same kind."""
     text = os.fspath(location)
