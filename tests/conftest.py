@@ -48,7 +48,11 @@ def ray_session():
     ray = pytest.importorskip("ray")
     if not ray.is_initialized():
         ray.init(
-            num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False
+            address="local",  # never join a `ray start` cluster running on this machine
+            num_cpus=2,
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            log_to_driver=False,
         )
     yield ray
     ray.shutdown()

@@ -55,4 +55,12 @@ def ensure_ray(
     else:
         if object_store_gb is not None:
             options["object_store_memory"] = int(object_store_gb * 2**30)
-        ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", **options)
+        # address="local": a bare ray.init() joins the cluster recorded in
+        # /tmp/ray/ray_current_cluster (any `ray start` on this machine, even a dead one).
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            **options,
+        )

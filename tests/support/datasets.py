@@ -1,0 +1,55 @@
+"""Building datasets from a test as a user would, and comparing them wherever they are stored."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from invlearn_ray.data.recdata import RecData
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def assert_same_data(loaded: RecData, expected: RecData) -> None:
+    """Every tensor of two :class:`RecData` equal (planted truth included), and the same sizes."""
+    assert (loaded.n_users, loaded.n_items) == (expected.n_users, expected.n_items)
+    _assert_same(loaded, expected, "data")
+
+
+def _assert_same(left, right, where: str) -> None:
+    if isinstance(left, torch.Tensor):
+        assert torch.equal(left, right), where
+    elif dataclasses.is_dataclass(left) and not hasattr(left, "shard_files"):  # not the manifest
+        for field in dataclasses.fields(left):
+            _assert_same(getattr(left, field.name), getattr(right, field.name), field.name)
+    elif left is None or isinstance(left, int | float | str):
+        assert left == right, where
+
+
+def run_build_data(argv: list[str], timeout_s: float = 600) -> str:
+    """Run ``pipelines/build_data.py argv`` in a new process (its own Ray, or the cluster it is
+    given), with this environment and this checkout importable; returns what it printed.
+
+    Raises:
+        AssertionError: it failed (the message holds the end of its stderr).
+    """
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), *_pythonpath()])}
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "pipelines" / "build_data.py"), *argv],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    assert result.returncode == 0, f"build_data.py {argv} failed:\n{result.stderr[-4000:]}"
+    return result.stdout
+
+
+def _pythonpath() -> list[str]:
+    return [part for part in os.environ.get("PYTHONPATH", "").split(os.pathsep) if part]
