@@ -31,14 +31,17 @@ def _assert_same(left, right, where: str) -> None:
         assert left == right, where
 
 
-def run_build_data(argv: list[str], timeout_s: float = 600) -> str:
+def run_build_data(
+    argv: list[str], env: dict[str, str] | None = None, expect_code: int = 0, timeout_s: float = 600
+) -> subprocess.CompletedProcess:
     """Run ``pipelines/build_data.py argv`` in a new process (its own Ray, or the cluster it is
-    given), with this environment and this checkout importable; returns what it printed.
+    given) with ``env`` (default: this environment) and this checkout importable.
 
     Raises:
-        AssertionError: it failed (the message holds the end of its stderr).
+        AssertionError: it did not exit with ``expect_code`` (the message holds its stderr's end).
     """
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), *_pythonpath()])}
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *_pythonpath(env)])
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "pipelines" / "build_data.py"), *argv],
         env=env,
@@ -47,9 +50,11 @@ def run_build_data(argv: list[str], timeout_s: float = 600) -> str:
         text=True,
         timeout=timeout_s,
     )
-    assert result.returncode == 0, f"build_data.py {argv} failed:\n{result.stderr[-4000:]}"
-    return result.stdout
+    assert result.returncode == expect_code, (
+        f"build_data.py {argv} exited {result.returncode}:\n{result.stderr[-4000:]}"
+    )
+    return result
 
 
-def _pythonpath() -> list[str]:
-    return [part for part in os.environ.get("PYTHONPATH", "").split(os.pathsep) if part]
+def _pythonpath(env: dict[str, str]) -> list[str]:
+    return [part for part in env.get("PYTHONPATH", "").split(os.pathsep) if part]
