@@ -11,13 +11,16 @@ driver. Anything written by tasks and read elsewhere goes to a location every no
 an object store — with the ``filesystem`` from :func:`resolve` handed to Ray Data.
 
 **S3 settings** come from the standard AWS variables, read by ``pyarrow.fs`` itself (checked
-with pyarrow 25): ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` (e.g.
+with pyarrow 25): ``AWS_ENDPOINT_URL_S3`` (first) or ``AWS_ENDPOINT_URL`` (e.g.
 ``http://127.0.0.1:8333`` for a local server; the URL's scheme picks http or https),
-``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_REGION``.
+``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``.
 ``FileSystem.from_uri`` honours the endpoint variables; ``S3FileSystem()`` built by hand does
-not, which is why locations are always resolved from their URI. Options may also ride in the
-URI's query (``s3://bucket/x?allow_bucket_creation=true``). Every node of a cluster needs the
-same variables (or an instance role): a Ray task resolves credentials where it runs.
+not, which is why locations are always resolved from their URI. ``from_uri`` asks the endpoint
+for the bucket's region (one request per bucket, then cached here; ``AWS_REGION`` does not
+replace it) unless the URI names it. Options ride in the URI's query
+(``s3://bucket/x?region=eu-west-1``, ``?allow_bucket_creation=true``). Every node of a
+cluster needs the same variables (or an instance role): a Ray task resolves credentials where
+it runs.
 
 **Commit protocol.** An object store has no atomic rename, so a folder cannot be written
 aside and swapped in. Instead a writer (:func:`begin_write`) first removes the folder's commit
@@ -64,7 +67,7 @@ COMMIT_FORMAT = 1
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _S3_SETTINGS = (
     "AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL (for a server other than AWS), AWS_ACCESS_KEY_ID, "
-    "AWS_SECRET_ACCESS_KEY, AWS_REGION"
+    "AWS_SECRET_ACCESS_KEY"
 )
 _ENV_PREFIXES = ("AWS_", "GOOGLE_", "GCS_", "ARROW_")
 _CHUNK = 1 << 20
