@@ -44,7 +44,7 @@ from support.s3_server import free_ports
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 2
 START_TIMEOUT_S = 180
-"""Joining took 10-60 s per node on the 2 loaded cores of the shared machine."""
+"""Head and two workers were alive 16-28 s after the start here (2 shared, loaded cores)."""
 OBJECT_STORE_BYTES = 200 * 2**20
 _WORKER_PORTS = 60
 _ALIVE = 0  # GcsNodeInfo.GcsNodeState.ALIVE

@@ -3,7 +3,7 @@
 ``weed server`` runs a master, a volume server, a filer and the S3 gateway in one process.
 Every one of its listening ports is chosen free here and bound to 127.0.0.1 only, so it never
 collides with another session's server or a default ``ray start``; its data lives in a pytest
-temp folder. Start to first accepted write took 4-15 s on the shared 2-core machine.
+temp folder. Start to first accepted write: 3.6-8.8 s measured on the shared 2-core machine.
 
 Fixtures:
 
