@@ -11,9 +11,12 @@ Examples::
     python pipelines/build_data.py --source csv events.csv \\
         --columns user=uid,item=vid,play_time=watched,duration=length --rule finish-rate
     python pipelines/build_data.py --engine memory ...  # no Ray (same rows)
+    python pipelines/build_data.py --out s3://bucket/datasets/synthetic   # an object store
 
 Ray: a local Ray is started (``--num-cpus``) unless ``--address`` (or ``RAY_ADDRESS``) names a
-cluster. All the logic lives in ``invlearn_ray.data`` and ``invlearn_ray.distributed.build``.
+cluster; on a cluster of several nodes ``--out`` must be a URI every node reaches (S3 settings:
+the AWS variables, see ``invlearn_ray.storage``). All the logic lives in ``invlearn_ray.data``
+and ``invlearn_ray.distributed.build``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import json
 import sys
 from pathlib import Path
 
+from invlearn_ray import storage
 from invlearn_ray.cli import (
     ArgumentParser,
     add_ray_options,
@@ -182,7 +186,11 @@ def make_parser() -> ArgumentParser:
     )
 
     output = parser.add_argument_group("output and execution")
-    output.add_argument("--out", type=Path, help="dataset folder (default: datasets/<name>)")
+    output.add_argument(
+        "--out",
+        help="dataset folder: a local path or a URI such as s3://bucket/path "
+        "(default: datasets/<name>)",
+    )
     output.add_argument(
         "--overwrite", action="store_true", help="replace a different dataset already in --out"
     )
@@ -298,12 +306,14 @@ def config_from_args(argv: list[str] | None = None) -> tuple[BuildConfig, argpar
     if args.engine == "memory" and (args.address or args.num_cpus or args.object_store_gb):
         parser.error("--address, --num-cpus and --object-store-gb apply to --engine ray")
     if args.out is None:
-        args.out = DEFAULT_OUT_ROOT / config.dataset_name
-        if args.out.resolve().parent != DEFAULT_OUT_ROOT.resolve():
+        out = DEFAULT_OUT_ROOT / config.dataset_name
+        if out.resolve().parent != DEFAULT_OUT_ROOT.resolve():
             parser.error(
                 f"the dataset name {config.dataset_name!r} is not a plain folder name; "
                 "give --name or --out"
             )
+        args.out = str(out)
+    args.out = storage.absolute(args.out)
     return config, args
 
 
@@ -343,11 +353,11 @@ def main(argv: list[str] | None = None) -> int:
         from invlearn_ray.distributed.build import build_dataset
         from invlearn_ray.distributed.session import ensure_ray
 
-        dd.check_output_dir(Path(args.out).resolve(), config.inputs(), args.overwrite)
+        dd.check_output_dir(args.out, config.inputs(), args.overwrite)
         ensure_ray(args.address, args.num_cpus, verbosity, args.object_store_gb)
         manifest = build_dataset(config, args.out, overwrite=args.overwrite)
     print(
-        f"dataset {manifest.name!r} written to {Path(args.out).resolve()} "
+        f"dataset {manifest.name!r} written to {args.out} "
         f"({manifest.n_users} users, {manifest.n_items} items, "
         f"{manifest.input_rows} input rows, rule {manifest.rule})"
     )

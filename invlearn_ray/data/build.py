@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from invlearn_ray import storage
 from invlearn_ray.data import canonical as cn
 from invlearn_ray.data import dataset_dir as dd
 from invlearn_ray.data import publishing
@@ -519,36 +519,33 @@ def build_in_memory(config: BuildConfig, parsed: ParsedSource | None = None) -> 
 
 
 def write_built_dataset(
-    built: BuiltDataset, out_dir: str | Path, *, shards: int, overwrite: bool = False
+    built: BuiltDataset, out_dir: storage.Location, *, shards: int, overwrite: bool = False
 ) -> Manifest:
-    """Write a :class:`BuiltDataset` to ``out_dir`` (see :mod:`dataset_dir` for the policy);
-    returns the manifest as written, every file fingerprinted."""
-    out = Path(out_dir).resolve()
+    """Write a :class:`BuiltDataset` to ``out_dir``, a local path or a URI (see
+    :mod:`dataset_dir` for the policy); returns the manifest as written, every file
+    fingerprinted, the manifest last."""
+    out = storage.absolute(out_dir)
     dd.check_output_dir(out, built.manifest.inputs, overwrite)
-    staging = publishing.new_staging_dir(out)
-    try:
+    with publishing.writing_folder(out, dd.MANIFEST_FILE) as target:
         for name, table in built.tables.items():
-            dd.write_shards(table, staging / name, shards)
-        dd.write_id_maps(staging, built.user_map, built.item_map)
+            dd.write_shards(table, storage.join(target, name), shards)
+        dd.write_id_maps(target, built.user_map, built.item_map)
         if built.truth is not None:
-            built.truth.save(staging / dd.TRUTH_FILE)
-        manifest = replace(built.manifest, shard_files=dd.fingerprint_files(staging))
-        manifest.write(staging)
-        publishing.publish(staging, out)
-    except BaseException:
-        publishing.discard(staging)
-        raise
+            built.truth.save(storage.join(target, dd.TRUTH_FILE))
+        manifest = replace(built.manifest, shard_files=dd.fingerprint_files(target))
+        manifest.write(target)
     return manifest
 
 
 def build_dataset_in_memory(
-    config: BuildConfig, out_dir: str | Path, *, overwrite: bool = False
+    config: BuildConfig, out_dir: storage.Location, *, overwrite: bool = False
 ) -> Manifest:
-    """Build ``config`` without Ray and write it to ``out_dir``; returns the manifest.
+    """Build ``config`` without Ray and write it to ``out_dir`` (a local path or a URI);
+    returns the manifest.
 
     For machines without Ray (the GPU benchmark host); the Ray pipeline writes the same rows.
     """
-    out = Path(out_dir).resolve()
+    out = storage.absolute(out_dir)
     dd.check_output_dir(out, config.inputs(), overwrite)
     built = build_in_memory(config)
     return write_built_dataset(built, out, shards=config.shards, overwrite=overwrite)

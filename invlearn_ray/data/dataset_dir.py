@@ -10,14 +10,18 @@
     <out>/unlabeled/             the epoch-0 draw of sampled unlabeled items
     <out>/truth.npz              planted truth (synthetic sources only)
 
-A build writes into a hidden staging folder beside ``<out>`` and swaps it in at the end
-(:mod:`invlearn_ray.data.publishing`), so an interrupted build never leaves a half-written
-dataset behind a valid-looking manifest.
+``<out>`` is a location (:mod:`invlearn_ray.storage`): a local path or a URI such as
+``s3://bucket/ml100k``. A build writes a local dataset into a hidden staging folder beside
+``<out>`` and swaps it in at the end; on an object store it writes in place and
+``manifest.json`` last, which is then the commit record
+(:func:`invlearn_ray.data.publishing.writing_folder`). Either way an interrupted build never
+leaves a half-written dataset behind a valid-looking manifest.
 
 Rebuild policy: an output folder that already holds a dataset built from the *same inputs*
 (same manifest ``inputs`` block: options and source file sizes/mtimes) is rebuilt in place; a
 *different* dataset is refused unless ``overwrite``; a non-empty folder without a manifest is
-always refused, so an overwrite can never delete unrelated files.
+always refused, so an overwrite can never delete unrelated files — unless it is an
+object-store build that was interrupted (its marker says so), which the next build replaces.
 
 Verification: a build records every Parquet file it wrote (:func:`fingerprint_files`); loading
 checks them (:func:`verify_dataset`) before reading a row, so an edited manifest, a replaced or
@@ -34,14 +38,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from invlearn_ray import storage
 from invlearn_ray.data.errors import DatasetFormatError, OutputDirectoryError
 from invlearn_ray.data.manifest import MANIFEST_FILE, Manifest, ShardFile
 
@@ -66,28 +71,30 @@ ORIGIN_UNCLEAR = "unclear"
 ORIGIN_LABEL_FRACTION = "label_fraction"
 
 
-def check_output_dir(out: Path, inputs: dict[str, Any], overwrite: bool) -> None:
-    """Refuse to build into ``out`` when that would replace something it must not.
+def check_output_dir(out: storage.Location, inputs: dict[str, Any], overwrite: bool) -> None:
+    """Refuse to build into ``out`` (a location) when that would replace something it must not.
 
     Raises:
-        OutputDirectoryError: ``out`` is a file, a non-empty folder without a manifest, or holds
-            a different dataset and ``overwrite`` is False.
+        OutputDirectoryError: ``out`` is a file, a non-empty folder without a manifest (and not
+            an interrupted build's), or holds a different dataset and ``overwrite`` is False.
+        StorageError: ``out`` cannot be reached.
     """
-    if not out.exists():
-        return
-    if not out.is_dir():
+    out = os.fspath(out)
+    if storage.is_file(out):
         raise OutputDirectoryError(f"{out} is a file, not a folder. Choose another output path.")
-    if not any(out.iterdir()):
+    if not storage.list_files(out, recursive=True):
         return
-    manifest_path = out / MANIFEST_FILE
-    if not manifest_path.is_file():
+    manifest_path = storage.join(out, MANIFEST_FILE)
+    if not storage.is_file(manifest_path):
+        if storage.interrupted_write(out, MANIFEST_FILE):
+            return
         raise OutputDirectoryError(
             f"{out} is not empty and holds no {MANIFEST_FILE}, so it is not a dataset; refusing "
             "to write there (even with overwrite, which only replaces datasets). Choose an empty "
             "or new output folder."
         )
     try:
-        existing = json.loads(manifest_path.read_text())
+        existing = json.loads(storage.read_text(manifest_path))
     except json.JSONDecodeError:
         existing = {}
     if existing.get("inputs") == inputs or overwrite:
@@ -99,7 +106,13 @@ def check_output_dir(out: Path, inputs: dict[str, Any], overwrite: bool) -> None
     )
 
 
-def write_shards(table: pa.Table, directory: Path, shards: int) -> int:
+def write_table(table: pa.Table, location: storage.Location) -> None:
+    """Write ``table`` as one Parquet file at ``location`` (local or object store)."""
+    with storage.open_output(location) as handle:
+        pq.write_table(table, handle)
+
+
+def write_shards(table: pa.Table, directory: storage.Location, shards: int) -> int:
     """Write ``table`` as up to ``shards`` Parquet files of contiguous, near-equal row ranges.
 
     An empty table still gets one (empty) file, so every split folder carries its schema.
@@ -107,48 +120,52 @@ def write_shards(table: pa.Table, directory: Path, shards: int) -> int:
     Returns:
         The number of files written.
     """
-    directory.mkdir(parents=True, exist_ok=True)
     n_files = max(1, min(shards, table.num_rows))
     bounds = np.linspace(0, table.num_rows, n_files + 1).round().astype(int)
     for index in range(n_files):
         part = table.slice(bounds[index], bounds[index + 1] - bounds[index])
-        pq.write_table(part, directory / f"part-{index:05d}-of-{n_files:05d}.parquet")
+        write_table(part, storage.join(directory, f"part-{index:05d}-of-{n_files:05d}.parquet"))
     return n_files
 
 
-def parquet_files(directory: Path) -> list[Path]:
-    return sorted(path for path in directory.glob("*.parquet") if path.is_file())
+def parquet_files(directory: storage.Location) -> list[str]:
+    """The names of the Parquet files in a split folder, sorted (none when it is missing)."""
+    return [name for name in storage.list_files(directory) if name.endswith(".parquet")]
 
 
-def ensure_schema_file(directory: Path, schema: pa.Schema) -> None:
+def ensure_schema_file(directory: storage.Location, schema: pa.Schema) -> None:
     """Write one empty file with ``schema`` into a folder a distributed writer left empty."""
-    directory.mkdir(parents=True, exist_ok=True)
     if not parquet_files(directory):
-        pq.write_table(schema.empty_table(), directory / "part-00000-of-00001.parquet")
+        write_table(schema.empty_table(), storage.join(directory, "part-00000-of-00001.parquet"))
 
 
-def read_split(directory: Path, columns: list[str] | None = None) -> pa.Table:
+def read_split(directory: storage.Location, columns: list[str] | None = None) -> pa.Table:
     """Read every Parquet shard of a split folder into one table.
 
     Raises:
         DatasetFormatError: the folder is missing, holds no shards, or a shard is unreadable.
     """
-    files = parquet_files(directory) if directory.is_dir() else []
+    files = parquet_files(directory)
     if not files:
-        raise DatasetFormatError(f"{directory}: missing or empty split folder. {_REBUILD}")
+        raise DatasetFormatError(
+            f"{os.fspath(directory)}: missing or empty split folder. {_REBUILD}"
+        )
     tables = []
-    for path in files:
+    for name in files:
+        path = storage.join(directory, name)
+        filesystem, inside = storage.resolve(path)
         try:
-            tables.append(pq.read_table(path, columns=columns))
+            tables.append(pq.read_table(inside, columns=columns, filesystem=filesystem))
         except (pa.ArrowException, OSError) as error:
             problem = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise DatasetFormatError(
-                f"{path}: split {directory.name!r}: not readable as Parquet ({problem}). {_REBUILD}"
+                f"{path}: split {storage.name(directory)!r}: not readable as Parquet ({problem}). "
+                f"{_REBUILD}"
             ) from None
     return pa.concat_tables(tables)
 
 
-def verified_manifest(directory: Path, full_hash: bool = False) -> Manifest:
+def verified_manifest(directory: storage.Location, full_hash: bool = False) -> Manifest:
     """The manifest of the dataset folder ``directory``, every file verified against it.
 
     Raises:
@@ -182,36 +199,40 @@ def _sha256(handle) -> str:
     return digest.hexdigest()
 
 
-def fingerprint(path: Path) -> ShardFile:
+def fingerprint(path: storage.Location) -> ShardFile:
     """What :func:`verify_dataset` checks of one Parquet file written by a build."""
-    size = path.stat().st_size
-    with path.open("rb") as handle:
+    size = storage.size(path)
+    with storage.open_input(path) as handle:
         footer = _footer(handle, size)
         if footer is None:
-            raise DatasetFormatError(f"{path}: not a complete Parquet file")
+            raise DatasetFormatError(f"{os.fspath(path)}: not a complete Parquet file")
         digest = _sha256(handle)
+        rows = pq.ParquetFile(handle).metadata.num_rows
     return ShardFile(
-        name=path.name,
-        rows=pq.ParquetFile(path).metadata.num_rows,
+        name=storage.name(path),
+        rows=rows,
         bytes=size,
         footer_sha256=hashlib.sha256(footer).hexdigest(),
         sha256=digest,
     )
 
 
-def fingerprint_files(directory: Path) -> dict[str, list[ShardFile]]:
+def fingerprint_files(directory: storage.Location) -> dict[str, list[ShardFile]]:
     """Every Parquet file of a dataset folder being written, per folder (for the manifest).
 
     Time: one read of every byte written (the full hash), ~20 ms per 1 M input rows here.
     """
     return {
-        folder: [fingerprint(path) for path in parquet_files(directory / folder)]
+        folder: [
+            fingerprint(storage.join(directory, folder, name))
+            for name in parquet_files(storage.join(directory, folder))
+        ]
         for folder in FINGERPRINTED
     }
 
 
 def verify_dataset(
-    directory: Path,
+    directory: storage.Location,
     manifest: Manifest,
     folders: Sequence[str] = FINGERPRINTED,
     full_hash: bool = False,
@@ -220,37 +241,37 @@ def verify_dataset(
 
     Per file: present, the recorded size, the recorded footer hash (and with ``full_hash`` the
     hash of every byte). Per split: the manifest's row count equals its files' rows; and
-    ``n_users``/``n_items`` equal the id maps' sizes. Time: a stat and a footer read per file
-    (the full hash reads every byte).
+    ``n_users``/``n_items`` equal the id maps' sizes. Time: a listing per folder, a stat and a
+    footer read per file (on an object store: a request each); the full hash reads every byte.
 
     Raises:
         DatasetFormatError: one line naming the split, the file and what differs.
     """
     for folder in folders:
-        where = directory / folder
+        where = storage.join(directory, folder)
         recorded = {record.name: record for record in manifest.shard_files.get(folder, [])}
-        on_disk = {path.name: path for path in (parquet_files(where) if where.is_dir() else [])}
+        on_disk = set(parquet_files(where))
         if not on_disk:
             raise DatasetFormatError(f"{where}: missing or empty split folder. {_REBUILD}")
-        unexpected = sorted(on_disk.keys() - recorded.keys())
+        unexpected = sorted(on_disk - recorded.keys())
         if unexpected:
             raise DatasetFormatError(
-                f"{where / unexpected[0]}: split {folder!r}: a file the build did not write. "
-                f"{_REBUILD}"
+                f"{storage.join(where, unexpected[0])}: split {folder!r}: a file the build did "
+                f"not write. {_REBUILD}"
             )
         for name, record in sorted(recorded.items()):
             if name not in on_disk:
                 raise DatasetFormatError(
-                    f"{where / name}: split {folder!r}: missing (the build wrote "
+                    f"{storage.join(where, name)}: split {folder!r}: missing (the build wrote "
                     f"{len(recorded)} files). {_REBUILD}"
                 )
-            _check_file(on_disk[name], folder, record, full_hash)
+            _check_file(storage.join(where, name), folder, record, full_hash)
         if folder in manifest.counts:
             held = sum(record.rows for record in recorded.values())
             if held != manifest.rows(folder):
                 raise DatasetFormatError(
-                    f"{directory / MANIFEST_FILE}: split {folder!r}: the manifest counts "
-                    f"{manifest.rows(folder)} rows, but its files {sorted(recorded)} hold "
+                    f"{storage.join(directory, MANIFEST_FILE)}: split {folder!r}: the manifest "
+                    f"counts {manifest.rows(folder)} rows, but its files {sorted(recorded)} hold "
                     f"{held}. {_REBUILD}"
                 )
         if folder == ID_MAP_DIR:
@@ -258,21 +279,22 @@ def verify_dataset(
                 mapped = recorded[f"{kind}.parquet"].rows
                 if mapped != count:
                     raise DatasetFormatError(
-                        f"{directory / MANIFEST_FILE}: n_{kind} is {count}, but "
-                        f"{where / f'{kind}.parquet'} maps {mapped} {kind}. {_REBUILD}"
+                        f"{storage.join(directory, MANIFEST_FILE)}: n_{kind} is {count}, but "
+                        f"{storage.join(where, f'{kind}.parquet')} maps {mapped} {kind}. "
+                        f"{_REBUILD}"
                     )
 
 
-def _check_file(path: Path, folder: str, record: ShardFile, full_hash: bool) -> None:
+def _check_file(path: str, folder: str, record: ShardFile, full_hash: bool) -> None:
     def fail(problem: str) -> DatasetFormatError:
         return DatasetFormatError(
             f"{path}: split {folder!r}: {problem}; the file was changed after the build. {_REBUILD}"
         )
 
-    size = path.stat().st_size
+    size = storage.size(path)
     if size != record.bytes:
         raise fail(f"{size} bytes, but the build wrote {record.bytes}")
-    with path.open("rb") as handle:
+    with storage.open_input(path) as handle:
         footer = _footer(handle, size)
         if footer is None or hashlib.sha256(footer).hexdigest() != record.footer_sha256:
             raise fail("its Parquet footer differs from the one the build wrote")
@@ -281,14 +303,15 @@ def _check_file(path: Path, folder: str, record: ShardFile, full_hash: bool) -> 
                 raise fail("its content differs from what the build wrote")
 
 
-def write_id_maps(directory: Path, user_map: pa.Table, item_map: pa.Table) -> None:
-    (directory / ID_MAP_DIR).mkdir(parents=True, exist_ok=True)
-    pq.write_table(user_map, directory / ID_MAP_DIR / "users.parquet")
-    pq.write_table(item_map, directory / ID_MAP_DIR / "items.parquet")
+def write_id_maps(directory: storage.Location, user_map: pa.Table, item_map: pa.Table) -> None:
+    write_table(user_map, storage.join(directory, ID_MAP_DIR, "users.parquet"))
+    write_table(item_map, storage.join(directory, ID_MAP_DIR, "items.parquet"))
 
 
-def read_id_maps(directory: Path) -> tuple[pa.Table, pa.Table]:
+def read_id_maps(directory: storage.Location) -> tuple[pa.Table, pa.Table]:
     """The saved ``(raw_id, index)`` tables of users and items."""
-    return tuple(
-        pq.read_table(directory / ID_MAP_DIR / f"{kind}.parquet") for kind in ("users", "items")
-    )
+    tables = []
+    for kind in ("users", "items"):
+        with storage.open_input(storage.join(directory, ID_MAP_DIR, f"{kind}.parquet")) as handle:
+            tables.append(pq.read_table(handle))
+    return tuple(tables)

@@ -1,4 +1,5 @@
-"""Load a built dataset directory into :class:`RecData` tensors — pyarrow only, no Ray.
+"""Load a built dataset directory — local or on an object store — into :class:`RecData`
+tensors — pyarrow only, no Ray.
 
 The GPU benchmark host has torch and pyarrow but may lack Ray, so loading never imports it.
 Every file read is first verified against the manifest
@@ -9,12 +10,13 @@ engine, wrote the folder.
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 import numpy as np
 import pyarrow as pa
 import torch
 
+from invlearn_ray import storage
 from invlearn_ray.data import canonical as cn
 from invlearn_ray.data import dataset_dir as dd
 from invlearn_ray.data.manifest import Manifest
@@ -82,12 +84,13 @@ def recdata_from_tables(
 
 
 def load_dataset(
-    path: str | Path, device: torch.device | str = "cpu", full_hash: bool = False
+    path: storage.Location, device: torch.device | str = "cpu", full_hash: bool = False
 ) -> RecData:
     """Load a dataset folder written by ``pipelines/build_data.py`` (either engine).
 
     Args:
-        path: the dataset folder (holding ``manifest.json``).
+        path: the dataset folder (holding ``manifest.json``): a local path or a URI
+            (``s3://bucket/ml100k``; see :mod:`invlearn_ray.storage`).
         device: where to put the tensors.
         full_hash: verify every byte of every file, not only sizes and Parquet footers.
 
@@ -98,13 +101,13 @@ def load_dataset(
         DatasetFormatError: a missing folder, a folder that is not a dataset, a schema-version
             mismatch, or a file or count that differs from what the build wrote.
     """
-    directory = Path(path)
+    directory = os.fspath(path)
     manifest = Manifest.read(directory)
     dd.verify_dataset(directory, manifest, (*dd.OUTPUT_SPLITS, dd.ID_MAP_DIR), full_hash)
-    tables = {name: dd.read_split(directory / name) for name in dd.OUTPUT_SPLITS}
+    tables = {name: dd.read_split(storage.join(directory, name)) for name in dd.OUTPUT_SPLITS}
     truth = None
-    if (directory / dd.TRUTH_FILE).is_file():
-        truth = PlantedTruth.load(directory / dd.TRUTH_FILE)
+    if storage.is_file(storage.join(directory, dd.TRUTH_FILE)):
+        truth = PlantedTruth.load(storage.join(directory, dd.TRUTH_FILE))
     data = recdata_from_tables(
         tables,
         n_users=manifest.n_users,
@@ -116,17 +119,19 @@ def load_dataset(
     return data.to(device) if torch.device(device) != torch.device("cpu") else data
 
 
-def load_unlabeled_draw(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def load_unlabeled_draw(
+    path: storage.Location,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The stored epoch-0 unlabeled draw: ``(users, items, source_rows)``, in draw order.
 
     Draw order is training-train rows by ``row``, then training-test rows by ``row``, each
     repeated ``sampling.rate`` times (see ``build.draw_unlabeled``).
     """
-    directory = Path(path)
+    directory = os.fspath(path)
     dd.verify_dataset(directory, Manifest.read(directory), ("unlabeled", "train_test"))
-    table = dd.read_split(directory / "unlabeled")
+    table = dd.read_split(storage.join(directory, "unlabeled"))
     rows = table.column(dd.SOURCE_ROW).to_numpy()
-    train_test_rows = dd.read_split(directory / "train_test", columns=[cn.ROW])
+    train_test_rows = dd.read_split(storage.join(directory, "train_test"), columns=[cn.ROW])
     in_train_test = np.isin(rows, train_test_rows.column(cn.ROW).to_numpy())
     # Stable sort: the draws of one source row keep their file order.
     order = np.lexsort((rows, in_train_test))

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
+from invlearn_ray import storage
 from invlearn_ray.data.errors import DatasetFormatError
 
 SCHEMA_VERSION = 2
@@ -124,28 +125,33 @@ class Manifest:
         return cls(**{**values, "shard_files": shard_files})
 
     @classmethod
-    def read(cls, directory: Path) -> Manifest:
-        """Read and check the manifest of the dataset folder ``directory``.
+    def read(cls, directory: storage.Location) -> Manifest:
+        """Read and check the manifest of the dataset folder ``directory`` (a location).
 
         Raises:
-            DatasetFormatError: no such folder, no manifest, unreadable JSON, or a manifest of
-                another schema version.
+            DatasetFormatError: no such folder, no manifest (also: a build that never finished
+                writing it), unreadable JSON, or a manifest of another schema version.
+            StorageError: the location cannot be reached.
         """
-        if not directory.is_dir():
+        directory = os.fspath(directory)
+        if not storage.is_dir(directory):
             raise DatasetFormatError(
                 f"{directory}: no such dataset folder. Build one with pipelines/build_data.py."
             )
-        path = directory / MANIFEST_FILE
-        if not path.is_file():
+        path = storage.join(directory, MANIFEST_FILE)
+        if not storage.is_file(path):
             raise DatasetFormatError(
                 f"{directory}: not a built dataset (no {MANIFEST_FILE}). Point at a folder "
                 "written by pipelines/build_data.py."
             )
         try:
-            values = json.loads(path.read_text())
+            values = json.loads(storage.read_text(path))
         except json.JSONDecodeError as error:
             raise DatasetFormatError(f"{path}: not valid JSON ({error}). {REBUILD}") from None
-        return cls.from_json(values, str(path))
+        return cls.from_json(values, path)
 
-    def write(self, directory: Path) -> None:
-        (directory / MANIFEST_FILE).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+    def write(self, directory: storage.Location) -> None:
+        """Write ``manifest.json`` into ``directory`` — the last file a build writes."""
+        storage.write_text(
+            storage.join(directory, MANIFEST_FILE), json.dumps(self.to_json(), indent=2) + "\n"
+        )

@@ -13,6 +13,12 @@ folder is made in the same parent, and logs each removal. Only the names made he
 touched, and those a caller names (``also``): a training run's fixed staging folder
 (``.<name>.staging``) is a leftover only when it holds no Ray Train checkpoints a rerun would
 resume from (:mod:`invlearn_ray.training.run_folder`).
+
+An object store (``s3://``, ``gs://``) has no rename: :func:`writing_folder` writes there in
+place under :mod:`invlearn_ray.storage`'s commit protocol instead — the old commit file
+removed first, a marker put in, the old files deleted, every new file written, the commit
+file (a dataset's ``manifest.json``) last. A reader sees the old folder, a folder that is
+recognisably not committed, or the new one; a rebuild that fails leaves nothing there.
 """
 
 from __future__ import annotations
@@ -23,8 +29,11 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from invlearn_ray import storage
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +59,40 @@ def publish(staging: Path, out: Path) -> None:
     staging.rename(out)
     if retired is not None:
         shutil.rmtree(retired)
+
+
+@contextmanager
+def writing_folder(out: storage.Location, commit_file: str) -> Iterator[str]:
+    """Where to write the folder that appears at ``out`` when the block ends.
+
+    The caller writes every file into the yielded location, ``commit_file`` last. A local
+    ``out`` gets a staging folder beside it, swapped in at the end (:func:`publish`); an
+    object-store ``out`` is written in place under the commit protocol (see the module
+    docstring). If the block raises, what it wrote is removed.
+
+    Yields:
+        The location to write into (an absolute local path, or ``out`` itself).
+    """
+    if storage.is_local(out):
+        destination = Path(storage.resolve(out)[1])
+        staging = new_staging_dir(destination)
+        try:
+            yield str(staging)
+            publish(staging, destination)
+        except BaseException:
+            discard(staging)
+            raise
+        return
+    storage.begin_write(out, commit_file)
+    for name in storage.list_files(out, recursive=True):
+        if name != storage.WRITING_MARKER:
+            storage.delete_file(storage.join(out, name))
+    try:
+        yield storage.absolute(out)
+        storage.end_write(out)
+    except BaseException:
+        storage.delete_tree(out)
+        raise
 
 
 def discard(staging: Path) -> None:

@@ -16,12 +16,13 @@ elementwise, O(dim) per pair. How the tables are drawn lives in :mod:`synthetic`
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from invlearn_ray import storage
 from invlearn_ray.data.hashing import hash_uniform
 
 SALT_TRUTH = 0x7A07
@@ -74,10 +75,11 @@ class PlantedTruth:
     def __call__(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.labels(users, items)
 
-    def save(self, path: str | Path) -> None:
-        """Write ``truth.npz`` (plain arrays; loadable with ``allow_pickle=False``)."""
+    def save(self, location: storage.Location) -> None:
+        """Write ``truth.npz`` at a location: plain arrays, loadable with ``allow_pickle=False``."""
+        buffer = io.BytesIO()
         np.savez(
-            path,
+            buffer,
             user_factors=self.user_factors.numpy(),
             item_factors=self.item_factors.numpy(),
             user_bias=self.user_bias.numpy(),
@@ -85,10 +87,11 @@ class PlantedTruth:
             base_logit=np.float64(self.base_logit),
             seed=np.int64(self.seed),
         )
+        storage.write_bytes(location, buffer.getvalue())
 
     @classmethod
-    def load(cls, path: str | Path) -> PlantedTruth:
-        with np.load(path, allow_pickle=False) as arrays:
+    def load(cls, location: storage.Location) -> PlantedTruth:
+        with np.load(io.BytesIO(storage.read_bytes(location)), allow_pickle=False) as arrays:
             return cls(
                 user_factors=torch.from_numpy(arrays["user_factors"]),
                 item_factors=torch.from_numpy(arrays["item_factors"]),

@@ -1,6 +1,10 @@
 """Build a dataset with Ray Data: the data layer's pure steps as dataset transforms.
 
-The same code runs on a laptop's local Ray and on a cluster (``ray.init(address=...)``). Stages:
+The same code runs on a laptop's local Ray and on a cluster (``ray.init(address=...)``). On a
+cluster the output must be a location every node reaches (``s3://...``, ``gs://...``): the
+write tasks run on whichever worker has room and write their shards straight there, and the
+driver reads back only from there — never from a worker's disk, which it cannot see. A local
+``out_dir`` is refused when the cluster has more than one node. Stages:
 
 1. **read** — ``ray.data.read_binary_files`` over the source files, parsed by
    :func:`~invlearn_ray.data.readers.parse_file` in ``map_batches``, one task per file (line
@@ -24,8 +28,9 @@ The same code runs on a laptop's local Ray and on a cluster (``ray.init(address=
    exclusion needs each user's whole training item set, and the draw must not depend on
    blocks) and written with Ray Data;
 7. **manifest** — counts are read back from the written files, so the conservation check in
-   the manifest proves what is on disk, and every written file is fingerprinted for loading to
-   verify.
+   the manifest proves what is in storage, and every written file is fingerprinted for loading
+   to verify; the manifest is written last (the commit record on an object store, see
+   :func:`~invlearn_ray.data.publishing.writing_folder`).
 
 The result equals :func:`~invlearn_ray.data.build.build_in_memory` row for row (tested).
 """
@@ -36,7 +41,6 @@ import os
 import pickle
 from contextlib import contextmanager
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,6 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
+from invlearn_ray import storage
 from invlearn_ray.data import canonical as cn
 from invlearn_ray.data import dataset_dir as dd
 from invlearn_ray.data import publishing
@@ -61,7 +66,7 @@ from invlearn_ray.data.build import (
     summarize_outputs,
     summary_columns,
 )
-from invlearn_ray.data.errors import DataError
+from invlearn_ray.data.errors import DataError, OutputDirectoryError
 from invlearn_ray.data.manifest import Manifest
 from invlearn_ray.data.readers import parse_file
 from invlearn_ray.data.sources import SourceSpec, check_not_empty, synthetic_universe
@@ -226,7 +231,29 @@ def _read(source: SourceSpec) -> tuple[ray.data.Dataset, int, PlantedTruth | Non
     return parsed.materialize(), len(source.paths), None, None
 
 
-def build_dataset(config: BuildConfig, out_dir: str | Path, *, overwrite: bool = False) -> Manifest:
+def check_reachable_from_workers(out_dir: storage.Location) -> None:
+    """Refuse a local ``out_dir`` on a Ray cluster of more than one node.
+
+    Each node's disk is its own: shards written by tasks on worker nodes would land there, out
+    of the driver's (and every later reader's) sight.
+
+    Raises:
+        OutputDirectoryError: ``out_dir`` is local and more than one node is alive.
+    """
+    if not storage.is_local(out_dir) or not ray.is_initialized():
+        return
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    if len(nodes) > 1:
+        raise OutputDirectoryError(
+            f"{out_dir}: a local folder, but this Ray cluster has {len(nodes)} nodes and each "
+            "writes to its own disk. Give --out a location every node reaches, e.g. "
+            "s3://bucket/path (see README, Storage locations)."
+        )
+
+
+def build_dataset(
+    config: BuildConfig, out_dir: storage.Location, *, overwrite: bool = False
+) -> Manifest:
     """Build ``config`` with Ray Data and write it to ``out_dir``; returns the manifest.
 
     Ray is used as initialized by the caller (see ``invlearn_ray.distributed.session``), or
@@ -234,16 +261,20 @@ def build_dataset(config: BuildConfig, out_dir: str | Path, *, overwrite: bool =
 
     Args:
         config: what to build (source, rule, split options, sampling rate, shards).
-        out_dir: the dataset folder (policy: see :mod:`invlearn_ray.data.dataset_dir`).
+        out_dir: the dataset folder, a local path or a URI (policy: see
+            :mod:`invlearn_ray.data.dataset_dir`); on a multi-node cluster, a URI.
         overwrite: replace a different dataset already in ``out_dir``.
 
     Raises:
         InputFormatError: the first bad line of the source, in file order.
         EmptyInputError, EmptySplitError: nothing to build, or a labeled split would be empty.
-        OutputDirectoryError: ``out_dir`` holds something the build must not replace.
+        OutputDirectoryError: ``out_dir`` holds something the build must not replace, or is
+            local on a multi-node cluster.
+        StorageError: ``out_dir`` cannot be reached.
     """
-    out = Path(out_dir).resolve()
+    out = storage.absolute(out_dir)
     dd.check_output_dir(out, config.inputs(), overwrite)
+    check_reachable_from_workers(out)
     source = config.source.resolved()
     with _ordered_execution():
         parsed, n_files, truth, stats = _read(source)
@@ -282,26 +313,27 @@ def build_dataset(config: BuildConfig, out_dir: str | Path, *, overwrite: bool =
             planned, n_users, n_items, config.sampling_rate, config.split.seed, truth
         ).cast(output_schema("unlabeled", columns))
 
-        staging = publishing.new_staging_dir(out)
-        try:
+        with publishing.writing_folder(out, dd.MANIFEST_FILE) as target:
             applied = indexed.map_batches(
                 apply_build_plan, batch_format="pyarrow", fn_kwargs={"plan": plan}
             ).materialize()
             del indexed
             for name in dd.OUTPUT_SPLITS:
                 schema = output_schema(name, columns)
-                applied.map_batches(
+                rows = applied.map_batches(
                     split_rows,
                     batch_format="pyarrow",
                     fn_kwargs={"name": name, "schema": schema},
-                ).repartition(config.shards).write_parquet(str(staging / name))
-                dd.ensure_schema_file(staging / name, schema)
-            ray.data.from_arrow(unlabeled).repartition(config.shards).write_parquet(
-                str(staging / "unlabeled")
+                )
+                _write_parquet(rows.repartition(config.shards), storage.join(target, name))
+                dd.ensure_schema_file(storage.join(target, name), schema)
+            _write_parquet(
+                ray.data.from_arrow(unlabeled).repartition(config.shards),
+                storage.join(target, "unlabeled"),
             )
-            dd.ensure_schema_file(staging / "unlabeled", unlabeled.schema)
+            dd.ensure_schema_file(storage.join(target, "unlabeled"), unlabeled.schema)
             written = {
-                name: dd.read_split(staging / name, columns=summary_columns(name))
+                name: dd.read_split(storage.join(target, name), columns=summary_columns(name))
                 for name in dd.ALL_SPLITS
             }
             manifest = make_manifest(
@@ -314,19 +346,26 @@ def build_dataset(config: BuildConfig, out_dir: str | Path, *, overwrite: bool =
                 input_rows=input_rows,
                 facts=facts,
                 counts=summarize_outputs(written),
-                files={name: len(dd.parquet_files(staging / name)) for name in dd.ALL_SPLITS},
+                files={
+                    name: len(dd.parquet_files(storage.join(target, name)))
+                    for name in dd.ALL_SPLITS
+                },
                 synthetic_stats=stats,
             )
-            dd.write_id_maps(staging, cn.id_map_table(user_map), cn.id_map_table(item_map))
+            dd.write_id_maps(target, cn.id_map_table(user_map), cn.id_map_table(item_map))
             if truth is not None:
-                truth.save(staging / dd.TRUTH_FILE)
-            manifest = replace(manifest, shard_files=dd.fingerprint_files(staging))
-            manifest.write(staging)
-            publishing.publish(staging, out)
-        except BaseException:
-            publishing.discard(staging)
-            raise
+                truth.save(storage.join(target, dd.TRUTH_FILE))
+            manifest = replace(manifest, shard_files=dd.fingerprint_files(target))
+            manifest.write(target)
     return manifest
+
+
+def _write_parquet(dataset: ray.data.Dataset, location: str) -> None:
+    """Write ``dataset``'s blocks as Parquet files into the folder ``location``, from the tasks
+    that hold them (the file system travels with the tasks; each resolves its credentials where
+    it runs)."""
+    filesystem, path = storage.resolve(location)
+    dataset.write_parquet(path, filesystem=filesystem)
 
 
 def _raise_first_parse_error(summary: pa.Table) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from support.datasets import assert_same_data, run_build_data
 
+from invlearn_ray import storage
 from invlearn_ray.data import canonical as cn
 from invlearn_ray.data import dataset_dir as dd
 from invlearn_ray.data import synthetic
@@ -129,6 +132,19 @@ def test_ray_build_of_synthetic_data_matches_and_parse_errors_surface(
     assert err.value.line == 4
     assert not (tmp_path / "failed").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.slow
+def test_a_ray_build_to_s3_loads_equal_to_the_local_build(s3_env, tmp_path):
+    """The command line with its own local Ray: Ray Data's tasks write the shards to S3."""
+    uri = storage.join(s3_env.create_bucket(f"ray-{uuid.uuid4().hex[:8]}"), "ds")
+    tiny = ["--smoke-test", "--shards", "2", "-q"]
+    run_build_data([*tiny, "--out", uri, "--num-cpus", "2"])
+    run_build_data([*tiny, "--engine", "memory", "--out", str(tmp_path / "local")])
+    loaded = load_dataset(uri, full_hash=True)
+    assert loaded.manifest.engine == "ray" and loaded.manifest.conservation["holds"]
+    assert_same_data(loaded, load_dataset(tmp_path / "local"))
+    assert storage.WRITING_MARKER not in storage.list_files(uri)
 
 
 def _presplit(folder: Path, held_out_users: range) -> SourceSpec:

@@ -63,7 +63,7 @@ def test_no_arguments_resolve_to_the_synthetic_default(cli):
     assert config.source.kind == "synthetic"
     assert config.source.synthetic.n_users == 1000
     assert config.dataset_name == "synthetic"
-    assert args.out == cli.DEFAULT_OUT_ROOT / "synthetic"
+    assert args.out == str(cli.DEFAULT_OUT_ROOT / "synthetic")
     assert config.rule is None and config.source.synthetic.default_rule() == FinishRateRule()
 
 
@@ -94,7 +94,14 @@ def test_source_and_rule_options_resolve(cli, tmp_path):
     assert (config.source.kind, config.dataset_name) == ("inter", "ml100k")
     assert config.rule == RatingRule(4, 1)
     assert config.split.label_fraction == 0.3 and config.split.cold_policy == "drop"
-    assert config.shards == 4 and args.out == tmp_path / "o"
+    assert config.shards == 4 and args.out == str(tmp_path / "o")
+
+
+def test_out_takes_a_uri_as_is_and_a_relative_path_made_absolute(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.config_from_args(["--out", "s3://bucket/ds"])[1].out == "s3://bucket/ds"
+    assert cli.config_from_args(["--out", "rel/ds"])[1].out == str(tmp_path / "rel" / "ds")
+    assert not (tmp_path / "s3:").exists()
 
 
 def test_preset_and_rows_keep_the_shape_and_set_the_clear_rows(cli):

@@ -1,0 +1,242 @@
+"""An emulated multi-node Ray cluster on one machine: nodes that share no disk.
+
+A head node that runs no tasks (``--num-cpus=0``) and :data:`WORKERS` worker nodes of one CPU,
+each started as its own ``ray start --block`` in a private mount namespace
+(``unshare -m --propagation private``) with private tmpfs mounts over:
+
+* its Ray temp folder (``--temp-dir``, where its sockets, logs and spilled objects live) and
+  over ``/tmp/ray``, so nothing of one node's is visible to another or to another session;
+* :attr:`Cluster.local_out` — a folder that exists on the host too, so a task that writes a
+  *local* output there writes to its own node's disk, which the driver cannot see, exactly as
+  on a real cluster.
+
+Every node listens on its own ports (GCS, node manager, object manager, metrics export,
+dashboard agent listen/gRPC, runtime-env agent, Ray client server, worker range), all chosen
+free here, so the cluster never collides with a default ``ray start`` or another session's
+Ray. The head's temp folder is the cluster's own, so its ``ray_current_cluster`` file is too: a
+bare ``ray.init()`` elsewhere on the machine never finds this cluster.
+
+Drivers connect with ``ray.init(address=cluster.address)`` (e.g. ``build_data.py --address``);
+with several nodes on 127.0.0.1, Ray attaches a driver to the head node, whose sockets are on
+the host. Needs root (``mount``) and ``unshare``; tests skip, saying why, without them.
+Stopped by SIGKILL to each node's process group (SIGTERM leaves the head's GCS running).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from support.s3_server import free_ports
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+WORKERS = 2
+START_TIMEOUT_S = 180
+"""Head and two workers were alive 16-28 s after the start here (2 shared, loaded cores)."""
+OBJECT_STORE_BYTES = 200 * 2**20
+_WORKER_PORTS = 60
+_ALIVE = 0  # GcsNodeInfo.GcsNodeState.ALIVE
+
+
+@dataclass
+class Cluster:
+    """A running emulated cluster.
+
+    Attributes:
+        address: the GCS address drivers pass to ``ray.init(address=...)``.
+        env: the environment its nodes run with (a driver should run with it too).
+        local_out: a folder private to each node (and to the host): local writes of tasks go
+            to their own node's disk.
+    """
+
+    address: str
+    env: dict[str, str]
+    local_out: Path
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+
+def skip_reason() -> str | None:
+    """Why an emulated cluster cannot start here (None when it can)."""
+    if os.geteuid() != 0:
+        return "the emulated multi-node cluster mounts tmpfs: needs root"
+    if shutil.which("unshare") is None:
+        return "the emulated multi-node cluster needs unshare (util-linux)"
+    if not (Path(sys.executable).parent / "ray").is_file():
+        return "no `ray` command beside this Python"
+    return None
+
+
+def _node_ports() -> list[str]:
+    """The per-node port options, each port free now; a worker range of its own."""
+    manager, objects, metrics, agent, agent_grpc, runtime_env = free_ports(6)
+    # Worker ports below the ephemeral range (free_ports' picks) and above Ray's default
+    # 10002-19999, at a random offset so that two clusters rarely overlap.
+    low = random.randrange(20_000, 32_000 - _WORKER_PORTS)
+    return [
+        f"--node-manager-port={manager}",
+        f"--object-manager-port={objects}",
+        f"--metrics-export-port={metrics}",
+        f"--dashboard-agent-listen-port={agent}",
+        f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--runtime-env-agent-port={runtime_env}",
+        f"--min-worker-port={low}",
+        f"--max-worker-port={low + _WORKER_PORTS - 1}",
+        f"--object-store-memory={OBJECT_STORE_BYTES}",
+        "--disable-usage-stats",
+    ]
+
+
+@contextmanager
+def running_cluster(root: Path, env: dict[str, str], workers: int = WORKERS) -> Iterator[Cluster]:
+    """Start a head and ``workers`` worker nodes under ``root``; stop them all on exit.
+
+    Args:
+        root: a fresh folder for the nodes' temp folders and logs.
+        env: variables every node runs with on top of this process's (e.g. storage settings:
+            the nodes of a real cluster get them from their instance configuration).
+
+    Raises:
+        RuntimeError: a node exited, or fewer than ``workers`` workers were alive within
+            :data:`START_TIMEOUT_S` (the message holds the end of the node logs).
+    """
+    ray = str(Path(sys.executable).parent / "ray")
+    local_out = root / "local_out"
+    local_out.mkdir(parents=True)
+    pythonpath = [str(REPO_ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(":"))]
+    node_env = {
+        **os.environ,
+        **env,
+        "PYTHONPATH": os.pathsep.join(pythonpath),  # this checkout, as tasks import it
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_raylet_start_wait_time_s": str(START_TIMEOUT_S),
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    gcs, client = free_ports(2)
+    cluster = Cluster(address=f"127.0.0.1:{gcs}", env=node_env, local_out=local_out)
+    head_tmp = root / "head"
+    head_tmp.mkdir()
+    head = [
+        ray,
+        "start",
+        "--head",
+        "--block",
+        "--num-cpus=0",
+        "--node-ip-address=127.0.0.1",
+        f"--port={gcs}",
+        f"--ray-client-server-port={client}",
+        "--include-dashboard=false",
+        f"--temp-dir={head_tmp}",
+        *_node_ports(),
+    ]
+    logs = []
+    try:
+        cluster.processes.append(_start(head, node_env, root / "head.log"))
+        logs.append(root / "head.log")
+        for index in range(workers):
+            node_tmp = root / f"worker{index}"
+            node_tmp.mkdir()
+            start = [
+                ray,
+                "start",
+                "--block",
+                f"--address={cluster.address}",
+                "--num-cpus=1",
+                "--node-ip-address=127.0.0.1",
+                f"--temp-dir={node_tmp}",
+                *_node_ports(),
+            ]
+            private = " && ".join(
+                [
+                    f"mount -t tmpfs none {shlex.quote(str(node_tmp))}",
+                    f"mount -t tmpfs none {shlex.quote(str(local_out))}",
+                    "mkdir -p /tmp/ray",
+                    "mount -t tmpfs none /tmp/ray",
+                    "exec " + shlex.join(start),
+                ]
+            )
+            command = ["unshare", "-m", "--propagation", "private", "bash", "-c", private]
+            log = root / f"worker{index}.log"
+            cluster.processes.append(_start(command, node_env, log))
+            logs.append(log)
+        _wait_for_workers(cluster, workers, logs)
+        yield cluster
+    finally:
+        for process in reversed(cluster.processes):
+            _kill_group(process)
+
+
+def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    with log.open("wb") as output:
+        return subprocess.Popen(
+            command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def _alive_workers(address: str) -> int:
+    """Alive nodes with CPUs, as the GCS sees them (-1 while it does not answer)."""
+    from ray._raylet import GcsClient
+
+    try:
+        nodes = GcsClient(address=address).get_all_node_info(timeout=5)
+    except Exception:  # noqa: BLE001 - the GCS is still starting: any failure means "not yet"
+        return -1
+    return sum(
+        1
+        for info in nodes.values()
+        if info.state == _ALIVE and info.resources_total.get("CPU", 0) > 0
+    )
+
+
+def _wait_for_workers(cluster: Cluster, workers: int, logs: list[Path]) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        exited = [p.args for p in cluster.processes if p.poll() is not None]
+        if exited:
+            break
+        if _alive_workers(cluster.address) >= workers:
+            return
+        time.sleep(1)
+    tails = "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-1500:]}" for log in logs)
+    raise RuntimeError(
+        f"the emulated cluster did not get {workers} alive workers within {START_TIMEOUT_S} s; "
+        f"node logs:\n{tails}"
+    )
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    else:  # the node's own children may outlive it
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture(scope="session")
+def multinode_cluster(s3_server) -> Iterator[Cluster]:
+    """A head (no CPUs) and two one-CPU worker nodes sharing no disk; the nodes reach the
+    session's S3 server through the AWS variables, as a cloud cluster's nodes would S3."""
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    # A short root: Ray's socket paths under a node's temp folder must fit in 107 bytes.
+    root = Path(tempfile.mkdtemp(prefix="invlearn-nodes-"))
+    try:
+        with running_cluster(root, s3_server.env()) as cluster:
+            yield cluster
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
