@@ -275,6 +275,8 @@ def copy_tree(source: Location, destination: Location) -> None:
     source_fs, source_path = resolve(source)
     destination_fs, destination_path = resolve(destination)
     with _reporting(f"copy to {os.fspath(destination)} from", source):
+        # A local destination must exist: copy_files creates no folder there.
+        destination_fs.create_dir(destination_path, recursive=True)
         pafs.copy_files(
             source_path,
             destination_path,

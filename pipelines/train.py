@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from invlearn_ray import storage
 from invlearn_ray.cli import (
     ArgumentParser,
     add_ray_options,
@@ -71,7 +72,9 @@ def make_parser() -> ArgumentParser:
         description="Train one method/backbone on a built dataset (one process or Ray Train).",
         allow_abbrev=False,
     )
-    parser.add_argument("--dataset", type=Path, help="a folder written by build_data.py")
+    parser.add_argument(
+        "--dataset", help="a dataset written by build_data.py: a folder or a URI (s3://…)"
+    )
     parser.add_argument("--method", choices=METHODS, help="default: none")
     parser.add_argument("--backbone", choices=sorted(BACKBONES), help="default: gmf")
     parser.add_argument("--epochs", type=int, help="maximum epochs (early stopping may end sooner)")
@@ -100,11 +103,15 @@ def make_parser() -> ArgumentParser:
         default=1,
         help="worker-group restarts from the last checkpoint",
     )
-    parser.add_argument("--out", type=Path, help="run folder (default: runs/<dataset>-<method>-…)")
+    parser.add_argument(
+        "--out", help="run folder or URI (s3://…) (default: runs/<dataset>-<method>-…)"
+    )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace a finished run already in --out"
     )
-    parser.add_argument("--storage-path", type=Path, help="Ray Train checkpoints (<out>/ray)")
+    parser.add_argument(
+        "--storage-path", help="Ray Train checkpoints (default <out>/ray; <out>.ray for a URI)"
+    )
     add_ray_options(parser)
     parser.add_argument(
         "--smoke-test",
@@ -151,9 +158,9 @@ def train_config_from_args(args: argparse.Namespace, parser: ArgumentParser) -> 
     return config
 
 
-def _default_out(dataset: Path | None, config: TrainConfig) -> Path:
-    name = "smoke" if dataset is None else dataset.resolve().name
-    return DEFAULT_RUNS_ROOT / f"{name}-{config.method}-{config.backbone}-seed{config.seed}"
+def _default_out(dataset: str | None, config: TrainConfig) -> str:
+    name = "smoke" if dataset is None else storage.name(storage.absolute(dataset))
+    return str(DEFAULT_RUNS_ROOT / f"{name}-{config.method}-{config.backbone}-seed{config.seed}")
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
@@ -173,7 +180,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Nam
     config = train_config_from_args(args, parser)
     if args.out is None:
         args.out = _default_out(args.dataset, config)
-    if args.storage_path and args.storage_path.resolve().is_relative_to(args.out.resolve()):
+    if (
+        args.storage_path
+        and storage.is_local(args.storage_path)
+        and storage.is_local(args.out)
+        and Path(storage.absolute(args.storage_path)).is_relative_to(storage.absolute(args.out))
+    ):
         parser.error(
             "--storage-path must lie outside --out (the run folder is replaced as a whole when "
             "it is published); leave it unset to keep checkpoints in <out>/ray"
@@ -181,9 +193,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Nam
     return config, args
 
 
-def _smoke_dataset(out: Path) -> Path:
+def _smoke_dataset(out: str) -> str:
     """Build the tiny synthetic dataset in memory (no Ray) into ``<out>/dataset``."""
-    path = out / "dataset"
+    path = storage.join(out, "dataset")
     source = SourceSpec.from_synthetic(SyntheticConfig.preset("tiny"), name="smoke")
     build_dataset_in_memory(BuildConfig(source=source), path)
     return path
@@ -193,9 +205,9 @@ def _smoke_dataset(out: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     config, args = parse_args(argv)
     verbosity = configure_logging(args)
-    out = args.out.resolve()
+    out = storage.absolute(args.out)
     check_can_publish(out, args.overwrite)  # before the smoke-test dataset is built into <out>
-    dataset = args.dataset.resolve() if args.dataset else _smoke_dataset(out)
+    dataset = storage.absolute(args.dataset) if args.dataset else _smoke_dataset(out)
     # Everything run_training checks, before Ray starts.
     check_run(dataset, config, args.workers, out, args.overwrite, args.storage_path)
     resolved = {
@@ -230,9 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         f"selected epoch {summary['best_epoch']} of {summary['epochs_run']}; test: "
         + ", ".join(f"{key} {value:.4f}" for key, value in shown.items())
     )
-    print(f"model:         {out / MODEL_DIR}")
-    print(f"metrics:       {out / METRICS_FILE}")
-    print(f"direction log: {out / DIRECTION_LOG_FILE}")
+    print(f"model:         {storage.join(out, MODEL_DIR)}")
+    print(f"metrics:       {storage.join(out, METRICS_FILE)}")
+    print(f"direction log: {storage.join(out, DIRECTION_LOG_FILE)}")
     return 0
 
 

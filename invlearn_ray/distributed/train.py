@@ -19,23 +19,26 @@ around :func:`invlearn_ray.distributed.train_loop.train_loop_per_worker`:
   where it stopped; :func:`~invlearn_ray.training.run_folder.claim_run_dir` refuses a folder
   that holds a *different* run.
 
-Both paths write the same run folder (:mod:`invlearn_ray.training.run_folder`): into a staging
-folder beside ``output_dir``, renamed into place when the run is complete. A finished run
-already in ``output_dir`` is refused before any work unless ``overwrite``.
-
-On a multi-node cluster ``output_dir`` must be a path rank 0's node can write and the driver
-can read (a shared filesystem): rank 0 writes it.
+Both paths write the same run folder (:mod:`invlearn_ray.training.run_folder`). A local
+``output_dir`` is written into a staging folder beside it and renamed into place when the run
+is complete. An object-store ``output_dir`` (``s3://…``, what a multi-node cluster needs: rank 0
+may run on any node) is written by whichever process trained — rank 0 on its own node — into a
+temporary folder and uploaded with the commit file last; its checkpoints default to
+``<output_dir>.ray/<run name>`` in the same store, so a worker group restarted on other nodes
+finds them. A finished run already in ``output_dir`` is refused before any work unless
+``overwrite``. The dataset may be local or in an object store alike.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from invlearn_ray import storage
 from invlearn_ray.data import dataset_dir as dd
 from invlearn_ray.data import publishing
 from invlearn_ray.data.loading import load_dataset
@@ -51,6 +54,7 @@ from invlearn_ray.training.run_folder import (
     publish_run,
     remove_stale_runs,
     staging_dir,
+    upload_run,
     write_run_outputs,
 )
 from invlearn_ray.training.sinks import ConsoleSink
@@ -77,14 +81,14 @@ class TrainingRunError(RuntimeError, UserError):
 
 
 def run_training(
-    dataset_path: str | Path,
+    dataset_path: storage.Location,
     config: TrainConfig,
     num_workers: int,
-    output_dir: str | Path,
+    output_dir: storage.Location,
     use_gpu: bool = False,
     cpus_per_worker: float = 0.5,
     max_failures: int = 1,
-    storage_path: str | Path | None = None,
+    storage_path: storage.Location | None = None,
     num_to_keep: int = 2,
     run_name: str | None = None,
     test_switches: dict[str, Any] | None = None,
@@ -130,21 +134,40 @@ def run_training(
         raise ValueError(f"unknown test switch(es) {unknown}; valid: {list(TEST_SWITCHES)}")
     # Fail here, not in every worker, on a bad dataset or one the config cannot train on.
     check_run(dataset_path, config, num_workers, output_dir, overwrite, storage_path, run_name)
-    dataset_path, output_dir = Path(dataset_path).resolve(), Path(output_dir).resolve()
+    dataset_path, output_dir = storage.absolute(dataset_path), storage.absolute(output_dir)
+    if not storage.is_local(output_dir):
+        return _train_to_object_store(
+            dataset_path,
+            config,
+            num_workers,
+            output_dir,
+            use_gpu=use_gpu,
+            cpus_per_worker=cpus_per_worker,
+            max_failures=max_failures,
+            storage_path=storage_path,
+            num_to_keep=num_to_keep,
+            run_name=run_name,
+            test_switches=test_switches or {},
+        )
+    output_dir = Path(output_dir)
     remove_stale_runs(output_dir.parent)
     staging = staging_dir(output_dir)
+    inputs = [Path(dataset_path)] if storage.is_local(dataset_path) else []
     if num_workers == 0:
         # A one-process run has nothing to resume: whatever an interrupted run left goes.
         publishing.discard(staging)
         try:
             summary = train_single_process(dataset_path, config, staging, output_dir, use_gpu)
-            publish_run(staging, output_dir, inputs=[dataset_path])
+            publish_run(staging, output_dir, inputs=inputs)
         except BaseException:
             publishing.discard(staging)
             raise
         return summary
     storage_path, run_name = ray_storage(output_dir, storage_path, run_name)
-    claim_run_dir(storage_path / run_name, _run_description(dataset_path, config, num_workers))
+    claim_run_dir(
+        storage.join(storage_path, run_name),
+        _run_description(dataset_path, config, num_workers),
+    )
     # A failed Ray run keeps its staging folder: its checkpoints let the same command resume.
     try:
         summary = _train_with_ray(
@@ -164,14 +187,52 @@ def run_training(
     except TrainingDiverged:
         # Nothing to resume (a rerun must change its settings, and claim_run_dir would refuse
         # the changed run beside these checkpoints).
-        shutil.rmtree(storage_path / run_name, ignore_errors=True)
+        storage.delete_tree(storage.join(storage_path, run_name))
         publishing.discard(staging)
         raise
-    publish_run(staging, output_dir, inputs=[dataset_path])
-    if summary["last_checkpoint"] and Path(summary["last_checkpoint"]).is_relative_to(staging):
-        relative = Path(summary["last_checkpoint"]).relative_to(staging)
-        summary["last_checkpoint"] = str(output_dir / relative)
+    publish_run(staging, output_dir, inputs=inputs)
+    checkpoint = summary["last_checkpoint"]
+    if checkpoint and storage.is_local(checkpoint) and Path(checkpoint).is_relative_to(staging):
+        summary["last_checkpoint"] = str(output_dir / Path(checkpoint).relative_to(staging))
     return summary
+
+
+def _train_to_object_store(
+    dataset_path: str,
+    config: TrainConfig,
+    num_workers: int,
+    output_dir: str,
+    *,
+    storage_path: storage.Location | None,
+    run_name: str | None,
+    **ray_options: Any,
+) -> dict[str, Any]:
+    """:func:`run_training` into an object store: the process that trained uploads the run
+    (commit file last); a Ray run's checkpoints go to the same store."""
+    if num_workers == 0:
+        with tempfile.TemporaryDirectory(prefix="invlearn-run-") as folder:
+            summary = train_single_process(
+                dataset_path, config, Path(folder), output_dir, ray_options["use_gpu"]
+            )
+            upload_run(Path(folder), output_dir)
+        return summary
+    storage_path, run_name = ray_storage(output_dir, storage_path, run_name)
+    run_dir = storage.join(storage_path, run_name)
+    claim_run_dir(run_dir, _run_description(dataset_path, config, num_workers))
+    try:
+        return _train_with_ray(
+            dataset_path,
+            config,
+            num_workers,
+            None,
+            output_dir,
+            storage_path=storage_path,
+            run_name=run_name,
+            **ray_options,
+        )
+    except TrainingDiverged:
+        storage.delete_tree(run_dir)
+        raise
 
 
 def check_run(
@@ -193,34 +254,45 @@ def check_run(
     """
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0 (0 = one process, no Ray), got {num_workers}")
-    dataset_path, output_dir = Path(dataset_path).resolve(), Path(output_dir).resolve()
+    dataset_path, output_dir = storage.absolute(dataset_path), storage.absolute(output_dir)
     check_dataset_fits(config, dd.verified_manifest(dataset_path))
     check_can_publish(output_dir, overwrite)
     if num_workers:
         storage_path, run_name = ray_storage(output_dir, storage_path, run_name)
-        check_claim(storage_path / run_name, _run_description(dataset_path, config, num_workers))
+        check_claim(
+            storage.join(storage_path, run_name),
+            _run_description(dataset_path, config, num_workers),
+        )
 
 
 def ray_storage(
-    output_dir: Path, storage_path: str | Path | None, run_name: str | None
-) -> tuple[Path, str]:
+    output_dir: str, storage_path: storage.Location | None, run_name: str | None
+) -> tuple[str, str]:
     """Where a Ray run of ``output_dir`` keeps its checkpoints: ``(storage path, run name)``.
 
+    Default: locally ``ray/`` in the run's staging folder (published as ``<output_dir>/ray``);
+    in an object store ``<output_dir>.ray`` beside the run folder, whose commit lists the run's
+    own files only.
+
     Raises:
-        ValueError: ``storage_path`` lies inside ``output_dir``.
+        ValueError: ``storage_path`` lies inside a local ``output_dir``.
     """
-    default = staging_dir(output_dir) / RAY_STORAGE_DIR
-    storage_path = Path(storage_path).resolve() if storage_path else default
-    if storage_path.is_relative_to(output_dir):
+    name = run_name or storage.name(output_dir)
+    if not storage.is_local(output_dir):
+        return storage.absolute(storage_path or f"{output_dir}.ray"), name
+    output = Path(output_dir)
+    default = staging_dir(output) / RAY_STORAGE_DIR
+    location = storage.absolute(storage_path) if storage_path else str(default)
+    if storage.is_local(location) and Path(location).is_relative_to(output):
         raise ValueError(
-            f"storage path {storage_path} lies inside the output folder {output_dir}, which is "
+            f"storage path {location} lies inside the output folder {output}, which is "
             "replaced as a whole when the run is published; leave it unset (checkpoints then "
-            f"end up in {output_dir / RAY_STORAGE_DIR}) or choose a folder outside"
+            f"end up in {output / RAY_STORAGE_DIR}) or choose a folder outside"
         )
-    return storage_path, run_name or output_dir.name
+    return location, name
 
 
-def _run_description(dataset_path: Path, config: TrainConfig, num_workers: int) -> dict:
+def _run_description(dataset_path: str, config: TrainConfig, num_workers: int) -> dict:
     return {"dataset": str(dataset_path), "train": config.to_dict(), "num_workers": num_workers}
 
 
@@ -235,10 +307,10 @@ def check_dataset_fits(config: TrainConfig, manifest: Manifest) -> None:
 
 
 def train_single_process(
-    dataset_path: Path,
+    dataset_path: storage.Location,
     config: TrainConfig,
     folder: Path,
-    output_dir: Path,
+    output_dir: storage.Location,
     use_gpu: bool = False,
 ) -> dict[str, Any]:
     """The reference path: :meth:`Trainer.fit` in this process, no Ray; writes the run's
@@ -253,16 +325,16 @@ def train_single_process(
 
 
 def _train_with_ray(
-    dataset_path: Path,
+    dataset_path: str,
     config: TrainConfig,
     num_workers: int,
-    staging: Path,
-    output_dir: Path,
+    staging: Path | None,
+    output_dir: storage.Location,
     *,
     use_gpu: bool,
     cpus_per_worker: float,
     max_failures: int,
-    storage_path: Path,
+    storage_path: str,
     num_to_keep: int,
     run_name: str,
     test_switches: dict[str, Any],
@@ -273,10 +345,12 @@ def _train_with_ray(
 
     from invlearn_ray.distributed.train_loop import build_torch_trainer, run_summary
 
+    loop_config = {"train": config.to_dict(), "output_dir": str(output_dir), **test_switches}
+    if staging is not None:
+        loop_config["staging_dir"] = str(staging)
     trainer = build_torch_trainer(
         dataset_path,
-        {"train": config.to_dict(), "output_dir": str(output_dir), "staging_dir": str(staging)}
-        | test_switches,
+        loop_config,
         num_workers=num_workers,
         storage_path=str(storage_path),
         run_name=run_name,
@@ -295,7 +369,7 @@ def _train_with_ray(
         raise TrainingRunError(
             f"training {config.method} on {config.backbone} with {num_workers} workers failed "
             f"after {max_failures} allowed restart(s): {causes}. Checkpoints and worker logs "
-            f"are under {storage_path / run_name}."
+            f"are under {storage.join(storage_path, run_name)}."
         ) from error
     summary = run_summary(result.return_value)
     summary["last_checkpoint"] = result.checkpoint.path if result.checkpoint else None

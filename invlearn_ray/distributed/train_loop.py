@@ -59,6 +59,7 @@ from ray.data import DataIterator, Dataset
 from ray.train import DataConfig
 from ray.train.torch import TorchTrainer
 
+from invlearn_ray import storage
 from invlearn_ray.data import canonical as cn
 from invlearn_ray.data.loading import load_dataset
 from invlearn_ray.data.recdata import Interactions, RecData
@@ -68,7 +69,7 @@ from invlearn_ray.methods.registry import method_spec
 from invlearn_ray.optim.collective import TorchDistributedCollective
 from invlearn_ray.training.batches import BatchSource, EpochPlan, TrainingRows, local_step_counts
 from invlearn_ray.training.config import TrainConfig
-from invlearn_ray.training.run_folder import write_run_outputs
+from invlearn_ray.training.run_folder import write_run
 from invlearn_ray.training.trainer import EpochSink, Trainer, TrainingDiverged
 
 DIVERGED = "diverged"
@@ -118,7 +119,7 @@ class ExactSplitConfig(DataConfig):
         return output
 
 
-def read_shard_dataset(dataset_path: Path, split: str) -> Dataset:
+def read_shard_dataset(dataset_path: storage.Location, split: str) -> Dataset:
     """A labeled split as a materialised Ray Dataset, rows in file order.
 
     Materialised once, on the driver, before the workers hold their CPUs: the read cannot be
@@ -126,7 +127,8 @@ def read_shard_dataset(dataset_path: Path, split: str) -> Dataset:
     re-splits the same blocks instead of re-reading Parquet. File order (``preserve_order``)
     makes :class:`ExactSplitConfig`'s row ranges the same rows on every run.
     """
-    dataset = ray.data.read_parquet(str(dataset_path / split))
+    filesystem, path = storage.resolve(storage.join(dataset_path, split))
+    dataset = ray.data.read_parquet(path, filesystem=filesystem)
     dataset.context.execution_options.preserve_order = True
     return dataset.select_columns(list(SHARD_COLUMNS)).materialize()
 
@@ -265,7 +267,7 @@ def setup_worker(config: dict[str, Any]) -> Worker:
     device = ray.train.torch.get_device()
 
     # The full validation and test rows are dropped here: a worker holds its users' share.
-    data = evaluation_shard(load_dataset(Path(config["dataset"]), device), rank, world_size)
+    data = evaluation_shard(load_dataset(config["dataset"], device), rank, world_size)
     # Every worker reads its shards in the same order: a streaming split starts with a barrier.
     train_train = shard_interactions(ray.train.get_dataset_shard("train_train"), device)
     train_test = shard_interactions(ray.train.get_dataset_shard("train_test"), device)
@@ -290,9 +292,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     """Train one configuration data-parallel; see the module docstring.
 
     Args:
-        config: ``dataset`` (a built dataset folder), ``train`` (a ``TrainConfig`` dict),
-            ``output_dir`` (the run folder), optional ``staging_dir`` (where rank 0 writes the
-            run's files when the driver publishes them to ``output_dir`` afterwards),
+        config: ``dataset`` (a built dataset's location), ``train`` (a ``TrainConfig``
+            dict), ``output_dir`` (the run folder: a local path or an object-store URI, which
+            rank 0 uploads to from its node), optional ``staging_dir`` (where rank 0 writes
+            a local run's files when the driver publishes them to ``output_dir`` afterwards),
             optional ``score_test`` (default True; False for a tuning trial) and optional
             ``_test_*`` switches.
 
@@ -315,19 +318,20 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         return {DIVERGED: str(error)} if rank == 0 else None
     if rank != 0:
         return None
-    return write_run_outputs(
+    staging = config.get("staging_dir")
+    return write_run(
         result,
-        Path(config.get("staging_dir", config["output_dir"])),
-        Path(config["dataset"]),
+        config["output_dir"],
+        config["dataset"],
         worker.data,
         workers=world_size,
         resumed_from_epoch=None if start is None else start["next_epoch"],
-        output_dir=Path(config["output_dir"]),
+        staging=Path(staging) if staging else None,
     )
 
 
 def build_torch_trainer(
-    dataset_path: str | Path,
+    dataset_path: storage.Location,
     loop_config: dict[str, Any],
     *,
     num_workers: int,
@@ -355,7 +359,7 @@ def build_torch_trainer(
     resources = {"CPU": cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={**loop_config, "dataset": str(dataset_path)},
+        train_loop_config={**loop_config, "dataset": storage.absolute(dataset_path)},
         scaling_config=ray.train.ScalingConfig(
             num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources
         ),
@@ -366,6 +370,6 @@ def build_torch_trainer(
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=num_to_keep),
         ),
-        datasets={split: read_shard_dataset(Path(dataset_path), split) for split in SHARDED_SPLITS},
+        datasets={split: read_shard_dataset(dataset_path, split) for split in SHARDED_SPLITS},
         dataset_config=ExactSplitConfig(),
     )

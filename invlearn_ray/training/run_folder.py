@@ -37,15 +37,17 @@ its report and the tuning studies all read and write through it.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
-import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from invlearn_ray import storage
 from invlearn_ray.data import dataset_dir as dd
 from invlearn_ray.data import publishing
 from invlearn_ray.data.recdata import RecData
@@ -77,25 +79,44 @@ class RunExistsError(ValueError, UserError):
     """The output folder holds a finished run and replacing it was not asked for."""
 
 
-def is_finished_run(output_dir: Path) -> bool:
-    """Whether ``output_dir`` holds a finished run (``metrics.json`` is written last)."""
-    return (output_dir / METRICS_FILE).is_file()
+def is_finished_run(output_dir: storage.Location) -> bool:
+    """Whether ``output_dir`` holds a finished run: locally ``metrics.json`` (written last,
+    then the folder renamed into place); in an object store, its commit file (written last)."""
+    if storage.is_local(output_dir):
+        return (Path(storage.absolute(output_dir)) / METRICS_FILE).is_file()
+    return storage.is_file(storage.join(output_dir, storage.COMMIT_FILE))
 
 
-def check_can_publish(output_dir: Path, overwrite: bool) -> None:
+def check_can_publish(output_dir: storage.Location, overwrite: bool) -> None:
     """Refuse, before any work, a run that would replace a finished one unasked.
 
     Raises:
         RunExistsError: ``output_dir`` is a file, or holds a finished run and ``overwrite`` is
             False.
     """
-    if output_dir.exists() and not output_dir.is_dir():
+    if storage.is_file(output_dir):
         raise RunExistsError(f"{output_dir} is a file, not a run folder; choose another --out")
     if is_finished_run(output_dir) and not overwrite:
         raise RunExistsError(
             f"{output_dir} already holds a finished run; pass --overwrite to replace it, or "
             "choose another --out"
         )
+
+
+def upload_run(folder: Path, output_dir: str) -> None:
+    """Publish the complete run in the local ``folder`` to the object-store ``output_dir``.
+
+    No rename exists there, so the commit protocol of :mod:`invlearn_ray.storage` stands in:
+    the old commit file goes first (from then on the location holds no finished run), every
+    file is copied, and the commit file — every file's size and SHA-256, hashed from the local
+    copy — comes last. A reader trusts the folder through it (:func:`read_metrics`).
+    """
+    storage.begin_write(output_dir)
+    storage.copy_tree(str(folder), output_dir)
+    records = storage.record_files(str(folder))
+    body = {"format": storage.COMMIT_FORMAT, "files": [vars(record) for record in records]}
+    storage.write_text(storage.join(output_dir, storage.COMMIT_FILE), json.dumps(body) + "\n")
+    storage.end_write(output_dir)
 
 
 def staging_dir(output_dir: Path) -> Path:
@@ -139,7 +160,7 @@ def publish_run(staging: Path, output_dir: Path, inputs: Sequence[Path] = ()) ->
     publishing.publish(staging, output_dir)
 
 
-def claim_run_dir(run_dir: Path, description: dict[str, Any]) -> None:
+def claim_run_dir(run_dir: storage.Location, description: dict[str, Any]) -> None:
     """Record what a Ray Train run folder is for, refusing one that holds another run.
 
     Ray Train resumes a run whose folder (storage path + name) already holds checkpoints — so
@@ -150,22 +171,22 @@ def claim_run_dir(run_dir: Path, description: dict[str, Any]) -> None:
         RunConflictError: ``run_dir`` was claimed by a run with another description.
     """
     check_claim(run_dir, description)
-    path = run_dir / RUN_DESCRIPTION_FILE
-    if not path.is_file():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(description, indent=2, sort_keys=True) + "\n")
+    path = storage.join(run_dir, RUN_DESCRIPTION_FILE)
+    if not storage.is_file(path):
+        storage.make_dirs(run_dir)
+        storage.write_text(path, json.dumps(description, indent=2, sort_keys=True) + "\n")
 
 
-def check_claim(run_dir: Path, description: dict[str, Any]) -> None:
+def check_claim(run_dir: storage.Location, description: dict[str, Any]) -> None:
     """:func:`claim_run_dir`'s refusal alone, writing nothing.
 
     Raises:
         RunConflictError: ``run_dir`` was claimed by a run with another description.
     """
-    path = run_dir / RUN_DESCRIPTION_FILE
-    if not path.is_file():
+    path = storage.join(run_dir, RUN_DESCRIPTION_FILE)
+    if not storage.is_file(path):
         return
-    claimed = json.loads(path.read_text())
+    claimed = json.loads(storage.read_text(path))
     if claimed != description:
         old, new = _flatten(claimed), _flatten(description)
         changed = sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
@@ -179,11 +200,11 @@ def check_claim(run_dir: Path, description: dict[str, Any]) -> None:
 def write_run_outputs(
     result: TrainResult,
     folder: Path,
-    dataset_path: Path,
+    dataset_path: storage.Location,
     data: RecData,
     workers: int,
     resumed_from_epoch: int | None = None,
-    output_dir: Path | None = None,
+    output_dir: storage.Location | None = None,
 ) -> dict[str, Any]:
     """Write the selected model, metrics and direction log; return the run's summary.
 
@@ -209,7 +230,7 @@ def write_run_outputs(
     }
     if result.scored_on_test:
         # A model folder carries what recommending needs, so it outlives its dataset folder.
-        shutil.copytree(dataset_path / dd.ID_MAP_DIR, model_dir / dd.ID_MAP_DIR, dirs_exist_ok=True)
+        storage.copy_tree(storage.join(dataset_path, dd.ID_MAP_DIR), str(model_dir / dd.ID_MAP_DIR))
         seen = data.seen_in_training
         torch.save(
             {"indptr": seen.indptr.cpu(), "items": seen.items.cpu(), "n_items": seen.n_items},
@@ -248,6 +269,31 @@ def write_run_outputs(
     return summary
 
 
+def write_run(
+    result: TrainResult,
+    output_dir: storage.Location,
+    dataset_path: storage.Location,
+    data: RecData,
+    workers: int,
+    resumed_from_epoch: int | None = None,
+    staging: Path | None = None,
+) -> dict[str, Any]:
+    """:func:`write_run_outputs` to wherever the run goes: into ``staging`` (a local run,
+    renamed into place by the caller), else into a temporary folder uploaded to the
+    object-store ``output_dir`` (:func:`upload_run`) from the node that trained."""
+    if staging is not None or storage.is_local(output_dir):
+        folder = staging if staging is not None else Path(storage.absolute(output_dir))
+        return write_run_outputs(
+            result, folder, dataset_path, data, workers, resumed_from_epoch, output_dir
+        )
+    with tempfile.TemporaryDirectory(prefix="invlearn-run-") as folder:
+        summary = write_run_outputs(
+            result, Path(folder), dataset_path, data, workers, resumed_from_epoch, output_dir
+        )
+        upload_run(Path(folder), str(output_dir))
+    return summary
+
+
 def model_file_digests(model_dir: Path) -> dict[str, str]:
     """SHA-256 of the files a model folder takes from its dataset (:data:`MODEL_DATA_FILES`),
     recorded in ``model.json`` so a folder mixing another dataset's files is caught. Time: one
@@ -260,17 +306,17 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def read_metrics(output_dir: Path) -> dict[str, Any]:
+def read_metrics(output_dir: storage.Location) -> dict[str, Any]:
     """A run's ``metrics.json``: its summary, ``dataset``, ``config`` and epoch ``history``."""
-    return json.loads((output_dir / METRICS_FILE).read_text())
+    return json.loads(storage.read_text(storage.join(output_dir, METRICS_FILE)))
 
 
-def read_direction_log(output_dir: Path) -> dict[str, Any] | None:
+def read_direction_log(output_dir: storage.Location) -> dict[str, Any] | None:
     """A run's direction log and IDL weight histograms (``direction_log.pt``), or None."""
-    path = output_dir / DIRECTION_LOG_FILE
-    if not path.is_file():
+    path = storage.join(output_dir, DIRECTION_LOG_FILE)
+    if not storage.is_file(path):
         return None
-    return torch.load(path, weights_only=True)
+    return torch.load(io.BytesIO(storage.read_bytes(path)), weights_only=True)
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -98,7 +98,7 @@ def test_options_resolve_over_smoke_test_defaults(train_cli, tmp_path):
         test_batch_size=32,
         embedding_dim=8,
     )
-    assert args.out == train_cli.DEFAULT_RUNS_ROOT / "data-ig-gmf-seed0"
+    assert Path(args.out) == train_cli.DEFAULT_RUNS_ROOT / "data-ig-gmf-seed0"
 
 
 def test_smoke_run_writes_a_loadable_model_and_strict_json_metrics(smoke_run, capsys):

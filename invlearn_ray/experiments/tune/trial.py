@@ -68,7 +68,7 @@ def run_trial(params: dict[str, Any], context: TrialContext) -> None:
     data = load_dataset(context.dataset)
     start = restore_state(tune.get_checkpoint(), config, world_size=1)
     result = Trainer(config, data).fit(CheckpointSink(tune.report), start, score_test=False)
-    write_run_outputs(result, outputs, Path(context.dataset), data, workers=0)
+    write_run_outputs(result, outputs, context.dataset, data, workers=0)
 
 
 def _trial_on_ray_train(config: TrainConfig, context: TrialContext, outputs: Path) -> None:
