@@ -41,12 +41,17 @@ def ray_session():
     """Start local Ray once for the whole session: each start costs seconds on 2 CPUs.
 
     With its dashboard, as the pipelines start it: the State API it serves is what Ray Train's
-    placement-group cleanup needs under Tune.
+    placement-group cleanup needs under Tune. ``address="local"``: a fresh instance even where
+    another local cluster runs (a plain ``ray.init`` would join it, and refuse ``num_cpus``).
     """
     ray = pytest.importorskip("ray")
     if not ray.is_initialized():
         ray.init(
-            num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False
+            address="local",
+            num_cpus=2,
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            log_to_driver=False,
         )
     yield ray
     ray.shutdown()
