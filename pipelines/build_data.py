@@ -38,7 +38,7 @@ from invlearn_ray.data.labels import RULES, make_rule
 from invlearn_ray.data.manifest import Manifest
 from invlearn_ray.data.readers import MAPPABLE_COLUMNS
 from invlearn_ray.data.sources import SourceSpec
-from invlearn_ray.data.splits import COLD_POLICIES, SplitOptions
+from invlearn_ray.data.splits import COLD_POLICIES, DATA_SEED, SplitOptions
 from invlearn_ray.data.synthetic import FEEDBACKS, PRESETS, SyntheticConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -154,7 +154,13 @@ def make_parser() -> ArgumentParser:
     rule.add_argument("--upper-quantile", type=float, help="playtime-quartile: above -> 1")
 
     split = parser.add_argument_group("splits and sampling")
-    split.add_argument("--seed", type=int, default=2026, help="seeds splits and sampling")
+    split.add_argument(
+        "--seed",
+        type=int,
+        default=DATA_SEED,
+        help="seeds the synthetic generator, splits and sampling (default: %(default)s, the seed "
+        "full_benchmark.py builds with)",
+    )
     split.add_argument(
         "--fractions",
         type=_fractions,

@@ -35,6 +35,7 @@ from invlearn_ray.cli import (
 from invlearn_ray.config_io import parse_overrides
 from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
 from invlearn_ray.data.sources import SourceSpec
+from invlearn_ray.data.splits import DATA_SEED
 from invlearn_ray.data.synthetic import SyntheticConfig
 from invlearn_ray.distributed.train import check_run, run_training
 from invlearn_ray.methods.registry import METHODS
@@ -171,7 +172,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Nam
 def _smoke_dataset(out: Path) -> Path:
     """Build the tiny synthetic dataset in memory (no Ray) into ``<out>/dataset``."""
     path = out / "dataset"
-    source = SourceSpec.from_synthetic(SyntheticConfig.preset("tiny"), name="smoke")
+    synthetic = SyntheticConfig.preset("tiny", seed=DATA_SEED)
+    source = SourceSpec.from_synthetic(synthetic, name="smoke")
     build_dataset_in_memory(BuildConfig(source=source), path)
     return path
 
