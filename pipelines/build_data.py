@@ -177,7 +177,8 @@ def make_parser() -> ArgumentParser:
         "--label-fraction",
         type=float,
         default=1.0,
-        help="keep this share of labeled training rows labeled (issue 6)",
+        help="keep this share of labeled training rows labeled; the rest become "
+        "observed-unlabeled rows with hidden true labels (default: 1)",
     )
     split.add_argument("--cold-policy", choices=COLD_POLICIES, default="keep")
     split.add_argument(
