@@ -11,7 +11,7 @@ Examples::
 
     # on a Ray cluster (the local flow is in the README):
     ray job submit --working-dir . -- python pipelines/full_benchmark.py --quick \\
-        --out "$PWD/outputs/quick"
+        --out "$PWD/outputs/quick-job"   # its own folder: in outputs/quick every run is reused
 
 Outputs under ``--out`` (default ``outputs/<profile>``): ``results.md`` / ``results.csv`` (the
 table), ``runs.csv`` (every seed), ``annotation.md``, ``figures/*.png``, and the MLflow store
