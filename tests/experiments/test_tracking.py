@@ -120,3 +120,11 @@ def test_the_ranking_protocol_tag_says_exact_or_which_user_sample():
     )
     assert sampled == {"full_ranking_protocol": "sampled_users (127 of 37000 users, seed 2)"}
     assert ranking_protocol_tags({"auc": 0.7}) == {}
+
+
+def test_a_run_is_described_with_the_command_that_shows_a_local_store(tmp_path):
+    tracker = Tracker("train", tmp_path)
+    run_id = tracker.start_run("r", {"role": "train"})
+    where = tracker.describe_run(run_id)
+    assert where.startswith(f"run {run_id} in MLflow experiment 'train'")
+    assert where.endswith(f"(mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'})")
