@@ -190,10 +190,18 @@ def configure_logging(args: argparse.Namespace) -> int:
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     logging.getLogger("invlearn_ray").setLevel(_PACKAGE_LEVELS[verbosity])
-    for name in THIRD_PARTY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.INFO if verbosity == VERBOSE else logging.WARNING)
+    set_third_party_levels(verbosity)
     _quiet_mlflow_at_import(verbosity != VERBOSE)
     return verbosity
+
+
+def set_third_party_levels(verbosity: int) -> None:
+    """The levels of :data:`THIRD_PARTY_LOGGERS`: INFO with ``-v``, else WARNING.
+
+    Importing Ray resets its loggers, so whoever starts Ray calls this again
+    (:func:`invlearn_ray.distributed.session.ensure_ray`)."""
+    for name in THIRD_PARTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbosity == VERBOSE else logging.WARNING)
 
 
 MLFLOW_LEVEL_VARIABLE = "MLFLOW_LOGGING_LEVEL"

@@ -42,7 +42,7 @@ from invlearn_ray.data.labels import RULES, make_rule
 from invlearn_ray.data.manifest import Manifest
 from invlearn_ray.data.readers import MAPPABLE_COLUMNS
 from invlearn_ray.data.sources import SourceSpec
-from invlearn_ray.data.splits import COLD_POLICIES, SplitOptions
+from invlearn_ray.data.splits import COLD_POLICIES, DATA_SEED, SplitOptions
 from invlearn_ray.data.synthetic import FEEDBACKS, PRESETS, SyntheticConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -158,7 +158,13 @@ def make_parser() -> ArgumentParser:
     rule.add_argument("--upper-quantile", type=float, help="playtime-quartile: above -> 1")
 
     split = parser.add_argument_group("splits and sampling")
-    split.add_argument("--seed", type=int, default=2026, help="seeds splits and sampling")
+    split.add_argument(
+        "--seed",
+        type=int,
+        default=DATA_SEED,
+        help="seeds the synthetic generator, splits and sampling (default: %(default)s, the seed "
+        "full_benchmark.py builds with)",
+    )
     split.add_argument(
         "--fractions",
         type=_fractions,
@@ -175,7 +181,8 @@ def make_parser() -> ArgumentParser:
         "--label-fraction",
         type=float,
         default=1.0,
-        help="keep this share of labeled training rows labeled (issue 6)",
+        help="keep this share of labeled training rows labeled; the rest become "
+        "observed-unlabeled rows with hidden true labels (default: 1)",
     )
     split.add_argument("--cold-policy", choices=COLD_POLICIES, default="keep")
     split.add_argument(

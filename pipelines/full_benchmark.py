@@ -5,13 +5,13 @@ Examples::
     python pipelines/full_benchmark.py --quick                  # minutes; the README's main job
     python pipelines/full_benchmark.py --smoke-test             # seconds (tiny data)
     python pipelines/full_benchmark.py --profile standard       # tuned, synthetic + ML-100K
-    python pipelines/full_benchmark.py --profile sparse-sweep   # issue 6: label fractions
+    python pipelines/full_benchmark.py --profile sparse-sweep   # label fractions 100/30/10/3 %
     python pipelines/full_benchmark.py --quick --backbones gmf,neumf --methods ns,idl,ig
     python pipelines/full_benchmark.py --quick --datasets datasets/ml100k --configs my.yaml
 
     # on a Ray cluster (the local flow is in the README):
     ray job submit --working-dir . -- python pipelines/full_benchmark.py --quick \\
-        --out "$PWD/outputs/quick"
+        --out "$PWD/outputs/quick-job"   # its own folder: in outputs/quick every run is reused
 
 Outputs under ``--out`` (default ``outputs/<profile>``): ``results.md`` / ``results.csv`` (the
 table), ``runs.csv`` (every seed), ``annotation.md``, ``figures/*.png``, and the MLflow store
@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -64,7 +65,15 @@ def make_parser() -> ArgumentParser:
         allow_abbrev=False,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="profiles:\n"
-        + "\n".join(f"  {name:<13} {profile.description}" for name, profile in PROFILES.items()),
+        + "\n".join(
+            textwrap.fill(
+                profile.description,
+                width=98,
+                initial_indent=f"  {name:<13} ",
+                subsequent_indent=" " * 16,
+            )
+            for name, profile in PROFILES.items()
+        ),
     )
     what = parser.add_argument_group("what to run")
     chosen = what.add_mutually_exclusive_group()
@@ -78,7 +87,10 @@ def make_parser() -> ArgumentParser:
     )
     what.add_argument("--backbones", type=comma_names, help="comma-separated backbones")
     what.add_argument(
-        "--methods", type=comma_names, help=f"comma-separated, from {', '.join(ENTRIES)}"
+        "--methods",
+        type=comma_names,
+        help=f"comma-separated, from {', '.join(ENTRIES)} (pipelines/train.py --help says what "
+        "each method does)",
     )
     what.add_argument("--seeds", type=positive_int, help="seeds 0..N-1 per row")
     what.add_argument("--label-fractions", type=comma_floats, help="e.g. 1,0.3,0.1,0.03")
@@ -114,9 +126,18 @@ def make_parser() -> ArgumentParser:
         default=0,
         help="Ray Train workers per run; 0 (default) trains in a Ray task",
     )
-    run.add_argument("--build-engine", choices=("ray", "memory"), default="ray")
     run.add_argument(
-        "--no-reuse", action="store_true", help="retrain runs an earlier invocation finished"
+        "--build-engine",
+        choices=("ray", "memory"),
+        default="ray",
+        help="how datasets are built: ray (Ray Data, the default) or memory (in this process, "
+        "the same rows)",
+    )
+    run.add_argument(
+        "--no-reuse",
+        action="store_true",
+        help="retrain every run; by default a run that an earlier invocation with the same --out "
+        "finished (same dataset and config) is reused, not retrained",
     )
     add_ray_options(run)
     return parser

@@ -13,8 +13,12 @@ data-parallel Ray Train workers (a local Ray is started unless ``--address`` nam
 Every ``TrainConfig`` option can be set with ``--set KEY=VALUE``. The run folder appears whole
 when the run is complete; a finished run already in ``--out`` is refused unless ``--overwrite``.
 The run ends by printing where its model (``<out>/model``, self-contained:
-``pipelines/recommend.py --model`` reads it) and metrics (``<out>/metrics.json``) are. All the
-logic lives in ``invlearn_ray.distributed.train``.
+``pipelines/recommend.py --model`` reads it), metrics (``<out>/metrics.json``) and MLflow run
+are: one run in the experiment ``train`` (``--experiment``), in the SQLite store beside the run
+folder (``<out>/../mlflow.db``, so all runs under ``runs/`` share one) unless
+``MLFLOW_TRACKING_URI`` names another; params, per-epoch metrics, test metrics, tags and the
+run folder as artifacts, as the benchmark logs each of its runs. All the training logic lives in
+``invlearn_ray.distributed.train``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +41,11 @@ from invlearn_ray.cli import (
 from invlearn_ray.config_io import parse_overrides
 from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
 from invlearn_ray.data.sources import SourceSpec
+from invlearn_ray.data.splits import DATA_SEED
 from invlearn_ray.data.synthetic import SyntheticConfig
 from invlearn_ray.distributed.train import check_run, run_training
-from invlearn_ray.methods.registry import METHODS, readers_of, unread_settings
+from invlearn_ray.experiments.tracking import Tracker
+from invlearn_ray.methods.registry import METHOD_SPECS, METHODS, readers_of, unread_settings
 from invlearn_ray.models.backbones import BACKBONES
 from invlearn_ray.training.config import TrainConfig
 from invlearn_ray.training.run_folder import (
@@ -46,12 +53,15 @@ from invlearn_ray.training.run_folder import (
     METRICS_FILE,
     MODEL_DIR,
     check_can_publish,
+    read_metrics,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RUNS_ROOT = REPO_ROOT / "runs"
 SMOKE_TEST = {"epochs": 2, "batch_size": 64, "test_batch_size": 32, "embedding_dim": 8}
 """``--smoke-test`` defaults (explicit options still win) — seconds on a laptop."""
+DEFAULT_EXPERIMENT = "train"
+"""The MLflow experiment of ``train.py`` runs (the benchmark's are ``benchmark-<profile>``)."""
 SHORTHANDS = ("method", "backbone", "epochs", "seed")
 """``TrainConfig`` fields that have their own option besides ``--set``."""
 SHOWN_METRICS = (
@@ -67,25 +77,71 @@ SHOWN_METRICS = (
 )
 
 
+def _help_epilog() -> str:
+    """``--help``'s tail: the docstring's examples, the methods and every ``--set`` key."""
+    examples = __doc__.split("Examples::", 1)[1].split("``--workers 0``", 1)[0].strip("\n")
+    width = max(len(name) for name in METHODS)
+    methods = "\n".join(f"  {name:<{width}}  {METHOD_SPECS[name].summary}" for name in METHODS)
+    defaults = TrainConfig().to_dict()
+    keys = textwrap.fill(
+        ", ".join(f"{key}={value}" for key, value in defaults.items()),
+        width=98,
+        initial_indent="  ",
+        subsequent_indent="  ",
+        break_on_hyphens=False,
+    )
+    return (
+        f"examples:\n{examples.rstrip()}\n\n"
+        "methods (--method; '+' = None's BCE on labeled rows, plus ...):\n"
+        f"{methods}\n\n"
+        "--set keys with their defaults (each documented in invlearn_ray/training/config.py):\n"
+        f"{keys}"
+    )
+
+
 def make_parser() -> ArgumentParser:
+    defaults = TrainConfig()
     parser = ArgumentParser(
-        description="Train one method/backbone on a built dataset (one process or Ray Train).",
+        description="Train one method/backbone on a built dataset (one process or Ray Train), log\n"
+        "it to MLflow, and print where its model, metrics and MLflow run are.",
+        epilog=_help_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
     parser.add_argument(
-        "--dataset", help="a dataset written by build_data.py: a folder or a URI (s3://…)"
+        "--dataset",
+        help="a dataset written by build_data.py (or by full_benchmark.py: "
+        "<out>/datasets/<name>): a folder or a URI (s3://…)",
     )
-    parser.add_argument("--method", choices=METHODS, help="default: none")
-    parser.add_argument("--backbone", choices=sorted(BACKBONES), help="default: gmf")
-    parser.add_argument("--epochs", type=int, help="maximum epochs (early stopping may end sooner)")
-    parser.add_argument("--seed", type=int, help="seeds initialisation, shuffling and sampling")
+    parser.add_argument(
+        "--method",
+        choices=METHODS,
+        metavar="METHOD",
+        help=f"the training method, listed below (default: {defaults.method})",
+    )
+    parser.add_argument(
+        "--backbone",
+        choices=sorted(BACKBONES),
+        help=f"the model (default: {defaults.backbone})",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        help=f"maximum epochs; early stopping may end sooner (default: {defaults.epochs})",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help=f"seeds initialisation, shuffling and sampling (default: {defaults.seed})",
+    )
     parser.add_argument(
         "--set",
         dest="settings",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="any TrainConfig option, e.g. --set lr=1e-3 --set step_rule=adam (repeatable)",
+        help="any TrainConfig option, e.g. --set lr=1e-3 --set step_rule=adam (repeatable; "
+        "the keys are listed below)",
     )
     parser.add_argument(
         "--workers",
@@ -95,13 +151,16 @@ def make_parser() -> ArgumentParser:
     )
     parser.add_argument("--gpu", action="store_true", help="train on CUDA (one GPU per worker)")
     parser.add_argument(
-        "--cpus-per-worker", type=float, default=0.5, help="CPUs reserved per Ray Train worker"
+        "--cpus-per-worker",
+        type=float,
+        default=0.5,
+        help="CPUs reserved per Ray Train worker (default: %(default)s)",
     )
     parser.add_argument(
         "--max-failures",
         type=nonnegative_int,
         default=1,
-        help="worker-group restarts from the last checkpoint",
+        help="worker-group restarts from the last checkpoint (default: %(default)s)",
     )
     parser.add_argument(
         "--out", help="run folder or URI (s3://…) (default: runs/<dataset>-<method>-…)"
@@ -111,6 +170,12 @@ def make_parser() -> ArgumentParser:
     )
     parser.add_argument(
         "--storage-path", help="Ray Train checkpoints (default <out>/ray; <out>.ray for a URI)"
+    )
+    parser.add_argument(
+        "--experiment",
+        default=DEFAULT_EXPERIMENT,
+        help="MLflow experiment (default: %(default)s); the store is <out>/../mlflow.db unless "
+        "MLFLOW_TRACKING_URI names another",
     )
     add_ray_options(parser)
     parser.add_argument(
@@ -196,7 +261,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Nam
 def _smoke_dataset(out: str) -> str:
     """Build the tiny synthetic dataset in memory (no Ray) into ``<out>/dataset``."""
     path = storage.join(out, "dataset")
-    source = SourceSpec.from_synthetic(SyntheticConfig.preset("tiny"), name="smoke")
+    synthetic = SyntheticConfig.preset("tiny", seed=DATA_SEED)
+    source = SourceSpec.from_synthetic(synthetic, name="smoke")
     build_dataset_in_memory(BuildConfig(source=source), path)
     return path
 
@@ -237,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         storage_path=args.storage_path,
         overwrite=args.overwrite,
     )
+    tracker, run_id = track_run(dataset, config, out, summary, args.experiment)
     shown = {key: summary["test"][key] for key in SHOWN_METRICS if key in summary["test"]}
     print(
         f"selected epoch {summary['best_epoch']} of {summary['epochs_run']}; test: "
@@ -245,7 +312,38 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model:         {storage.join(out, MODEL_DIR)}")
     print(f"metrics:       {storage.join(out, METRICS_FILE)}")
     print(f"direction log: {storage.join(out, DIRECTION_LOG_FILE)}")
+    print(f"MLflow:        {tracker.describe_run(run_id)}")
     return 0
+
+
+def track_run(
+    dataset: str, config: TrainConfig, out: str, summary: dict[str, Any], experiment: str
+) -> tuple[Tracker, str]:
+    """Log the published run to MLflow as the benchmark logs each of its runs; the default
+    store is the SQLite file beside a local run folder (``<out>/../mlflow.db``), ``runs/``
+    for a run in an object store."""
+    # Imported here: it pulls in the benchmark's run records, which only this step needs.
+    from invlearn_ray.experiments.runs import STATUS_OK, RunOutcome, RunSpec, track_outcome
+
+    store = Path(out).parent if storage.is_local(out) else DEFAULT_RUNS_ROOT
+    tracker = Tracker(experiment, store)
+    spec = RunSpec(
+        key=storage.name(out),
+        dataset=dataset,
+        dataset_name=storage.name(dataset),
+        config=config,
+        output_dir=out,
+    )
+    outcome = RunOutcome(
+        spec=spec,
+        status=STATUS_OK,
+        valid=summary["valid"],
+        test=summary["test"],
+        best_epoch=int(summary["best_epoch"]),
+        epochs_run=int(summary["epochs_run"]),
+        history=read_metrics(out)["history"],
+    )
+    return tracker, track_outcome(tracker, outcome, role="train")
 
 
 if __name__ == "__main__":

@@ -8,10 +8,17 @@ import os
 import ray
 from ray.data import DataContext
 
-from invlearn_ray.cli import NORMAL, QUIET, VERBOSE
+from invlearn_ray.cli import NORMAL, QUIET, VERBOSE, set_third_party_levels
 from invlearn_ray.errors import UserError
 
 logger = logging.getLogger(__name__)
+
+RAY_AUTH_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
+"""Ray warns on every new local instance that it turned token authentication on (its default,
+which stays on); the notice is shown only with ``-v``. (Choosing the mode with ``RAY_AUTH_MODE``
+instead would have to happen before ``ray`` is imported: Ray caches its config at import.)"""
+RAY_DATA_CONSOLE_HANDLER = "console"
+"""The name Ray Data gives the handler that copies its ``ray.data`` log lines to stderr."""
 
 
 class RayOptionError(ValueError, UserError):
@@ -43,15 +50,16 @@ def ensure_ray(
     Ray's own output follows the command line's ``-q``/``-v`` (``verbosity``, see
     :func:`invlearn_ray.cli.configure_logging`): workers' and actors' output reaches this
     console only with ``-v`` (their errors still come back as exceptions, and their logs stay
-    in Ray's session folder); Ray Data's progress bars show unless ``-q``.
+    in Ray's session folder); Ray Data's own lines and Ray's token-authentication notice only
+    with ``-v`` (:func:`quiet_ray_console`); Ray Data's progress bars on a terminal unless
+    ``-q``.
     """
-    DataContext.get_current().enable_progress_bars = verbosity > QUIET
+    quiet_ray_console(verbosity)
     if ray.is_initialized():
         return
     options = {
         "log_to_driver": verbosity >= VERBOSE,
-        # ray.init sets Ray's logger to this level: keep the one configure_logging chose.
-        "logging_level": logging.getLogger("ray").getEffectiveLevel(),
+        "logging_level": logging.INFO if verbosity >= VERBOSE else logging.WARNING,
     }
     if address or os.environ.get("RAY_ADDRESS"):
         if num_cpus is not None:
@@ -69,6 +77,8 @@ def ensure_ray(
     else:
         if object_store_gb is not None:
             options["object_store_memory"] = int(object_store_gb * 2**30)
+        # "local": a fresh instance even where another local cluster runs (a plain ray.init()
+        # would join the newest one through /tmp/ray, see the docstring).
         ray.init(
             address="local",
             num_cpus=num_cpus,
@@ -76,3 +86,35 @@ def ensure_ray(
             dashboard_host="127.0.0.1",
             **options,
         )
+
+
+def quiet_ray_console(verbosity: int) -> None:
+    """Ray's and Ray Data's console output at the command line's verbosity.
+
+    Importing ``ray`` resets the ``ray`` logger's level and importing ``ray.data`` gives
+    ``ray.data`` its own console handler at INFO (its plans, "Starting execution", "Data sink
+    Parquet finished", ...), whatever :func:`invlearn_ray.cli.configure_logging` chose before;
+    this sets them again, and hides Ray's token-authentication notice. Without ``-v`` Ray
+    Data's console handler shows warnings only, while its log file in Ray's session folder
+    (``logs/ray-data``) keeps every line. Ray Data's progress bars are on unless ``-q``: on a
+    terminal they are bars, elsewhere Ray Data logs them as INFO lines (the log file's only).
+    """
+    set_third_party_levels(verbosity)
+    logging.getLogger(RAY_AUTH_NOTICE_LOGGER).setLevel(
+        logging.NOTSET if verbosity >= VERBOSE else logging.ERROR
+    )
+    data_logger = logging.getLogger("ray.data")
+    data_logger.setLevel(logging.DEBUG)  # Ray Data's own level: its log file keeps every line
+    for handler in data_logger.handlers:
+        if handler.name == RAY_DATA_CONSOLE_HANDLER:
+            handler.setLevel(logging.INFO if verbosity >= VERBOSE else logging.WARNING)
+            if not any(isinstance(f, _ProgressOffNotice) for f in handler.filters):
+                handler.addFilter(_ProgressOffNotice())
+    DataContext.get_current().enable_progress_bars = verbosity > QUIET
+
+
+class _ProgressOffNotice(logging.Filter):
+    """Drops Ray Data's warning that its progress bars are off: ``-q`` turned them off."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Progress bars disabled")

@@ -22,7 +22,7 @@ from invlearn_ray.data import dataset_dir as dd
 from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
 from invlearn_ray.data.errors import DatasetFormatError
 from invlearn_ray.data.sources import SourceSpec
-from invlearn_ray.data.splits import SplitOptions
+from invlearn_ray.data.splits import DATA_SEED, SplitOptions
 from invlearn_ray.data.synthetic import PRESETS, SyntheticConfig
 from invlearn_ray.distributed.build import build_dataset
 from invlearn_ray.errors import UserError
@@ -50,14 +50,15 @@ class DatasetSpec:
         preset: the synthetic preset.
         path: the built folder (``path``) or the ML-100K split folder (``ml100k``).
         label_fraction: share of labeled training rows kept labeled (issue 6).
-        seed: the build's seed (splits, label fraction, sampling).
+        seed: the build's seed: the synthetic generator's, the splits', the label fraction's
+            and the sampling's (as ``build_data.py --seed``).
     """
 
     source: str
     preset: str = "default"
     path: str | None = None
     label_fraction: float = 1.0
-    seed: int = 2026
+    seed: int = DATA_SEED
 
     def __post_init__(self) -> None:
         if self.source not in DATASET_SOURCES:
@@ -96,7 +97,7 @@ class DatasetSpec:
         split = SplitOptions(seed=self.seed, label_fraction=self.label_fraction)
         if self.source == "synthetic":
             source = SourceSpec.from_synthetic(
-                SyntheticConfig.preset(self.preset), name=self.base_name
+                SyntheticConfig.preset(self.preset, seed=self.seed), name=self.base_name
             )
         elif self.source == "ml100k":
             folder = Path(self.path) if self.path else ML100K_SPLIT

@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from invlearn_ray import storage
 from invlearn_ray.distributed.train import run_training
 from invlearn_ray.experiments.tracking import (
     Tracker,
@@ -277,10 +278,13 @@ def track_outcome(
             run_id,
             {"best_epoch": outcome.best_epoch, "epochs_run": outcome.epochs_run},
         )
-        output_dir = Path(spec.output_dir)
-        for name in sorted(path.name for path in output_dir.iterdir()):
-            if name != "ray":  # Ray Train's checkpoint storage: the model folder suffices
-                tracker.log_artifacts(run_id, output_dir / name)
+        if storage.is_local(spec.output_dir):
+            output_dir = Path(spec.output_dir)
+            for name in sorted(path.name for path in output_dir.iterdir()):
+                if name != "ray":  # Ray Train's checkpoint storage: the model folder suffices
+                    tracker.log_artifacts(run_id, output_dir / name)
+        else:  # a run folder in an object store is the artifact: tag where it is
+            tracker.set_tags(run_id, {"run_folder": spec.output_dir})
     elif outcome.traceback:
         tracker.client.log_text(run_id, outcome.traceback, "error.txt")
     tracker.end_run(run_id, "FINISHED" if outcome.ok else "FAILED")

@@ -278,6 +278,13 @@ class Tracker:
             f"at {self.tracking_uri}"
         )
 
+    def describe_run(self, run_id: str) -> str:
+        """Where one run is, and for a local store the command that shows it."""
+        where = f"run {run_id} in {self.describe()}"
+        if is_local_store(self.tracking_uri):
+            where += f" (mlflow ui --backend-store-uri {self.tracking_uri})"
+        return where
+
 
 def _chunks(items: list, size: int) -> Iterable[list]:
     for start in range(0, len(items), size):

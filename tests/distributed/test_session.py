@@ -1,12 +1,71 @@
-"""Joining or starting Ray: only an explicit address joins a running cluster."""
+"""Joining or starting Ray (only an explicit address joins a running cluster), and Ray's console
+output following the command line's -q/-v once Ray is imported (no cluster)."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
-ray = pytest.importorskip("ray")
+pytest.importorskip("ray")
 
+from ray.data import DataContext  # noqa: E402
+
+from invlearn_ray.cli import NORMAL, QUIET, VERBOSE  # noqa: E402
 from invlearn_ray.distributed import session  # noqa: E402
+from invlearn_ray.distributed.session import (  # noqa: E402
+    RAY_AUTH_NOTICE_LOGGER,
+    RAY_DATA_CONSOLE_HANDLER,
+    quiet_ray_console,
+)
+
+
+@pytest.fixture
+def ray_data_console():
+    """Ray Data's console handler; its level, filters and the progress switch are put back."""
+    handler = next(
+        h for h in logging.getLogger("ray.data").handlers if h.name == RAY_DATA_CONSOLE_HANDLER
+    )
+    loggers = [logging.getLogger(name) for name in ("ray", "ray.data", RAY_AUTH_NOTICE_LOGGER)]
+    saved_levels = [logger.level for logger in loggers]
+    saved = handler.level, list(handler.filters), DataContext.get_current().enable_progress_bars
+    yield handler
+    for logger, level in zip(loggers, saved_levels, strict=True):
+        logger.setLevel(level)
+    handler.setLevel(saved[0])
+    handler.filters[:] = saved[1]
+    DataContext.get_current().enable_progress_bars = saved[2]
+
+
+def _shown(handler: logging.Handler, level: int, message: str) -> bool:
+    record = logging.LogRecord("ray.data.x", level, __file__, 1, message, None, None)
+    return record.levelno >= handler.level and bool(handler.filter(record))
+
+
+def test_ray_data_info_lines_and_the_auth_notice_stay_off_the_console_by_default(
+    ray_data_console,
+):
+    logging.getLogger("ray").setLevel(logging.INFO)  # what importing Ray does
+    quiet_ray_console(NORMAL)
+    assert not _shown(ray_data_console, logging.INFO, "Starting execution of Dataset x")
+    assert _shown(ray_data_console, logging.WARNING, "a real warning")
+    assert not logging.getLogger("ray").isEnabledFor(logging.INFO)
+    assert not logging.getLogger(RAY_AUTH_NOTICE_LOGGER).isEnabledFor(logging.WARNING)
+    # Ray Data's own log file still gets every line.
+    assert logging.getLogger("ray.data").isEnabledFor(logging.DEBUG)
+    assert DataContext.get_current().enable_progress_bars
+
+
+def test_verbose_shows_ray_datas_lines_and_the_auth_notice(ray_data_console):
+    quiet_ray_console(VERBOSE)
+    assert _shown(ray_data_console, logging.INFO, "Starting execution of Dataset x")
+    assert logging.getLogger(RAY_AUTH_NOTICE_LOGGER).isEnabledFor(logging.WARNING)
+
+
+def test_quiet_turns_progress_off_without_ray_data_warning_about_it(ray_data_console):
+    quiet_ray_console(QUIET)
+    assert not DataContext.get_current().enable_progress_bars
+    assert not _shown(ray_data_console, logging.WARNING, "Progress bars disabled. To enable, ...")
 
 
 @pytest.fixture

@@ -126,3 +126,11 @@ def test_a_submitted_job_takes_its_commit_from_the_environment(tmp_path, monkeyp
     # ray job submit --working-dir . does not upload .git: the submitter passes the commit.
     monkeypatch.setenv("INVLEARN_GIT_COMMIT", "0123abcd")
     assert git_commit(tmp_path) == "0123abcd"
+
+
+def test_a_run_is_described_with_the_command_that_shows_a_local_store(tmp_path):
+    tracker = Tracker("train", tmp_path)
+    run_id = tracker.start_run("r", {"role": "train"})
+    where = tracker.describe_run(run_id)
+    assert where.startswith(f"run {run_id} in MLflow experiment 'train'")
+    assert where.endswith(f"(mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'})")

@@ -228,7 +228,9 @@ def test_init_scale_multiplies_every_embedding_tables_initial_spread(name):
             extra = {"graph_users": torch.tensor([0, 1]), "graph_items": torch.tensor([1, 2])}
         model = build_backbone(name, 200, 300, embedding_dim=8, init_scale=init_scale, **extra)
         # Bias tables start at zero whatever the scale; factor tables carry the spread.
-        return {t: float(getattr(model, t).std()) for t in model.table_names if "bias" not in t}
+        return {
+            t: float(getattr(model, t).detach().std()) for t in model.table_names if "bias" not in t
+        }
 
     base, scaled = spread(1.0), spread(10.0)
     for table, std in base.items():

@@ -158,3 +158,11 @@ def test_ray_smoke_run_writes_a_complete_dataset(cli, ray_session, tmp_path):
     manifest = Manifest.read(out)
     assert manifest.engine == "ray" and manifest.conservation["holds"]
     assert cli.main(["--smoke-test", "--seed", "3", "--out", str(out)]) == 1  # different dataset
+
+
+def test_the_default_build_is_the_dataset_the_quick_benchmark_trains_on(cli):
+    from invlearn_ray.experiments.benchmark import PROFILES
+
+    (quick_dataset,) = PROFILES["quick"].datasets
+    config, _ = cli.config_from_args([])
+    assert config.inputs() == quick_dataset.build_config().inputs()

@@ -30,9 +30,12 @@ def train_cli():
 
 @pytest.fixture(scope="module")
 def smoke_run(train_cli, tmp_path_factory) -> Path:
-    """One real smoke-test run (one process, no Ray), shared by the end-to-end tests."""
+    """One real smoke-test run (one process, no Ray), shared by the end-to-end tests; tracked
+    in its default MLflow store, whatever the shell's ``MLFLOW_TRACKING_URI`` says."""
     out = tmp_path_factory.mktemp("cli") / "run"
-    assert train_cli.main(["--smoke-test", "--method", "ig", "--out", str(out)]) == 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        assert train_cli.main(["--smoke-test", "--method", "ig", "--out", str(out)]) == 0
     return out
 
 
@@ -111,7 +114,9 @@ def test_smoke_run_writes_a_loadable_model_and_strict_json_metrics(smoke_run, ca
     assert model.n_users == 40 and model.n_items == 60  # the tiny synthetic preset
 
 
-def test_smoke_run_prints_its_config_and_where_results_are(train_cli, tmp_path, capsys):
+def test_smoke_run_prints_its_config_and_where_results_are(
+    train_cli, tmp_path, capsys, no_tracking_env
+):
     out = tmp_path / "run"
     assert train_cli.main(["--smoke-test", "--out", str(out), "--set", "method=ns"]) == 0
     printed = capsys.readouterr().out
@@ -119,6 +124,22 @@ def test_smoke_run_prints_its_config_and_where_results_are(train_cli, tmp_path, 
     assert resolved["train"]["method"] == "ns" and resolved["workers"] == 0
     assert f"model:         {out / 'model'}" in printed
     assert f"metrics:       {out / 'metrics.json'}" in printed
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert f"in MLflow experiment 'train' (id 1) at {store}" in printed
+
+
+def test_a_run_is_logged_to_mlflow_beside_its_folder(smoke_run, no_tracking_env):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{smoke_run.parent / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("train")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.run_name == "run" and run.info.status == "FINISHED"
+    assert run.data.params["method"] == "ig" and run.data.tags["role"] == "train"
+    assert 0.0 <= run.data.metrics["test/auc"] <= 1.0
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 2  # one per epoch
+    artifacts = {item.path for item in client.list_artifacts(run.info.run_id)}
+    assert {"model", "metrics.json"} <= artifacts
 
 
 def test_a_folder_that_is_not_a_dataset_fails_with_a_clear_message(train_cli, tmp_path, capsys):

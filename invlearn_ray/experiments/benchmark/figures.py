@@ -3,14 +3,16 @@
 Matplotlib ``Figure`` objects rendered straight to PNG: no pyplot, no display, no global backend
 state. A figure whose runs are missing or failed is skipped.
 
-* ``idl_weights_*.png`` — distributions of the IDL weights w¹ and w⁰ = 1 − w¹ on the diagnostic
-  unlabeled rows at the first and the final epoch (paper Figures 4–5);
+* ``idl_weights_*.png`` — the distribution of the IDL weight w¹ (of the positive loss; w⁰ = 1 − w¹
+  is its mirror image, so it is not drawn) on the diagnostic unlabeled rows at the first and the
+  final epoch, for IDL and for IG (paper Figures 4–5);
 * ``ig_directions_*.png`` — IG's training-test loss per meta step, each point marked by the
   chosen direction (paper Figure 6);
 * ``ratio_study_*.png`` — the same curve for α = 0.1, 1, 10, 50, 100 × γ, plus test AUC/GAUC
   and the share of each direction per ratio (paper Figure 7 and §4.5);
 * ``annotation_*.png`` — how well each method's model labels sampled unlabeled items,
-  against the synthetic data's planted truth;
+  against the synthetic data's planted truth: the AUC of its scores, and accuracy, precision
+  and recall of its labels 1[z > 0];
 * ``label_fraction_*.png`` — test AUC/GAUC (±1 std) and IDL/IG annotation precision/recall on
   observed-unlabeled rows against the share of training labels kept (issue 6).
 """
@@ -25,7 +27,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from matplotlib import rc_context
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from invlearn_ray.evaluation.metrics import display_name
 from invlearn_ray.experiments.benchmark.entries import (
@@ -44,6 +48,18 @@ DIRECTION_STYLE = {
     "direct": ("tab:blue", "v"),
     "inverse": ("tab:red", "^"),
 }
+FONT_SIZES = {
+    "font.size": 11,
+    "axes.titlesize": 12,
+    "axes.labelsize": 11,
+    "xtick.labelsize": 10,
+    "ytick.labelsize": 10,
+    "legend.fontsize": 10,
+    "legend.title_fontsize": 10,
+    "figure.titlesize": 13,
+}
+"""Every figure's text sizes: read at 110 dpi, Matplotlib's defaults (10 pt, 8 pt legends) were
+too small in the wide multi-panel figures."""
 
 
 def load_direction_log(outcome: RunOutcome) -> dict[str, Any] | None:
@@ -78,7 +94,8 @@ def _first_seed(runs: Sequence[RunOutcome]) -> RunOutcome | None:
 
 
 def plot_idl_weights(outcomes: Sequence[RunOutcome], directory: Path) -> list[Path]:
-    """Figures 4–5: w¹ and w⁰ histograms at the first and the final epoch, IDL and IG."""
+    """Figures 4–5: w¹ histograms at the first and the final epoch, IDL and IG (w⁰ = 1 − w¹ is
+    its mirror image: drawing both put two copies of one distribution on every panel)."""
     written = []
     for dataset, backbone in _dataset_backbones(outcomes):
         runs = {
@@ -89,8 +106,8 @@ def plot_idl_weights(outcomes: Sequence[RunOutcome], directory: Path) -> list[Pa
         logs = {entry: log for entry, log in logs.items() if log and log["weight_histograms"]}
         if not logs:
             continue
-        figure = Figure(figsize=(5 * len(logs), 6))
-        axes = figure.subplots(2, len(logs), squeeze=False)
+        figure = Figure(figsize=(6 * len(logs), 7))
+        axes = figure.subplots(2, len(logs), squeeze=False, sharey="row")
         for column, (entry, log) in enumerate(logs.items()):
             histograms = log["weight_histograms"]
             epochs = sorted(histograms)
@@ -100,14 +117,18 @@ def plot_idl_weights(outcomes: Sequence[RunOutcome], directory: Path) -> list[Pa
                 edges = np.linspace(0.0, 1.0, len(counts) + 1)
                 centers, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
                 axis = axes[row][column]
-                axis.bar(centers, share, width=width, alpha=0.6, label="w¹ (positive loss)")
-                axis.bar(centers, share[::-1], width=width, alpha=0.6, label="w⁰ = 1 − w¹")
+                axis.bar(centers, share, width=width, color="tab:blue", edgecolor="white")
                 stage = "first" if row == 0 else "final"
                 axis.set_title(f"{method_name(entry)}: {stage} epoch ({epoch})")
-                axis.set_xlabel("weight")
-                axis.set_ylabel("share of unlabeled rows")
-                axis.legend(fontsize=8)
-        figure.suptitle(f"IDL weight distributions — {dataset}, {backbone_name(backbone)}")
+                axis.set_xlim(0, 1)
+                axis.set_xlabel("w¹, the weight of the positive loss (w⁰ = 1 − w¹)")
+                if column == 0:
+                    axis.set_ylabel("share of unlabeled rows")
+        methods = " and ".join(method_name(entry) for entry in logs)
+        figure.suptitle(
+            f"Inverse dual loss weight w¹ on unlabeled rows — {methods}, {dataset}, "
+            f"{backbone_name(backbone)}"
+        )
         written.append(_save(figure, directory / f"{_slug('idl_weights', dataset, backbone)}.png"))
     return written
 
@@ -121,7 +142,7 @@ def _chosen_losses(log: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndar
     return chosen.numpy(), choices.numpy(), direction["epoch"].numpy()
 
 
-def _plot_direction_curve(axis, log: dict[str, Any], title: str) -> None:
+def _plot_direction_curve(axis, log: dict[str, Any], title: str, legend: bool = True) -> None:
     chosen, choices, epochs = _chosen_losses(log)
     steps = np.arange(len(chosen))
     axis.plot(steps, chosen, color="black", linewidth=0.6, alpha=0.5)
@@ -135,7 +156,22 @@ def _plot_direction_curve(axis, log: dict[str, Any], title: str) -> None:
     axis.set_title(title)
     axis.set_xlabel("meta step (grey lines: epochs)")
     axis.set_ylabel("training-test loss")
-    axis.legend(fontsize=8, title="direction")
+    if legend:
+        axis.legend(title="direction")
+
+
+def _direction_legend(figure: Figure) -> None:
+    """One legend for every panel of a figure: each direction's colour and marker."""
+    handles = [
+        Line2D([], [], color=color, marker=marker, linestyle="none", markersize=8)
+        for color, marker in DIRECTION_STYLE.values()
+    ]
+    figure.legend(
+        handles,
+        list(DIRECTION_STYLE),
+        title="direction chosen",
+        loc="outside right upper",
+    )
 
 
 def plot_ig_directions(outcomes: Sequence[RunOutcome], directory: Path) -> list[Path]:
@@ -170,16 +206,22 @@ def plot_ratio_study(outcomes: Sequence[RunOutcome], directory: Path) -> list[Pa
         by_ratio = {
             ratio: [r for r in runs if r.spec.config.dual_lr_ratio == ratio] for ratio in ratios
         }
-        figure = Figure(figsize=(4 * len(ratios), 8))
+        figure = Figure(figsize=(4.4 * len(ratios), 9), layout="constrained")
         grid = figure.add_gridspec(2, len(ratios))
+        first_axis = None
         for column, ratio in enumerate(ratios):
-            axis = figure.add_subplot(grid[0, column])
+            # One loss scale for every ratio: the panels are compared with each other.
+            axis = figure.add_subplot(grid[0, column], sharey=first_axis)
+            first_axis = first_axis or axis
             first = _first_seed(by_ratio[ratio])
             log = load_direction_log(first) if first else None
             if log and len(log["direction_log"]["choice"]):
-                _plot_direction_curve(axis, log, f"α = {ratio:g} γ")
+                _plot_direction_curve(axis, log, f"α = {ratio:g} γ", legend=False)
             else:
                 axis.set_title(f"α = {ratio:g} γ: no run")
+            if column:
+                axis.set_ylabel("")
+                axis.tick_params(labelleft=False)
         scores = figure.add_subplot(grid[1, : max(1, len(ratios) // 2)])
         for metric in ("auc", "gauc"):
             stats = [mean_std([r.test.get(metric, math.nan) for r in by_ratio[q]]) for q in ratios]
@@ -205,9 +247,13 @@ def plot_ratio_study(outcomes: Sequence[RunOutcome], directory: Path) -> list[Pa
             )
             bottom += shares[:, index]
         shares_axis.set_xlabel("α / γ")
-        shares_axis.set_ylabel("share of meta steps")
-        shares_axis.legend(title="direction", fontsize=8)
-        figure.suptitle(f"α/γ study — IG on {dataset}, {backbone_name(backbone)}")
+        shares_axis.set_ylabel("share of meta steps (all seeds)")
+        shares_axis.set_ylim(0, 1)
+        _direction_legend(figure)
+        figure.suptitle(
+            f"α/γ study — IG on {dataset}, {backbone_name(backbone)}: training-test loss per "
+            "meta step (seed 0), test scores and the directions chosen"
+        )
         written.append(_save(figure, directory / f"{_slug('ratio_study', dataset, backbone)}.png"))
     return written
 
@@ -230,9 +276,11 @@ def _direction_shares(by_ratio: dict[float, list[RunOutcome]], ratios: list[floa
 
 
 def plot_annotation(rows: Sequence[SummaryRow], directory: Path) -> list[Path]:
-    """Annotation AUC / accuracy / precision / recall on sampled unlabeled rows (planted truth)."""
+    """Annotation of sampled unlabeled rows against the planted truth, in two panels: the AUC
+    of the model's scores (a ranking, 0.5 = chance), and the accuracy, precision and recall of
+    its labels 1[z > 0] (shares, against the truly positive share)."""
     written = []
-    metrics = ("sampled_auc", "sampled_accuracy", "sampled_precision", "sampled_recall")
+    label_metrics = ("sampled_accuracy", "sampled_precision", "sampled_recall")
     for dataset, backbone in dict.fromkeys((row.dataset, row.backbone) for row in rows):
         section = [
             r
@@ -243,38 +291,66 @@ def plot_annotation(rows: Sequence[SummaryRow], directory: Path) -> list[Path]:
         ]
         if not section:
             continue
-        figure = Figure(figsize=(max(6, 0.9 * len(section)), 4))
-        axis = figure.subplots()
+        figure = Figure(figsize=(max(8, 0.95 * len(section) + 2.5), 8), layout="constrained")
+        auc_axis, label_axis = figure.subplots(2, 1, sharex=True)
         positions = np.arange(len(section))
-        width = 0.8 / len(metrics)
-        for index, metric in enumerate(metrics):
-            axis.bar(
-                positions + (index - (len(metrics) - 1) / 2) * width,
-                [_zero_nan(r.mean[metric]) for r in section],
-                width=width,
-                yerr=[_zero_nan(r.std[metric]) for r in section],
-                capsize=2,
-                label=metric.removeprefix("sampled_"),
-            )
+        tops = [
+            _grouped_bars(auc_axis, section, ("sampled_auc",), positions, colors=("tab:purple",))
+        ]
+        auc_axis.axhline(0.5, color="black", linestyle=":", linewidth=1, label="chance (0.5)")
+        auc_axis.set_ylabel("AUC of the scores")
+        auc_axis.set_title("How well each model's score ranks truly positive items first")
+        tops.append(_grouped_bars(label_axis, section, label_metrics, positions))
         base_rate = section[0].mean.get(BASE_RATE, math.nan)
         if math.isfinite(base_rate):
-            axis.axhline(
+            label_axis.axhline(
                 base_rate,
                 color="black",
                 linestyle="--",
                 linewidth=1,
                 label=f"truly positive share ({base_rate:.2f})",
             )
-        axis.set_xticks(positions, [method_name(r.entry) for r in section], rotation=30, ha="right")
-        axis.set_ylim(0, 1)
-        axis.set_ylabel("share (mean ± std over seeds)")
-        axis.set_title(
-            f"Annotation of sampled unlabeled items vs planted truth — {dataset}, "
-            f"{backbone_name(backbone)}"
+        label_axis.set_ylabel("share")
+        label_axis.set_title("Its labels 1[z > 0]: accuracy, precision, recall")
+        label_axis.set_xticks(
+            positions, [method_name(r.entry) for r in section], rotation=30, ha="right"
         )
-        axis.legend(fontsize=8)
+        for axis, top in zip((auc_axis, label_axis), tops, strict=True):
+            # Above the tallest error bar: a share of 1 (the recall of a model that calls
+            # everything positive) and its spread stay visible; the legend sits beside the bars.
+            axis.set_ylim(0, max(1.0, top) * 1.06)
+            axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+        figure.suptitle(
+            f"Annotation of sampled unlabeled items vs planted truth — {dataset}, "
+            f"{backbone_name(backbone)} (mean ± std over seeds)"
+        )
         written.append(_save(figure, directory / f"{_slug('annotation', dataset, backbone)}.png"))
     return written
+
+
+def _grouped_bars(
+    axis,
+    section: Sequence[SummaryRow],
+    metrics: Sequence[str],
+    positions: np.ndarray,
+    colors: Sequence[str] | None = None,
+) -> float:
+    """One bar per row and metric, side by side, with ±1 std error bars (none if undefined);
+    returns the top of the tallest bar or error bar."""
+    width = 0.8 / len(metrics)
+    top = 0.0
+    for index, metric in enumerate(metrics):
+        axis.bar(
+            positions + (index - (len(metrics) - 1) / 2) * width,
+            [_zero_nan(r.mean[metric]) for r in section],
+            width=width,
+            yerr=[_zero_nan(r.std[metric]) for r in section],
+            capsize=2,
+            color=colors[index] if colors else None,
+            label="AUC" if metric == "sampled_auc" else metric.removeprefix("sampled_"),
+        )
+        top = max([top, *(_zero_nan(r.mean[metric]) + _zero_nan(r.std[metric]) for r in section)])
+    return top
 
 
 def plot_label_fraction(rows: Sequence[SummaryRow], directory: Path) -> list[Path]:
@@ -344,7 +420,8 @@ def _dataset_backbones(outcomes: Sequence[RunOutcome]) -> list[tuple[str, str]]:
 
 def _save(figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
+    if figure.get_layout_engine() is None:
+        figure.tight_layout()
     figure.savefig(path, dpi=110)
     return path
 
@@ -354,10 +431,11 @@ def write_figures(
 ) -> list[Path]:
     """Every figure the runs allow (a figure whose runs are missing or failed is skipped)."""
     directory.mkdir(parents=True, exist_ok=True)
-    return (
-        plot_idl_weights(outcomes, directory)
-        + plot_ig_directions(outcomes, directory)
-        + plot_ratio_study(outcomes, directory)
-        + plot_annotation(rows, directory)
-        + plot_label_fraction(rows, directory)
-    )
+    with rc_context(FONT_SIZES):
+        return (
+            plot_idl_weights(outcomes, directory)
+            + plot_ig_directions(outcomes, directory)
+            + plot_ratio_study(outcomes, directory)
+            + plot_annotation(rows, directory)
+            + plot_label_fraction(rows, directory)
+        )

@@ -133,7 +133,8 @@ PROFILES = {
     ),
     "sparse-sweep": Profile(
         name="sparse-sweep",
-        description="issues 6, 13: label fractions 100/30/10/3% x GMF/NeuMF/biased MF x "
+        description="hours: how methods hold up as labels get scarce; label fractions "
+        "100/30/10/3% x GMF/NeuMF/biased MF x "
         "Popularity, None, None at IG's steps, watched = positive, NS, T-CE, R-CE, IDL, IG, BSL, "
         "best explicit-negative loss x 3 seeds, each tuned with the same 16-trial budget",
         datasets=(DatasetSpec("synthetic"), DatasetSpec("ml100k")),

@@ -60,7 +60,8 @@ def write_report(
     cell, the best values at a search range's end (:class:`~.tuning.TunedCell`)."""
     notes = [
         profile_line(profile),
-        f"Test metrics, mean ± sample std over {profile.seeds} seed(s); the best mean per "
+        f"Test metrics, mean ± sample std over {profile.seeds} seed(s) (no ± for a method "
+        "without a seed, e.g. Popularity: every seed gives the same result); the best mean per "
         "backbone in bold. AUC over all test rows; GAUC = unweighted mean of per-user AUC; "
         "NDCG@K and MRR over each user's labeled test rows (read them against the random floors "
         "below); Recall@20 is full-catalogue (training items excluded).",
@@ -77,6 +78,9 @@ def write_report(
         tables.write_runs_csv(outcomes, out / "runs.csv"),
     ]
     markdown = tables.results_markdown(rows, f"Benchmark `{profile.name}`", notes)
+    ratio_study = tables.ratio_study_markdown(outcomes)
+    if ratio_study:
+        markdown = markdown.rstrip("\n") + "\n\n" + ratio_study
     (out / "results.md").write_text(markdown)
     files.append(out / "results.md")
     annotation = tables.annotation_markdown(rows)

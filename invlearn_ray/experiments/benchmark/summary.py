@@ -2,7 +2,9 @@
 
 Every table and figure of the benchmark reads these rows: the mean and the sample standard
 deviation (ddof = 1) over seeds of each test metric, skipping undefined values; failed runs are
-counted and their errors kept, never dropped.
+counted and their errors kept, never dropped. A method that uses no seed (one that does not
+train, such as Popularity) gives the same result for every seed: its spread is undefined
+(NaN), not a measured 0, so tables show no ± for it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 
 from invlearn_ray.experiments.benchmark.entries import GROUP_MAIN
 from invlearn_ray.experiments.runs import RunOutcome
+from invlearn_ray.methods.registry import METHOD_SPECS
 
 TABLE_METRICS = ("auc", "gauc", "ndcg_at_10", "ndcg_at_20", "mrr", "full_recall_at_20")
 SAMPLED_ESTIMATES = {"full_recall_at_20": "sampled_users_recall_at_20"}
@@ -57,6 +60,13 @@ class SummaryRow:
     failures: list[str] = field(default_factory=list)
     methods_run: list[str] = field(default_factory=list)
     label_fraction: float = 1.0
+
+    @property
+    def seedless(self) -> bool:
+        """Every run's method is computed, not trained: the seeds repeat one result."""
+        return bool(self.methods_run) and all(
+            name in METHOD_SPECS and not METHOD_SPECS[name].trains for name in self.methods_run
+        )
 
     @property
     def status(self) -> str:
@@ -109,5 +119,7 @@ def summarize(
             row.mean[metric], row.std[metric] = mean_std(
                 [run.test.get(metric, math.nan) for run in ok]
             )
+            if row.seedless:
+                row.std[metric] = math.nan
         rows.append(row)
     return rows

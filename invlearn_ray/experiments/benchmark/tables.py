@@ -23,6 +23,7 @@ from invlearn_ray.evaluation.metrics import display_name
 from invlearn_ray.experiments.benchmark.entries import (
     BEST_EXPLICIT,
     GROUP_MAIN,
+    GROUP_RATIO,
     backbone_name,
     method_name,
 )
@@ -33,6 +34,7 @@ from invlearn_ray.experiments.benchmark.summary import (
     SAMPLED_ESTIMATES,
     TABLE_METRICS,
     SummaryRow,
+    mean_std,
 )
 from invlearn_ray.experiments.runs import RunOutcome
 
@@ -166,6 +168,58 @@ def results_markdown(rows: Sequence[SummaryRow], title: str, notes: Sequence[str
             lines += ["", "Failed runs:", "", *failures]
         lines.append("")
     return "\n".join(lines)
+
+
+RATIO_METRICS = ("auc", "gauc", "ndcg_at_10", "mrr", "full_recall_at_20")
+"""The α/γ study table's columns."""
+
+
+def ratio_study_markdown(outcomes: Sequence[RunOutcome]) -> str:
+    """IG's α/γ study (paper Figure 7 and §4.5) as a table: one row per ratio α/γ — the IG
+    row's own runs and the study's — with the test metrics' mean ± sample std over seeds; ""
+    when the benchmark ran no study."""
+    ig_runs = [
+        outcome
+        for outcome in outcomes
+        if outcome.spec.tags.get("entry") == "ig"
+        and outcome.spec.tags.get("group", GROUP_MAIN) in (GROUP_MAIN, GROUP_RATIO)
+    ]
+    if not any(o.spec.tags.get("group") == GROUP_RATIO for o in ig_runs):
+        return ""
+    lines = [
+        "## IG's α/γ study",
+        "",
+        "IG at other ratios α/γ of the dual-loss step α to the test step γ (paper Figure 7; "
+        "`figures/ratio_study_*.png` adds the directions chosen). Test metrics, mean ± sample "
+        "std over seeds; the row marked * is the IG row of the table above.",
+    ]
+    sections = dict.fromkeys((o.spec.dataset_name, o.spec.config.backbone) for o in ig_runs)
+    for dataset, backbone in sections:
+        runs = [
+            o
+            for o in ig_runs
+            if o.spec.dataset_name == dataset and o.spec.config.backbone == backbone
+        ]
+        headers = [metric_header(metric) for metric in RATIO_METRICS]
+        lines += [
+            "",
+            f"### {dataset}, {backbone_name(backbone)}",
+            "",
+            "| α/γ | " + " | ".join(headers) + " | Runs |",
+            "|---|" + "---|" * len(headers) + "---|",
+        ]
+        for ratio in sorted({o.spec.config.dual_lr_ratio for o in runs}):
+            at_ratio = [o for o in runs if o.spec.config.dual_lr_ratio == ratio]
+            ok = [o for o in at_ratio if o.ok]
+            cells = []
+            for metric in RATIO_METRICS:
+                mean, std = mean_std([o.test.get(metric, math.nan) for o in ok])
+                cells.append(_cell(mean, std, False))
+            main = any(o.spec.tags.get("group", GROUP_MAIN) == GROUP_MAIN for o in at_ratio)
+            own = "*" if main else ""
+            runs_cell = f"{len(ok)}/{len(at_ratio)}" + ("" if len(ok) == len(at_ratio) else " ⚠")
+            lines.append(f"| {ratio:g}{own} | " + " | ".join(cells) + f" | {runs_cell} |")
+    return "\n".join(lines) + "\n"
 
 
 def _lift_baselines(rows: Sequence[SummaryRow]) -> dict[str, float]:

@@ -80,7 +80,7 @@ def test_each_row_shows_its_gauc_lift_over_the_popularity_row(make_outcome):
     ]
     markdown = tables.results_markdown(summarize(outcomes), "T")
     assert "| GAUC lift over Popularity | Runs |" in markdown
-    assert "| GMF | Popularity | 0.6500 ± 0.0000 |" in markdown
+    assert "| GMF | Popularity | 0.6500 |" in markdown  # no seed: no ± over repeated runs
     assert "| +0.0000 | 2/2 |" in markdown
     assert "| +0.0425 | 1/1 |" in markdown  # 0.6525 - mean(0.60, 0.62)
     assert "| -0.0200 | 1/1 |" in markdown
@@ -100,3 +100,18 @@ def test_the_annotation_table_shows_the_annotation_auc_and_the_idl_weight_auc(ma
     markdown = tables.annotation_markdown(summarize(outcomes))
     assert "| observed auc | observed weight auc | observed accuracy |" in markdown
     assert "| d | GMF | IG | 0.7100 | 0.7000 | 0.6000 |" in markdown
+
+
+def test_the_alpha_gamma_study_is_a_table_with_ig_own_ratio_marked(make_outcome):
+    outcomes = [
+        make_outcome("ig", 0, {"auc": 0.64, "gauc": 0.60}),
+        make_outcome("ig", 1, {"auc": 0.66, "gauc": 0.60}),
+        make_outcome("ig", 0, {"auc": 0.55, "gauc": 0.51}, ratio=10.0),
+        make_outcome("ig", 1, {}, ok=False, ratio=10.0),
+        make_outcome("ns", 0, {"auc": 0.70, "gauc": 0.65}),
+    ]
+    markdown = tables.ratio_study_markdown(outcomes)
+    assert "### d, GMF" in markdown
+    assert "| 0.1* | 0.6500 ± 0.0141 | 0.6000 ± 0.0000 |" in markdown
+    assert "| 10 | 0.5500 | 0.5100 |" in markdown and "| 1/2 ⚠ |" in markdown
+    assert tables.ratio_study_markdown(outcomes[:2]) == ""  # no study, no table
