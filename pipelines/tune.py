@@ -146,9 +146,15 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     # Ray is started (or joined) only here; under `ray job submit`, RAY_ADDRESS names the cluster.
-    from invlearn_ray.distributed.session import ensure_ray
+    from invlearn_ray.distributed.session import check_reachable_from_workers, ensure_ray
 
     ensure_ray(args.address, args.num_cpus, verbosity, args.object_store_gb)
+    # Runs and trials write their folders under --out from whichever node runs them.
+    check_reachable_from_workers(
+        str(args.out),
+        hint="This command keeps its runs under a local --out, so it runs on one node for now "
+        "(no --address); single runs train on many nodes with train.py --out s3://...",
+    )
     dataset_path = ensure_dataset(dataset, out / "datasets")
     result = run_study(
         space,

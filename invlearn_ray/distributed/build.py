@@ -66,11 +66,12 @@ from invlearn_ray.data.build import (
     summarize_outputs,
     summary_columns,
 )
-from invlearn_ray.data.errors import DataError, OutputDirectoryError
+from invlearn_ray.data.errors import DataError
 from invlearn_ray.data.manifest import Manifest
 from invlearn_ray.data.readers import parse_file
 from invlearn_ray.data.sources import SourceSpec, check_not_empty, synthetic_universe
 from invlearn_ray.data.synthetic import ROW_COUNTS, PlantedTruth, SyntheticGenerator, count_rows
+from invlearn_ray.distributed.session import check_reachable_from_workers
 
 PARSE_ERROR = "parse_error"
 
@@ -229,26 +230,6 @@ def _read(source: SourceSpec) -> tuple[ray.data.Dataset, int, PlantedTruth | Non
         fn_kwargs={"source": source, "schema": source.parsed_schema()},
     )
     return parsed.materialize(), len(source.paths), None, None
-
-
-def check_reachable_from_workers(out_dir: storage.Location) -> None:
-    """Refuse a local ``out_dir`` on a Ray cluster of more than one node.
-
-    Each node's disk is its own: shards written by tasks on worker nodes would land there, out
-    of the driver's (and every later reader's) sight.
-
-    Raises:
-        OutputDirectoryError: ``out_dir`` is local and more than one node is alive.
-    """
-    if not storage.is_local(out_dir) or not ray.is_initialized():
-        return
-    nodes = [node for node in ray.nodes() if node.get("Alive")]
-    if len(nodes) > 1:
-        raise OutputDirectoryError(
-            f"{out_dir}: a local folder, but this Ray cluster has {len(nodes)} nodes and each "
-            "writes to its own disk. Give --out a location every node reaches, e.g. "
-            "s3://bucket/path (see README, Storage locations)."
-        )
 
 
 def build_dataset(

@@ -8,6 +8,7 @@ import os
 import ray
 from ray.data import DataContext
 
+from invlearn_ray import storage
 from invlearn_ray.cli import NORMAL, QUIET, VERBOSE, set_third_party_levels
 from invlearn_ray.errors import UserError
 
@@ -118,3 +119,35 @@ class _ProgressOffNotice(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith("Progress bars disabled")
+
+
+class LocalOnClusterError(ValueError, UserError):
+    """A local folder given where every node of a multi-node cluster must reach the files."""
+
+
+def check_reachable_from_workers(
+    location: str, option: str = "--out", hint: str | None = None
+) -> None:
+    """Refuse a local ``location`` on a Ray cluster of more than one node.
+
+    Each node's disk is its own: files written by tasks or workers on other nodes would land
+    there, out of the driver's (and every later reader's) sight.
+
+    Args:
+        hint: what to do instead (default: give ``option`` an object-store URI).
+
+    Raises:
+        LocalOnClusterError: ``location`` is local and more than one node is alive.
+    """
+    if not storage.is_local(location) or not ray.is_initialized():
+        return
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    if len(nodes) > 1:
+        hint = hint or (
+            f"Give {option} a location every node reaches, e.g. s3://bucket/path (see README, "
+            "Running on a cluster)."
+        )
+        raise LocalOnClusterError(
+            f"{location}: a local folder, but this Ray cluster has {len(nodes)} nodes and each "
+            f"writes to its own disk. {hint}"
+        )

@@ -343,7 +343,13 @@ def _train_with_ray(
     # run where Ray is not installed.
     import ray.train
 
+    from invlearn_ray.distributed.session import check_reachable_from_workers
     from invlearn_ray.distributed.train_loop import build_torch_trainer, run_summary
+
+    # Workers on other nodes read the dataset, and rank 0 may write the run from any node.
+    check_reachable_from_workers(dataset_path, "--dataset")
+    check_reachable_from_workers(str(output_dir), "--out")
+    check_reachable_from_workers(storage_path, "--storage-path")
 
     loop_config = {"train": config.to_dict(), "output_dir": str(output_dir), **test_switches}
     if staging is not None:

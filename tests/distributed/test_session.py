@@ -96,3 +96,13 @@ def test_local_cpus_with_a_cluster_address_are_a_one_line_error(ray_init_calls, 
     with pytest.raises(session.RayOptionError, match="--num-cpus 2 applies to a local Ray"):
         session.ensure_ray(num_cpus=2)
     assert ray_init_calls == []
+
+
+def test_a_local_folder_on_a_cluster_of_several_nodes_is_refused_with_the_fix(monkeypatch):
+    monkeypatch.setattr(session.ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(session.ray, "nodes", lambda: [{"Alive": True}] * 3)
+    with pytest.raises(session.LocalOnClusterError, match="this Ray cluster has 3 nodes"):
+        session.check_reachable_from_workers("runs/x", "--out")
+    session.check_reachable_from_workers("s3://bucket/runs/x", "--out")  # every node reaches it
+    monkeypatch.setattr(session.ray, "nodes", lambda: [{"Alive": True}, {"Alive": False}])
+    session.check_reachable_from_workers("runs/x", "--out")  # one node: its disk is the disk
