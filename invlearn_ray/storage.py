@@ -83,8 +83,10 @@ def is_uri(location: Location) -> bool:
 
 
 def is_local(location: Location) -> bool:
-    """Whether ``location`` is on this machine's own file system (a path or ``file://``)."""
-    return isinstance(resolve(location)[0], pafs.LocalFileSystem)
+    """Whether ``location`` is on this machine's own file system (a path or ``file://``).
+    Decided from the text alone: no file system is reached (an S3 one would be asked for its
+    bucket's region)."""
+    return not is_uri(location) or os.fspath(location).lower().startswith("file:")
 
 
 def resolve(location: Location) -> tuple[pafs.FileSystem, str]:
