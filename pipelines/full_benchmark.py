@@ -115,7 +115,16 @@ def make_parser() -> ArgumentParser:
     config.add_argument("--concurrency", type=positive_int, help="trials at once")
 
     run = parser.add_argument_group("execution and output")
-    run.add_argument("--out", type=Path, help="output folder (default outputs/<profile>)")
+    run.add_argument(
+        "--out",
+        type=Path,
+        help="output folder: tables, figures, MLflow (default outputs/<profile>)",
+    )
+    run.add_argument(
+        "--storage",
+        help="where datasets and run folders go (default: --out); on a cluster of several "
+        "nodes a location every node reaches, e.g. s3://bucket/bench",
+    )
     run.add_argument("--experiment", help="MLflow experiment (default benchmark-<profile>)")
     run.add_argument(
         "--cpus-per-run", type=positive_float, default=1.0, help="CPUs per run (default 1)"
@@ -213,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_study": profile.ratio_study,
         "tune": dataclasses.asdict(profile.tune) if profile.tune else None,
         "out": str(args.out.resolve()),
+        "storage": args.storage or str(args.out.resolve()),
         "cpus_per_run": args.cpus_per_run,
         "workers": args.workers,
     }
@@ -222,12 +232,14 @@ def main(argv: list[str] | None = None) -> int:
     from invlearn_ray.distributed.session import check_reachable_from_workers, ensure_ray
 
     ensure_ray(args.address, args.num_cpus, verbosity, args.object_store_gb)
-    # Runs and trials write their folders under --out from whichever node runs them.
-    check_reachable_from_workers(
-        str(args.out),
-        hint="This command keeps its runs under a local --out, so it runs on one node for now "
-        "(no --address); single runs train on many nodes with train.py --out s3://...",
-    )
+    # Datasets and runs are written by whichever node builds or trains them.
+    check_reachable_from_workers(args.storage or str(args.out), "--storage")
+    if profile.tune is not None:
+        check_reachable_from_workers(
+            str(args.out),
+            hint="Tuning studies keep their trials' folders under --out, so tuned profiles run "
+            "on one node for now (no --address).",
+        )
     try:
         result = run_benchmark(
             profile,
@@ -240,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             build_engine=args.build_engine,
             reuse=not args.no_reuse,
             tune_verbose=1 if verbosity == VERBOSE else 0,
+            shared_storage=args.storage,
         )
     except BenchmarkInterrupted as error:
         print(f"interrupted: {error}", file=sys.stderr)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from invlearn_ray import storage
 from invlearn_ray.data import dataset_dir as dd
 from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
 from invlearn_ray.data.errors import DatasetFormatError
@@ -144,13 +145,13 @@ def parse_dataset(text: str) -> DatasetSpec:
     )
 
 
-def ensure_dataset(spec: DatasetSpec, root: Path, engine: str = "ray") -> Path:
-    """The dataset's folder: built under ``root`` (Ray Data, or in memory), or reused when a
-    previous benchmark built exactly the same thing there."""
+def ensure_dataset(spec: DatasetSpec, root: storage.Location, engine: str = "ray") -> str:
+    """The dataset's location: built under ``root`` (a folder or an object-store URI; Ray Data,
+    or in memory), or reused when a previous benchmark built exactly the same thing there."""
     config = spec.build_config()
     if config is None:
-        return Path(spec.path).resolve()
-    out = (root / spec.name).resolve()
+        return storage.absolute(spec.path)
+    out = storage.join(storage.absolute(root), spec.name)
     wanted = json.loads(json.dumps(config.inputs()))
     if _built_from(out) == wanted:
         logger.info(f"dataset {spec.name}: reusing {out}")
@@ -168,7 +169,7 @@ def ensure_dataset(spec: DatasetSpec, root: Path, engine: str = "ray") -> Path:
     return out
 
 
-def _built_from(out: Path) -> dict[str, Any] | None:
+def _built_from(out: str) -> dict[str, Any] | None:
     """The inputs of the dataset built in ``out``; None when there is none this code reads
     (an older schema is rebuilt) or its files changed since the build."""
     try:

@@ -120,7 +120,7 @@ class RunOutcome:
 def execute_run(spec: RunSpec, workers: int = 0, cpus_per_worker: float = 0.5) -> RunOutcome:
     """Train one spec in this process (or as a Ray Train run); never raises on a failed run."""
     started = time.perf_counter()
-    output_dir = Path(spec.output_dir)
+    output_dir = spec.output_dir
     try:
         summary = run_training(
             spec.dataset,
@@ -177,7 +177,7 @@ def _numbers(values: dict[str, Any]) -> dict[str, float]:
     return kept
 
 
-def write_weight_histograms(output_dir: Path) -> Path | None:
+def write_weight_histograms(output_dir: storage.Location) -> str | None:
     """The IDL weight histograms of ``direction_log.pt`` as readable JSON (an MLflow artifact)."""
     log = read_direction_log(output_dir)
     if log is None:
@@ -188,8 +188,9 @@ def write_weight_histograms(output_dir: Path) -> Path | None:
     if not histograms:
         return None
     bins = len(next(iter(histograms.values())))
-    target = output_dir / WEIGHT_HISTOGRAMS_FILE
-    target.write_text(
+    target = storage.join(output_dir, WEIGHT_HISTOGRAMS_FILE)
+    storage.write_text(
+        target,
         json.dumps(
             {
                 "quantity": "IDL positive weight w1 on the diagnostic unlabeled rows (w0 = 1 - w1)",
@@ -198,30 +199,32 @@ def write_weight_histograms(output_dir: Path) -> Path | None:
             },
             indent=2,
         )
-        + "\n"
+        + "\n",
     )
     return target
 
 
 def _write_outcome(outcome: RunOutcome) -> None:
-    """The run's spec and outcome, beside its outputs (written after the run is published)."""
-    output_dir = Path(outcome.spec.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / SPEC_FILE).write_text(json.dumps(outcome.spec.to_dict(), indent=2) + "\n")
-    path = output_dir / OUTCOME_FILE
+    """The run's spec and outcome, beside its outputs (written after the run is published;
+    in an object store, after its commit file, which covers the run's own outputs only)."""
+    output_dir = outcome.spec.output_dir
+    storage.make_dirs(output_dir)
+    spec = json.dumps(outcome.spec.to_dict(), indent=2) + "\n"
+    storage.write_text(storage.join(output_dir, SPEC_FILE), spec)
     values = outcome.to_dict()
     values.pop("run_id")
     # Strict JSON: undefined metrics become null (read back as NaN by _numbers).
-    path.write_text(json.dumps(finite_or_none(values), indent=2, allow_nan=False) + "\n")
+    text = json.dumps(finite_or_none(values), indent=2, allow_nan=False) + "\n"
+    storage.write_text(storage.join(output_dir, OUTCOME_FILE), text)
 
 
 def finished_outcome(spec: RunSpec) -> RunOutcome | None:
     """The stored outcome of an identical, successful earlier run of ``spec``, or None."""
-    path = Path(spec.output_dir) / OUTCOME_FILE
-    if not path.is_file():
+    path = storage.join(spec.output_dir, OUTCOME_FILE)
+    if not storage.is_file(path):
         return None
     try:
-        stored = RunOutcome.from_dict(json.loads(path.read_text()))
+        stored = RunOutcome.from_dict(json.loads(storage.read_text(path)))
     except (ValueError, TypeError, KeyError):
         return None
     if not stored.ok or stored.spec.to_dict() != spec.to_dict():

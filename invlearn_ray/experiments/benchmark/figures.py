@@ -66,7 +66,7 @@ def load_direction_log(outcome: RunOutcome) -> dict[str, Any] | None:
     """A run's direction log and weight histograms (``direction_log.pt``), or None."""
     if not outcome.ok:
         return None
-    return read_direction_log(Path(outcome.spec.output_dir))
+    return read_direction_log(outcome.spec.output_dir)
 
 
 def _slug(*parts: str) -> str:

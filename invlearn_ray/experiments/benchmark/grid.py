@@ -20,6 +20,7 @@ from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from invlearn_ray import storage
 from invlearn_ray.data.manifest import Manifest
 from invlearn_ray.experiments.benchmark.entries import GROUP_MAIN, GROUP_RATIO, entry_method
 from invlearn_ray.experiments.benchmark.errors import BenchmarkConfigError
@@ -75,7 +76,7 @@ def runs_on(entry: str, dataset_path: Path) -> bool:
     return not (spec and spec.observed_rows and Manifest.read(dataset_path).rows("unclear") == 0)
 
 
-def left_out_cells(profile: Profile, datasets: Mapping[str, Path]) -> list[Cell]:
+def left_out_cells(profile: Profile, datasets: Mapping[str, str]) -> list[Cell]:
     """The cells whose method has nothing to learn from on their dataset (see :func:`runs_on`)."""
     return [
         cell
@@ -129,9 +130,9 @@ def resolve_cell_configs(
 
 def plan_runs(
     profile: Profile,
-    datasets: Mapping[str, tuple[DatasetSpec, Path]],
+    datasets: Mapping[str, tuple[DatasetSpec, str]],
     configs: Mapping[Cell, dict[str, Any]],
-    out: Path,
+    out: storage.Location,
 ) -> list[RunSpec]:
     """Every run of the benchmark: rows × seeds, then the α/γ study's IG runs."""
     specs = []
@@ -170,10 +171,10 @@ def plan_runs(
 def _spec(
     dataset: DatasetSpec,
     dataset_name: str,
-    path: Path,
+    path: str,
     entry: str,
     config: TrainConfig,
-    out: Path,
+    out: storage.Location,
     group: str = GROUP_MAIN,
 ) -> RunSpec:
     row = entry if group == GROUP_MAIN else f"{entry}@ratio{config.dual_lr_ratio:g}"
@@ -183,6 +184,8 @@ def _spec(
         dataset=str(path),
         dataset_name=dataset_name,
         config=config,
-        output_dir=str(out / "runs" / dataset_name / config.backbone / row / f"seed{config.seed}"),
+        output_dir=storage.join(
+            out, "runs", dataset_name, config.backbone, row, f"seed{config.seed}"
+        ),
         tags={"entry": entry, "group": group, "label_fraction": f"{dataset.label_fraction:g}"},
     )

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from invlearn_ray import storage
 from invlearn_ray.experiments.benchmark.given import GivenConfigs
 from invlearn_ray.experiments.benchmark.grid import (
     Cell,
@@ -49,8 +50,8 @@ class BenchmarkResult:
 
 
 def ensure_datasets(
-    profile: Profile, root: Path, engine: str
-) -> dict[str, tuple[DatasetSpec, Path]]:
+    profile: Profile, root: storage.Location, engine: str
+) -> dict[str, tuple[DatasetSpec, str]]:
     """Every dataset of the profile at every label fraction (a dataset given by path only as
     it is), by table name, built or reused under ``root``."""
     specs = {}
@@ -58,7 +59,7 @@ def ensure_datasets(
         for fraction in profile.label_fractions:
             spec = base.with_label_fraction(fraction) if base.source != "path" else base
             specs.setdefault(spec.name, spec)
-    datasets: dict[str, tuple[DatasetSpec, Path]] = {}
+    datasets: dict[str, tuple[DatasetSpec, str]] = {}
     with progress_bar(logger, len(specs), desc="datasets", unit="dataset") as bar:
         for name, spec in specs.items():
             datasets[name] = (spec, ensure_dataset(spec, root, engine))
@@ -94,6 +95,7 @@ def run_benchmark(
     spaces_dir: Path = SPACES_DIR,
     reuse: bool = True,
     tune_verbose: int = 0,
+    shared_storage: str | None = None,
 ) -> BenchmarkResult:
     """Run a benchmark profile end to end; see the package docstring.
 
@@ -111,6 +113,9 @@ def run_benchmark(
         reuse: reuse finished runs of an earlier, interrupted benchmark in ``out``.
         tune_verbose: Ray Tune's own console output in tuned profiles (0: none, each study
             logs one line per trial; 1: Tune's status table).
+        shared_storage: where datasets and run folders go when every node of a cluster must
+            reach them (an object-store URI, e.g. ``s3://bucket/bench``); default ``out``.
+            Tables, figures and the MLflow store stay in ``out``, on the driver.
 
     Progress goes to this package's loggers (INFO): one line per dataset, study, trial and
     run.
@@ -129,7 +134,8 @@ def run_benchmark(
         _summary_params(profile, overrides),
     )
     try:
-        datasets = ensure_datasets(profile, out / "datasets", build_engine)
+        shared = storage.absolute(shared_storage) if shared_storage else str(out)
+        datasets = ensure_datasets(profile, storage.join(shared, "datasets"), build_engine)
         paths = {name: path for name, (_, path) in datasets.items()}
         left_out = left_out_cells(profile, paths)
         for cell in left_out:
@@ -149,7 +155,7 @@ def run_benchmark(
             )
         tuned_configs = {cell: t.config for cell, t in tuned.items()} if profile.tune else None
         configs = resolve_cell_configs(profile, datasets, given, overrides, tuned_configs, left_out)
-        specs = plan_runs(profile, datasets, configs, out)
+        specs = plan_runs(profile, datasets, configs, shared)
         logger.info(
             f"{len(specs)} runs ({profile.name}): {len(datasets)} dataset(s) x "
             f"{len(profile.backbones)} backbone(s) x {len(profile.entries)} method(s) x "
