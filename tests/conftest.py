@@ -45,8 +45,14 @@ def ray_session():
     """
     ray = pytest.importorskip("ray")
     if not ray.is_initialized():
+        # address="local": a fresh instance even where a cluster already runs on this machine
+        # (a plain ray.init joins it, and then refuses num_cpus).
         ray.init(
-            num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False
+            address="local",
+            num_cpus=2,
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            log_to_driver=False,
         )
     yield ray
     ray.shutdown()
