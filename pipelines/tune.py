@@ -91,6 +91,12 @@ def make_parser() -> ArgumentParser:
         help=f"tpe (Optuna TPE), random, or auto (default): TPE from {TPE_MIN_TRIALS} trials",
     )
     budget.add_argument(
+        "--reuse-processes",
+        action="store_true",
+        help="run trials in the processes of earlier ones (much less overhead per trial; see "
+        "StudyBudget.reuse_processes)",
+    )
+    budget.add_argument(
         "--search-seed",
         type=int,
         default=defaults.search_seed,
@@ -132,6 +138,7 @@ def resolve(argv: list[str] | None = None):
             reduction_factor=args.reduction_factor,
             search_seed=args.search_seed,
             search=args.search,
+            reuse_processes=args.reuse_processes,
         )
     except (SpaceError, BenchmarkConfigError, ValueError) as error:
         parser.error(str(error))

@@ -129,6 +129,7 @@ def _new_tuner(
             num_samples=budget.trials,
             scheduler=scheduler,
             search_alg=search_alg,
+            reuse_actors=budget.reuse_processes,
         ),
         run_config=tune.RunConfig(
             name=EXPERIMENT,
