@@ -90,3 +90,11 @@ def test_an_unknown_search_is_a_usage_error(tune_cli, capsys):
         tune_cli.resolve([*study, "--search", "grid"])
     assert stopped.value.code == 2
     assert "invalid choice: 'grid'" in capsys.readouterr().err
+
+
+def test_trials_get_new_processes_unless_asked_to_reuse_them(tune_cli):
+    study = ["--space", str(REPO_ROOT / "tune_spaces" / "ig.yaml"), "--dataset", "synthetic"]
+    _, _, budget, _ = tune_cli.resolve(study)
+    assert budget.reuse_processes is False
+    _, _, budget, _ = tune_cli.resolve([*study, "--reuse-processes"])
+    assert budget.reuse_processes is True
