@@ -333,8 +333,10 @@ def main() -> None:
         trials=args.trials,
         concurrency=args.concurrency,
         workers=args.workers,
-        # Two Train-backed trials at once on 2 CPUs: 2 x (0.1 driver + 2 x 0.45) = 2.
-        cpus_per_worker=0.45 if args.workers else StudyBudget().cpus_per_worker,
+        # Two Train-backed trials at once on 2 CPUs, with a whole CPU left for Ray Data's read
+        # tasks: 2 x (0.1 driver + 2 x 0.2) = 1. With every CPU reserved (0.45 per worker)
+        # the reads never run and the study hangs (ray_notes.md).
+        cpus_per_worker=0.2 if args.workers else StudyBudget().cpus_per_worker,
         grace_period=1,
         search=args.search,
         reuse_processes=args.reuse_processes,
