@@ -54,6 +54,7 @@ from invlearn_ray.experiments.benchmark import (
     run_benchmark,
 )
 from invlearn_ray.experiments.tune import StudyBudget
+from invlearn_ray.experiments.tune.budget import SEARCHES, TPE_MIN_TRIALS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXIT_RUNS_FAILED = 3
@@ -113,6 +114,11 @@ def make_parser() -> ArgumentParser:
     tuning.add_argument("--no-tune", action="store_true", help="use given configs only")
     config.add_argument("--trials", type=positive_int, help="tuning trials per row")
     config.add_argument("--concurrency", type=positive_int, help="trials at once")
+    config.add_argument(
+        "--search",
+        choices=SEARCHES,
+        help=f"tuning search: tpe, random, or auto (default: TPE from {TPE_MIN_TRIALS} trials)",
+    )
 
     run = parser.add_argument_group("execution and output")
     run.add_argument(
@@ -181,14 +187,15 @@ def resolve(argv: list[str] | None = None):
             budget = StudyBudget()
         if args.no_tune:
             budget = None
-        if budget is not None and (args.trials or args.concurrency):
+        if budget is not None and (args.trials or args.concurrency or args.search):
             budget = dataclasses.replace(
                 budget,
                 trials=args.trials or budget.trials,
                 concurrency=args.concurrency or budget.concurrency,
+                search=args.search or budget.search,
             )
-        elif args.trials or args.concurrency:
-            parser.error("--trials and --concurrency apply to tuned runs (--tune)")
+        elif args.trials or args.concurrency or args.search:
+            parser.error("--trials, --concurrency and --search apply to tuned runs (--tune)")
         changes["tune"] = budget
         profile = profile.replace(**changes)
         given = load_given_configs(args.configs) if args.configs else None
@@ -220,7 +227,12 @@ def main(argv: list[str] | None = None) -> int:
         "overrides": overrides,
         "configs": str(args.configs) if args.configs else None,
         "ratio_study": profile.ratio_study,
-        "tune": dataclasses.asdict(profile.tune) if profile.tune else None,
+        "tune": {
+            **dataclasses.asdict(profile.tune),
+            "search_algorithm": profile.tune.search_algorithm,
+        }
+        if profile.tune
+        else None,
         "out": str(args.out.resolve()),
         "storage": args.storage or str(args.out.resolve()),
         "cpus_per_run": args.cpus_per_run,

@@ -7,12 +7,15 @@ Examples::
         --trials 16 --concurrency 2 --set backbone=gmf --set epochs=20
     python pipelines/tune.py --space tune_spaces/bsl.yaml --dataset synthetic --workers 2
     python pipelines/tune.py --smoke-test                  # tiny data, 4 IG trials, seconds
+    python pipelines/tune.py --space tune_spaces/ig.yaml --dataset synthetic --trials 64 \\
+        --search tpe                                       # TPE (the default from 16 trials)
 
 ``--dataset`` takes a built folder, or ``synthetic[:preset]`` / ``ml100k`` to build one first
 (Ray Data) under ``<out>/datasets``. Interrupt with Ctrl-C and run the same command again to
 resume: finished trials are kept. Outputs under ``--out`` (default ``outputs/studies/<name>``):
-``best.json`` (the best configuration and its test metrics), ``trials.csv``, the final run's
-model, and the MLflow store. All logic lives in ``invlearn_ray.experiments.tune``.
+``best.json`` (the best configuration and its test metrics), ``trials.csv``, ``search.png``
+(the search, and each parameter against the score), the final run's model, and the MLflow
+store. All logic lives in ``invlearn_ray.experiments.tune``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from invlearn_ray.experiments.datasets import DatasetChoiceError, ensure_dataset
 from invlearn_ray.experiments.spaces import SpaceError, load_space
 from invlearn_ray.experiments.tracking import Tracker
 from invlearn_ray.experiments.tune import BEST_FILE, TRIALS_FILE, StudyBudget, run_study
+from invlearn_ray.experiments.tune.budget import SEARCHES, TPE_MIN_TRIALS
+from invlearn_ray.experiments.tune.study_dir import SEARCH_FIGURE
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SMOKE_SETTINGS = ("backbone=gmf", "epochs=2", "batch_size=64", "embedding_dim=8")
@@ -79,7 +84,24 @@ def make_parser() -> ArgumentParser:
     budget.add_argument("--cpus-per-worker", type=positive_float, default=defaults.cpus_per_worker)
     budget.add_argument("--grace-period", type=positive_int, default=defaults.grace_period)
     budget.add_argument("--reduction-factor", type=positive_int, default=defaults.reduction_factor)
-    budget.add_argument("--search-seed", type=int, default=defaults.search_seed)
+    budget.add_argument(
+        "--search",
+        choices=SEARCHES,
+        default=defaults.search,
+        help=f"tpe (Optuna TPE), random, or auto (default): TPE from {TPE_MIN_TRIALS} trials",
+    )
+    budget.add_argument(
+        "--reuse-processes",
+        action="store_true",
+        help="run trials in the processes of earlier ones (much less overhead per trial; see "
+        "StudyBudget.reuse_processes)",
+    )
+    budget.add_argument(
+        "--search-seed",
+        type=int,
+        default=defaults.search_seed,
+        help="base seed; each study's seed also derives from its space, dataset and backbone",
+    )
 
     output = parser.add_argument_group("output and execution")
     output.add_argument("--out", type=Path, help="study folder (default outputs/studies/<name>)")
@@ -115,6 +137,8 @@ def resolve(argv: list[str] | None = None):
             grace_period=args.grace_period,
             reduction_factor=args.reduction_factor,
             search_seed=args.search_seed,
+            search=args.search,
+            reuse_processes=args.reuse_processes,
         )
     except (SpaceError, DatasetChoiceError, ValueError) as error:
         parser.error(str(error))
@@ -137,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                 "study": args.name,
                 "space": space.to_dict(),
                 "dataset": args.dataset,
-                "budget": vars(budget),
+                "budget": {**vars(budget), "search_algorithm": budget.search_algorithm},
                 "out": str(out),
                 "final_run": not args.no_final,
             },
@@ -185,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"final run (test, scored once): {scores}")
         else:
             print(f"final run FAILED: {result.final.error}", file=sys.stderr)
-    print(f"results: {out / BEST_FILE}")
+    print(f"results: {out / BEST_FILE}, picture: {out / SEARCH_FIGURE}")
     print(f"MLflow:  {result.tracking}")
     return 0 if result.final is None or result.final.ok else 1
 

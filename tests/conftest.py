@@ -48,6 +48,8 @@ def ray_session():
     """
     ray = pytest.importorskip("ray")
     if not ray.is_initialized():
+        # address="local": a fresh instance even where a cluster already runs on this machine
+        # (a plain ray.init joins it, and then refuses num_cpus).
         ray.init(
             address="local",
             num_cpus=2,

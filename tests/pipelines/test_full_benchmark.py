@@ -42,7 +42,7 @@ def benchmark_cli():
         (["--set", "lr=fast"], "TrainConfig.lr expects a float"),
         (["--set", "method=magic"], "method is set by the benchmark grid; use --methods"),
         (["--set", "backbone=mf"], "backbone is set by the benchmark grid; use --backbones"),
-        (["--trials", "4"], "--trials and --concurrency apply to tuned runs"),
+        (["--trials", "4"], "--trials, --concurrency and --search apply to tuned runs"),
         (["--quick", "--profile", "standard"], "not allowed with argument"),
         (["--datasets", "nowhere/at/all"], "nowhere/at/all"),
     ],
@@ -61,6 +61,14 @@ def test_options_narrow_the_profile(benchmark_cli, tmp_path):
     assert profile.name == "tiny" and profile.entries == ("none", "ig") and profile.seeds == 1
     assert profile.ratio_study == (10.0,) and profile.tune is None
     assert overrides == {"lr": 0.01} and given is None and args.out == tmp_path
+
+
+def test_search_reaches_every_study_of_a_tuned_benchmark(benchmark_cli, tmp_path):
+    argv = [*SHORT_GRID, "--tune", "--trials", "32", "--out", str(tmp_path)]
+    profile, _, _, _ = benchmark_cli.resolve(argv)
+    assert profile.tune.trials == 32 and profile.tune.search_algorithm == "tpe"
+    profile, _, _, _ = benchmark_cli.resolve([*argv, "--search", "random"])
+    assert profile.tune.search_algorithm == "random"
 
 
 def test_the_paper_scale_profile_is_the_four_methods_on_full_size_micro_video(benchmark_cli):

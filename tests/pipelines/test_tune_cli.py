@@ -74,3 +74,27 @@ def test_space_and_dataset_are_required(tune_cli, capsys):
     with pytest.raises(SystemExit):
         tune_cli.resolve(["--space", "tune_spaces/ig.yaml"])
     assert "--space and --dataset are required" in capsys.readouterr().err
+
+
+def test_search_is_auto_by_default_and_selectable(tune_cli):
+    study = ["--space", str(REPO_ROOT / "tune_spaces" / "ig.yaml"), "--dataset", "synthetic"]
+    _, _, budget, _ = tune_cli.resolve([*study, "--trials", "16"])
+    assert budget.search == "auto" and budget.search_algorithm == "tpe"
+    _, _, budget, _ = tune_cli.resolve([*study, "--trials", "16", "--search", "random"])
+    assert budget.search_algorithm == "random"
+
+
+def test_an_unknown_search_is_a_usage_error(tune_cli, capsys):
+    study = ["--space", str(REPO_ROOT / "tune_spaces" / "ig.yaml"), "--dataset", "synthetic"]
+    with pytest.raises(SystemExit) as stopped:
+        tune_cli.resolve([*study, "--search", "grid"])
+    assert stopped.value.code == 2
+    assert "invalid choice: 'grid'" in capsys.readouterr().err
+
+
+def test_trials_get_new_processes_unless_asked_to_reuse_them(tune_cli):
+    study = ["--space", str(REPO_ROOT / "tune_spaces" / "ig.yaml"), "--dataset", "synthetic"]
+    _, _, budget, _ = tune_cli.resolve(study)
+    assert budget.reuse_processes is False
+    _, _, budget, _ = tune_cli.resolve([*study, "--reuse-processes"])
+    assert budget.reuse_processes is True

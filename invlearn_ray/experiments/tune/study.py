@@ -1,7 +1,8 @@
 """Ray Tune studies: a space file + a built dataset + a budget → the best configuration.
 
 :func:`run_study` samples ``budget.trials`` configurations from a
-:class:`~invlearn_ray.experiments.spaces.StudySpace` (seeded random search), trains each as a
+:class:`~invlearn_ray.experiments.spaces.StudySpace` (TPE or random search, seeded per study:
+:mod:`~invlearn_ray.experiments.tune.search`), trains each as a
 Tune trial (:mod:`~invlearn_ray.experiments.tune.trial`) reporting the validation metrics after
 every epoch, lets ASHA stop the weak ones, and picks the best trial by its best *validation*
 epoch. Then — and only then — the best configuration is trained once more as a final run and
@@ -11,13 +12,16 @@ code path), so its validation score equals the trial's.
 
 Interruption: Ctrl-C (SIGINT) makes Tune save the experiment state; calling :func:`run_study`
 again with the same arguments restores it with ``Tuner.restore`` — finished trials are kept,
-unfinished ones continue from their last epoch checkpoint, unstarted ones start. A study folder
+unfinished ones continue from their last epoch checkpoint, unstarted ones start, and the searcher
+continues from its saved state (TPE keeps what earlier trials taught it). A study folder
 remembers what it is (``study.json``); resuming it with another space, dataset or budget is an
 error, not a silent mix.
 
 MLflow: one experiment per study; ``MlflowTrialCallback`` (in the driver) gives every trial a
 run with its full config as params, per-epoch metrics, tags and its outputs as artifacts; the
-final run is logged with ``role=final`` and its test metrics.
+final run is logged with ``role=final`` and its test metrics; a finished study gets a run of its
+own (``role=study``) with its search, best score, ``trials.csv``, ``best.json`` and its picture
+(``search.png``, :mod:`~invlearn_ray.experiments.tune.study_figure`).
 
 The study folder's layout is :mod:`~invlearn_ray.experiments.tune.study_dir`.
 """
@@ -37,8 +41,7 @@ import pandas as pd
 from ray import tune
 from ray.exceptions import RayTaskError
 from ray.tune import Callback
-from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search.basic_variant import BasicVariantGenerator
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from invlearn_ray.data import dataset_dir as dd
 from invlearn_ray.errors import UserError
@@ -47,10 +50,12 @@ from invlearn_ray.experiments.spaces import StudySpace
 from invlearn_ray.experiments.tracking import Tracker
 from invlearn_ray.experiments.tune.budget import StudyBudget
 from invlearn_ray.experiments.tune.callbacks import MlflowTrialCallback, TrialProgressCallback
+from invlearn_ray.experiments.tune.search import search_algorithm, study_seed
 from invlearn_ray.experiments.tune.study_dir import (
     BEST_FILE,
     EXPERIMENT,
     FINAL_DIR,
+    SEARCH_FIGURE,
     TRIAL_OUTPUTS,
     TRIALS_FILE,
     TUNE_DIR,
@@ -60,6 +65,7 @@ from invlearn_ray.experiments.tune.study_dir import (
     write_best,
     write_trials_csv,
 )
+from invlearn_ray.experiments.tune.study_figure import write_study_figure
 from invlearn_ray.experiments.tune.trial import TrialContext, run_trial
 
 logger = logging.getLogger(__name__)
@@ -95,30 +101,35 @@ def _new_tuner(
     experiment_dir: Path,
     callbacks: Sequence[Callback],
     verbose: int,
+    seed: int,
 ) -> tune.Tuner:
     epochs = space.trial_config({}).epochs
-    scheduler = ASHAScheduler(
-        time_attr="training_iteration",
-        # One past the last epoch: at max_t ASHA stops a trial itself, which would cut off the
-        # trial's final step (writing its selected model) right after its last report. Trials
-        # end by returning; ASHA only stops them at the rungs below.
-        max_t=epochs + 1,
-        grace_period=min(budget.grace_period, epochs),
-        reduction_factor=budget.reduction_factor,
-    )
+    if budget.grace_period < epochs:
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration",
+            # One past the last epoch: at max_t ASHA stops a trial itself, which would cut off
+            # the trial's final step (writing its selected model) right after its last report.
+            # Trials end by returning; ASHA only stops them at the rungs below.
+            max_t=epochs + 1,
+            grace_period=budget.grace_period,
+            reduction_factor=budget.reduction_factor,
+        )
+    else:
+        # A grace period of every epoch leaves ASHA one rung, at the last epoch, where
+        # stopping a trial saves nothing and loses its selected model (a best trial without
+        # outputs, seen in the resume test): every trial runs to its end.
+        scheduler = FIFOScheduler()
+    search_alg, param_space = search_algorithm(space, budget, seed)
     return tune.Tuner(
         trainable,
-        param_space=space.param_space(),
+        param_space=param_space,
         tune_config=tune.TuneConfig(
             metric=space.metric,
             mode=space.mode,
             num_samples=budget.trials,
             scheduler=scheduler,
-            # The generator limits concurrency itself: Tune ignores max_concurrent_trials with a
-            # SearchGenerator (and says so on every study).
-            search_alg=BasicVariantGenerator(
-                random_state=budget.search_seed, max_concurrent=budget.concurrency
-            ),
+            search_alg=search_alg,
+            reuse_actors=budget.reuse_processes,
         ),
         run_config=tune.RunConfig(
             name=EXPERIMENT,
@@ -173,6 +184,8 @@ def run_study(
     claim_study_dir(study_dir, study_identity(space, dataset, budget))
     tracker = tracker or Tracker(name, study_dir)
     experiment_dir = study_dir / TUNE_DIR / EXPERIMENT
+    seed = study_seed(space, manifest.name, manifest.label_fraction, budget.search_seed)
+    logger.info(f"{name}: {budget.search_algorithm} search, seed {seed}")
     resuming = tune.Tuner.can_restore(str(experiment_dir))
     context = TrialContext(
         space=space,
@@ -198,7 +211,9 @@ def run_study(
             MlflowTrialCallback(tracker, context, manifest.name, name),
             TrialProgressCallback(name, space.metric, space.mode, budget.trials),
         ]
-        tuner = _new_tuner(space, budget, trainable, experiment_dir, [*ours, *callbacks], verbose)
+        tuner = _new_tuner(
+            space, budget, trainable, experiment_dir, [*ours, *callbacks], verbose, seed
+        )
     with tune_console(verbose):
         results = tuner.fit()
     # Which trials ended is read from the state Tune saved: in fit()'s own results, trials
@@ -257,7 +272,39 @@ def run_study(
             cpus_per_worker=budget.cpus_per_worker,
         )
     write_best(study_dir / BEST_FILE, result)
+    title = f"{name} ({budget.search_algorithm} search, seed {seed})"
+    write_study_figure(study_dir / SEARCH_FIGURE, trials, space, title)
+    log_study_run(tracker, study_dir, result, budget, seed)
     return result
+
+
+def log_study_run(
+    tracker: Tracker, study_dir: Path, result: StudyResult, budget: StudyBudget, seed: int
+) -> str:
+    """The study's own MLflow run (``role=study``): how it searched, its best score, and its
+    files (``trials.csv``, ``best.json``, ``search.png``). Found again, not duplicated, when a
+    finished study is run once more."""
+    run_id = tracker.find_run(study=result.name, role="study")
+    if run_id is None:
+        run_id = tracker.start_run(
+            f"{result.name}/study",
+            {"study": result.name, "role": "study", "best_trial_id": str(result.best_trial_id)},
+            {
+                "search": budget.search_algorithm,
+                "search_seed": str(seed),
+                "base_search_seed": str(budget.search_seed),
+                "trials": str(budget.trials),
+                "concurrency": str(budget.concurrency),
+                "workers": str(budget.workers),
+            },
+        )
+    tracker.log_metrics(
+        run_id, {"best_valid": result.best_valid, "failed_trials": result.failed_trials}
+    )
+    for file in (TRIALS_FILE, BEST_FILE, SEARCH_FIGURE):
+        tracker.log_artifacts(run_id, study_dir / file)
+    tracker.end_run(run_id, "FINISHED")
+    return run_id
 
 
 def saved_results(experiment_dir: Path) -> tune.ResultGrid:
@@ -270,7 +317,8 @@ def summarize_trials(
     results: tune.ResultGrid, metric: str, all_ended: bool = False
 ) -> list[dict[str, Any]]:
     """One dict per trial of a Tune experiment, by trial id: id, status, params, best
-    validation epoch, error.
+    validation epoch, when it started (seconds since the epoch; None before its first report),
+    error.
 
     The best epoch is the one with the highest ``metric`` over *all* reported epochs — the
     epoch the trainer itself keeps (it selects on the same metric). ``status`` is
@@ -292,6 +340,10 @@ def summarize_trial(result: tune.Result, metric: str, ended: bool = False) -> di
     scores = pd.to_numeric(reports.get(metric, pd.Series(dtype=float)), errors="coerce")
     scores = scores[np.isfinite(scores)]
     best = reports.loc[scores.idxmax()] if len(scores) else None
+    started = None
+    if {"timestamp", "time_total_s"} <= set(reports.columns) and len(reports):
+        first = reports.iloc[0]
+        started = float(first["timestamp"]) - float(first["time_total_s"])
     if result.error is not None:
         status = "ERROR"
     elif ended or result.metrics.get("done"):
@@ -307,6 +359,7 @@ def summarize_trial(result: tune.Result, metric: str, ended: bool = False) -> di
         "best_valid": float(best[metric]) if best is not None else None,
         "best_epoch": int(best["epoch"]) if best is not None else None,
         "epochs_reported": len(reports),
+        "started": started,
         "error": trial_error(result.error) if result.error is not None else None,
     }
 

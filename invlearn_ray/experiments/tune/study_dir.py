@@ -9,6 +9,7 @@
                                 direction log (Train-backed trials: also Train's checkpoints)
     <study_dir>/trials.csv      one row per trial: status, parameters, best validation score
     <study_dir>/best.json       the best configuration, its trial, and its test metrics
+    <study_dir>/search.png      the search: best-so-far score by trial, each parameter's scores
     <study_dir>/final/          the final run's model, metrics and direction log
 """
 
@@ -31,6 +32,7 @@ from invlearn_ray.training.run_folder import finite_or_none
 STUDY_FILE = "study.json"
 BEST_FILE = "best.json"
 TRIALS_FILE = "trials.csv"
+SEARCH_FIGURE = "search.png"
 TUNE_DIR = "tune"
 EXPERIMENT = "trials"
 FINAL_DIR = "final"

@@ -29,7 +29,9 @@ from invlearn_ray.experiments.tune import (
     load_best_config,
     run_study,
 )
+from invlearn_ray.experiments.tune.search import first_draws, study_seed, tpe_searcher
 from invlearn_ray.experiments.tune.study import summarize_trial
+from invlearn_ray.experiments.tune.study_dir import EXPERIMENT, SEARCH_FIGURE, TUNE_DIR
 
 SPACES = SPACES_DIR
 EPOCHS = 3
@@ -97,6 +99,7 @@ def test_a_trial_is_summarized_from_its_tune_result_by_its_best_valid_epoch():
         "best_valid": 0.64,
         "best_epoch": 2,
         "epochs_reported": 4,
+        "started": None,
         "error": None,
     }
 
@@ -179,6 +182,13 @@ def test_an_interrupted_ig_study_resumes_without_redoing_finished_trials(
     artifacts = {a.path for a in tracker.client.list_artifacts(completed)}
     assert {"model", "direction_log.pt", "metrics.json"} <= artifacts
 
+    # The study's picture lies beside its results and in its own MLflow run.
+    assert (tmp_path / "study" / SEARCH_FIGURE).stat().st_size > 10_000
+    (study_run,) = runs[runs["tags.role"] == "study"]["run_id"]
+    artifacts = {a.path for a in tracker.client.list_artifacts(study_run)}
+    assert {SEARCH_FIGURE, TRIALS_FILE, BEST_FILE} <= artifacts
+    assert tracker.client.get_run(study_run).data.params["search"] == "random"  # 4 trials
+
 
 def _reports(result: StudyResult, trial_ids) -> dict[str, list[dict]]:
     """Trial id -> what Tune recorded of each of the trial's reports, down to when it arrived."""
@@ -188,6 +198,34 @@ def _reports(result: StudyResult, trial_ids) -> dict[str, list[dict]]:
         for trial in result.results
         if trial.metrics["trial_id"] in trial_ids
     }
+
+
+@pytest.mark.ray
+def test_an_interrupted_tpe_study_resumes_its_searcher(ray_session, tiny_dataset, tmp_path):
+    space = load_space(SPACES / "ig.yaml").pinned(**{**TINY, "epochs": 2})
+    budget = StudyBudget(trials=6, concurrency=2, grace_period=2, search="tpe")
+    study_dir = tmp_path / "study"
+    interrupt = InterruptAfter(3, tmp_path / "interrupted.marker")
+    first = run_study(
+        space, tiny_dataset, budget, study_dir, score_best=False, callbacks=[interrupt]
+    )
+    assert not first.complete
+    second = run_study(space, tiny_dataset, budget, study_dir, score_best=False)
+    assert second.complete and len(second.trials) == 6
+
+    # The restored searcher kept what it was told before the interruption: it has been told
+    # every trial of the study, and it did not start its draws again (a fresh searcher with
+    # the study's seed would repeat the first configurations).
+    searcher = tpe_searcher(space, seed=0)
+    searcher.restore_from_dir(str(study_dir / TUNE_DIR / EXPERIMENT))
+    assert searcher.told_trials == 6
+    drawn = [trial["params"] for trial in second.trials]
+    assert len({json.dumps(params, sort_keys=True) for params in drawn}) == 6
+    # The study's first two trials are the seeded searcher's first two draws, each once.
+    seed = study_seed(space, "synthetic", 1.0)
+    for draw in first_draws(space, "tpe", seed, 2):
+        assert sum(params == draw for params in drawn) == 1
+    assert (study_dir / SEARCH_FIGURE).is_file()
 
 
 @pytest.mark.ray
