@@ -13,6 +13,7 @@ A checkpoint needs no random-generator state: every draw comes from a generator 
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -104,6 +105,7 @@ class FailOnceSink(EpochSink):
         self.epoch = switches["_test_fail_once_at_epoch"]
         self.fail_rank = switches.get("_test_fail_rank", 1)
         self.marker = switches["_test_fail_marker"]
+        self.kill = switches.get("_test_kill", False)
         self.rank = rank
 
     def start_epoch(self, epoch: int) -> None:
@@ -115,6 +117,8 @@ class FailOnceSink(EpochSink):
                 marker.write(f"failed at epoch {epoch} on rank {self.rank}, pid {os.getpid()}\n")
         except FileExistsError:
             return
+        if self.kill:  # as the OOM killer or a lost node would: no exception, no clean-up
+            os.kill(os.getpid(), signal.SIGKILL)
         raise InjectedFailure(f"test switch: rank {self.rank} fails at the start of epoch {epoch}")
 
     def report(self, record: EpochRecord, trainer: Trainer) -> None:

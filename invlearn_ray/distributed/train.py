@@ -70,6 +70,7 @@ TEST_SWITCHES = (
     "_test_fail_once_at_epoch",
     "_test_fail_rank",
     "_test_fail_marker",
+    "_test_kill",
     "_test_record_batches_dir",
 )
 """Test-only keys of the worker config (see ``train_loop``); nothing else may start with

@@ -37,6 +37,9 @@ class StudyBudget:
             a new Python process importing torch and Ray. Off by default: with it, a study
             interrupted while a trial was between a report and its checkpoint re-reported
             that epoch on resume (1 of 3 runs of the resume test).
+        trial_retries: restarts of a trial whose process or node died (a spot worker taken
+            away, Ray's memory monitor, an error), each from the trial's last checkpoint;
+            after them it is that trial's failure, and the study goes on.
     """
 
     trials: int = 8
@@ -50,6 +53,7 @@ class StudyBudget:
     search_seed: int = 0
     search: str = "auto"
     reuse_processes: bool = False
+    trial_retries: int = 2
 
     def __post_init__(self) -> None:
         for name in ("trials", "concurrency", "grace_period"):
@@ -57,6 +61,8 @@ class StudyBudget:
                 raise ValueError(f"StudyBudget.{name} must be >= 1, got {getattr(self, name)}")
         if self.workers < 0:
             raise ValueError(f"StudyBudget.workers must be >= 0, got {self.workers}")
+        if self.trial_retries < 0:
+            raise ValueError(f"StudyBudget.trial_retries must be >= 0, got {self.trial_retries}")
         for name in ("cpus_per_trial", "cpus_per_worker", "driver_cpus"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"StudyBudget.{name} must be > 0, got {getattr(self, name)}")

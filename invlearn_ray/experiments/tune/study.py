@@ -136,7 +136,7 @@ def _new_tuner(
             storage_path=str(experiment_dir.parent),
             callbacks=list(callbacks),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            failure_config=tune.FailureConfig(max_failures=0),
+            failure_config=tune.FailureConfig(max_failures=budget.trial_retries),
             verbose=verbose,
         ),
     )
@@ -153,6 +153,7 @@ def run_study(
     score_best: bool = True,
     callbacks: Sequence[Callback] = (),
     verbose: int = 0,
+    test_switches: dict[str, Any] | None = None,
 ) -> StudyResult:
     """Run (or resume) a study; see the module docstring.
 
@@ -196,6 +197,7 @@ def run_study(
         torch_threads=max(1, math.floor(budget.cpus_per_trial)) if budget.workers == 0 else 1,
         # What Tune holds from earlier attempts, read before any trial resumes.
         reported_epochs=reported_epochs(saved_results(experiment_dir)) if resuming else {},
+        test_switches=dict(test_switches or {}),
     )
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, context=context), budget.trial_resources()
@@ -224,7 +226,10 @@ def run_study(
     trials = summarize_trials(results, space.metric, all_ended=complete)
     write_trials_csv(study_dir / TRIALS_FILE, trials, space)
     for trial in (t for t in trials if t["error"]):
-        logger.warning(f"{name}: trial {trial['trial_id']} failed: {trial['error']}")
+        logger.warning(
+            f"{name}: trial {trial['trial_id']} failed after {budget.trial_retries} "
+            f"restart(s): {trial['error']} (config: {trial['params']})"
+        )
         run_id = tracker.find_run(study=name, trial_id=trial["trial_id"], role="trial")
         if run_id is not None:
             tracker.set_tags(run_id, {"error": trial["error"]})

@@ -28,12 +28,12 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from invlearn_ray.data.loading import load_dataset
-from invlearn_ray.distributed.reporting import CheckpointSink, restore_state
+from invlearn_ray.distributed.reporting import CheckpointSink, FailOnceSink, restore_state
 from invlearn_ray.distributed.train_loop import build_torch_trainer, run_summary
 from invlearn_ray.experiments.spaces import StudySpace
 from invlearn_ray.training.config import TrainConfig
 from invlearn_ray.training.run_folder import read_metrics, write_run_outputs
-from invlearn_ray.training.trainer import Trainer
+from invlearn_ray.training.trainer import EpochSink, Trainer
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,9 @@ class TrialContext:
     reported_epochs: dict[str, tuple[int, ...]] = field(default_factory=dict)
     """Epochs each trial of a resumed study had reported to Tune before (read by the driver
     through ``Tuner.restore(...).get_results()``); empty for a new study."""
+    test_switches: dict[str, Any] = field(default_factory=dict)
+    """Test-only ``_test_fail_*`` switches of :class:`~invlearn_ray.distributed.reporting.
+    FailOnceSink` (``_test_kill``: die by SIGKILL, as under Ray's memory monitor)."""
 
     def trial_outputs(self, trial_id: str) -> Path:
         """A trial's own folder. Not Tune's ``get_trial_dir()``: that is a staging folder in
@@ -67,7 +70,10 @@ def run_trial(params: dict[str, Any], context: TrialContext) -> None:
         return
     data = load_dataset(context.dataset)
     start = restore_state(tune.get_checkpoint(), config, world_size=1)
-    result = Trainer(config, data).fit(CheckpointSink(tune.report), start, score_test=False)
+    sink: EpochSink = CheckpointSink(tune.report)
+    if "_test_fail_once_at_epoch" in context.test_switches:
+        sink = FailOnceSink(sink, context.test_switches, rank=0)
+    result = Trainer(config, data).fit(sink, start, score_test=False)
     write_run_outputs(result, outputs, context.dataset, data, workers=0)
 
 

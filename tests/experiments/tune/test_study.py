@@ -263,3 +263,31 @@ def test_a_diverged_trial_is_a_failed_trial_with_its_one_line_reason(
     assert "TrainingDiverged: training diverged at epoch 0: the training loss is" in trial["error"]
     assert "(bound max_train_loss=0.001)" in trial["error"]
     assert not (tmp_path / "trial_outputs" / trial["trial_id"] / "model").exists()
+
+
+@pytest.mark.ray
+def test_a_trial_whose_process_is_killed_restarts_from_its_checkpoint_and_the_study_ends(
+    ray_session, tiny_dataset, tmp_path
+):
+    # SIGKILL at the start of epoch 1, once: what Ray's memory monitor or a lost spot node does.
+    from invlearn_ray.data.loading import load_dataset
+    from invlearn_ray.training.trainer import Trainer
+
+    space = load_space(SPACES / "none.yaml").pinned(**TINY)
+    budget = StudyBudget(trials=1, concurrency=1, grace_period=EPOCHS, search="random")
+    switches = {
+        "_test_fail_once_at_epoch": 1,
+        "_test_fail_rank": 0,
+        "_test_fail_marker": str(tmp_path / "killed"),
+        "_test_kill": True,
+    }
+    result = run_study(
+        space, tiny_dataset, budget, tmp_path / "study", score_best=False, test_switches=switches
+    )
+    assert (tmp_path / "killed").is_file()  # it did die once
+    (trial,) = result.trials
+    assert trial["status"] == "TERMINATED" and trial["epochs_reported"] == EPOCHS
+    # The restarted trial ends where an uninterrupted run of its configuration ends.
+    undisturbed = Trainer(space.trial_config(trial["params"]), load_dataset(tiny_dataset)).fit()
+    metric = space.metric.removeprefix("valid/")
+    assert trial["best_valid"] == pytest.approx(undisturbed.valid[metric], rel=1e-6)
