@@ -125,6 +125,10 @@ def check_divergence(config: TrainConfig, epoch: int, train_loss: float, weight:
     )
 
 
+class ShardingUnavailableError(ValueError, UserError):
+    """``shard_tables`` asked of a run without data-parallel workers to shard across."""
+
+
 class UnsuitableDatasetError(ValueError, UserError):
     """The configuration cannot train on this dataset."""
 
@@ -308,7 +312,7 @@ class Trainer:
         self.trains = method_spec(config.method).trains
         self.tables: ShardedTables | None = None
         if config.shard_tables and not isinstance(self.collective, TorchDistributedCollective):
-            raise ValueError(
+            raise ShardingUnavailableError(
                 "shard_tables splits the tables among data-parallel workers; this is one "
                 "process: run with workers (Ray Train) or turn shard_tables off"
             )
