@@ -11,11 +11,12 @@ state. The layout is DTensor's: a table is a ``DTensor`` parameter placed ``Shar
 built with only its rows (:func:`~invlearn_ray.models.backbones.holding_rows`, same values as
 the one-process model), then wrapped.
 
-A step, with the ids of its local batch (one all-gather, one all-reduce, one all-reduce)::
+A step, with the ids of its local batch (two all-gathers, one all-reduce)::
 
     ids      all-gather every worker's unique ids of each kind → the global union u (sorted)
-    lookup   T[u]: each worker fills the rows of u it owns, zeros elsewhere (a masked lookup:
-             DTensor's Partial placement) and one all-reduce sums them → T[u] on every worker
+    lookup   T[u]: a masked lookup (DTensor's Partial placement: each worker's own rows, zeros
+             elsewhere) sent without its zeros — one all-gather of the rows of u each worker
+             owns (every worker knows which: ids sorted, shards contiguous) → T[u] everywhere
     grad     each worker differentiates its batch's loss w.r.t. the compact table T[u]
     reduce   one all-reduce of [count, head gradients, ∂/∂T[u]] → the global mean, everywhere
     update   each worker applies the rows of u it owns to its shard (dense or lazy Adam, on
@@ -27,10 +28,10 @@ lookup, the dual gradient, the three candidates' (loss sum, count), the chosen g
 direction and the candidate losses are computed as in the replicated step, from the same
 global union of rows, so every worker takes the same argmin.
 
-Exactness: a compact row's all-reduced sum is ``0 + … + value`` of the one owner (lookup) or
-the workers' local sums (gradients) — with two workers ``a + b``, the sum the replicated
-exchange forms — so two sharded workers reach the bits of two replicated ones; against one
-process both differ by the order of a row's sum (``tests/training/test_sharded_tables.py``).
+Exactness: a looked-up row is its owner's bits, and a compact gradient row's all-reduced sum
+is the workers' local sums — with two workers ``a + b``, the sum the replicated exchange forms
+— so two sharded workers reach the bits of two replicated ones; against one process both
+differ by the order of a row's sum (``tests/training/test_sharded_tables.py``).
 
 Why the step's reductions call ``torch.distributed`` (through the
 :class:`~invlearn_ray.optim.collective.Collective`, which counts their bytes) on the shards'
@@ -211,23 +212,53 @@ class ShardedTables:
         union = [dict[str, Tensor]() for _ in id_sets]
         for (index, kind), parts in zip(keys, gathered, strict=True):
             union[index][kind] = torch.unique(torch.cat(parts))
-        compact = [
-            {name: self._owned_rows(name, unique[kind]) for name, kind in self.table_index.items()}
-            for unique in union
+        requests = [
+            (name, unique[kind]) for unique in union for name, kind in self.table_index.items()
         ]
-        self.collective.all_reduce_sum_([rows for part in compact for rows in part.values()])
+        looked_up = iter(self._lookup(requests))
+        compact = [{name: next(looked_up) for name in self.table_index} for _ in union]
         return [
             ShardedRows(self.table_index, unique, ids, rows)
             for unique, ids, rows in zip(union, id_sets, compact, strict=True)
         ]
 
-    def _owned_rows(self, name: str, ids: Tensor) -> Tensor:
-        """``[len(ids), ...]``: this rank's rows of table ``name`` at sorted ``ids``, zeros at the
-        ids other ranks hold (the Partial share of a masked lookup)."""
-        local, start = self.local[name], self.start[name]
-        out = local.new_zeros((len(ids), *local.shape[1:]))
-        first, last = torch.searchsorted(ids, ids.new_tensor([start, start + len(local)])).tolist()
-        out[first:last] = local.index_select(0, ids[first:last] - start)
+    def _lookup(self, requests: list[tuple[str, Tensor]]) -> list[Tensor]:
+        """``T[ids]`` for each ``(table name, sorted ids)``, the ids the same on every rank.
+
+        The masked lookup of a ``Partial`` placement — each rank's rows where it owns them,
+        zeros elsewhere, summed — sent without its zeros: ids are sorted and shards are
+        contiguous, so every rank knows which slice of each request every rank owns, and one
+        all-gather of the owned slices (padded to the longest rank's) fills every request.
+        Bytes sent per rank: its owned rows, about ``1/W`` of the requests' rows (an all-reduce
+        of the zero-filled rows sends all of them).
+        """
+        world, rank = self.collective.world_size, self.collective.rank
+        cuts, sizes = [], []
+        for name, ids in requests:
+            rows = self.shape[name][0]
+            starts = [shard_range(rows, world, q)[0] for q in range(world)] + [rows]
+            cut = torch.searchsorted(ids, ids.new_tensor(starts)).tolist()
+            width = math.prod(self.shape[name][1:])
+            cuts.append(cut)
+            sizes.append([(cut[q + 1] - cut[q]) * width for q in range(world)])
+        totals = [sum(size[q] for size in sizes) for q in range(world)]
+        like = next(iter(self.local.values()))
+        buffer = like.new_zeros(max(1, *totals))
+        offset = 0
+        for (name, ids), cut in zip(requests, cuts, strict=True):
+            first, last = cut[rank], cut[rank + 1]
+            owned = self.local[name].index_select(0, ids[first:last] - self.start[name])
+            buffer[offset : offset + owned.numel()] = owned.reshape(-1)
+            offset += owned.numel()
+        gathered = self.collective.all_gather(buffer)
+        out = [like.new_empty((len(ids), *self.shape[name][1:])) for name, ids in requests]
+        for q in range(world):
+            offset = 0
+            for table, cut, size in zip(out, cuts, sizes, strict=True):
+                table[cut[q] : cut[q + 1]] = gathered[q, offset : offset + size[q]].view(
+                    -1, *table.shape[1:]
+                )
+                offset += size[q]
         return out
 
     def _gather_ids(self, parts: list[Tensor]) -> list[list[Tensor]]:
