@@ -21,7 +21,10 @@ scores only its users' validation and test rows
 statistics, so every worker reports the one-process metrics and stops at the same epoch, and
 :meth:`Trainer.result` is a collective call every worker makes. All randomness comes from
 generators keyed by (seed, epoch, rank), so resuming at epoch ``e`` replays exactly what an
-uninterrupted run would have done.
+uninterrupted run would have done. With ``config.shard_tables`` the trainer's tables are
+sharded by row across the workers (:mod:`~invlearn_ray.optim.sharded_tables`): steps,
+optimizer and IG take the sharded table's hooks, evaluation scores :meth:`Trainer.scoring_model`
+(gathered), and :meth:`Trainer.state_dict` is a collective call.
 """
 
 from __future__ import annotations
