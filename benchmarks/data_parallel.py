@@ -7,7 +7,9 @@ and duration labeled by the paper's finish-rate rule), at each ``--rows`` size a
 * ``1 process`` — the :class:`Trainer` without Ray (``train.py --workers 0``), in a fresh
   child process so its peak memory is its own;
 * ``1 worker`` / ``2 workers`` — Ray Train workers running the product's own worker setup
-  (``train_loop.setup_worker``: threads, shards, agreed step counts, the trainer).
+  (``train_loop.setup_worker``: threads, shards, agreed step counts, the trainer);
+* ``2 sharded`` — the same two workers with ``shard_tables=True``: each holds half of every
+  embedding table's rows and their Adam moments (``invlearn_ray.optim.sharded_tables``).
 
 Each run trains ``--epochs`` epochs (each followed by the validation evaluation) and reports
 the fastest epoch and evaluation (the machine is shared: the best of a few is the least
@@ -18,11 +20,20 @@ reduction) — the collective calls and seconds per epoch, peak resident memory 
 the bytes of validation and test rows each worker holds. For 2 workers it also measures what
 one collective call costs between them (a 1-float all-reduce: pure latency; a gather of one
 step's payload), so the share of an epoch that per-call latency alone takes is printed, not
-guessed, and the sharded validation evaluation on its own (seconds, calls, bytes).
+guessed, and the sharded validation evaluation on its own (seconds, calls, bytes). Also per
+run: the bytes of model and optimizer state one worker holds (its parameters — its rows of
+sharded tables — Adam's moments and the dense update's gradient buffers).
+
+``--past-one-worker ITEMS`` instead trains a GMF whose item table has ``ITEMS`` rows × 32 on
+two torch processes (gloo, no Ray), sharded, IG meta steps with lazy Adam, under a per-worker
+budget ``--worker-gb``: it prints the bytes a worker would hold replicated and sharded, skips
+the replicated run when it exceeds the budget, and reports the sharded run's seconds per step
+and peak resident memory per worker.
 
     python benchmarks/data_parallel.py                                 # 1 M and 9.5 M rows
     python benchmarks/data_parallel.py --rows 1000000 --optimizers lazy_adam --epochs 3
     python benchmarks/data_parallel.py --optimizers lazy_adam --batch-size 4096
+    python benchmarks/data_parallel.py --past-one-worker 10000000 --worker-gb 3
 
 ``--batch-size`` sets both the labeled batch and the meta step's training-test batch (the
 paper-scale profile trains at 4096). A bigger batch grows a step's forward and backward pass,
@@ -37,9 +48,11 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import math
 import multiprocessing
 import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -51,6 +64,7 @@ import ray.data
 import ray.train
 import torch
 from ray.train.torch import TorchTrainer
+from torch.distributed.tensor import DTensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -58,22 +72,30 @@ from invlearn_ray.cli import comma_names, positive_int  # noqa: E402
 from invlearn_ray.data import dataset_dir as dd  # noqa: E402
 from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory  # noqa: E402
 from invlearn_ray.data.loading import load_dataset  # noqa: E402
-from invlearn_ray.data.recdata import RecData  # noqa: E402
+from invlearn_ray.data.recdata import Interactions, RecData  # noqa: E402
 from invlearn_ray.data.sources import SourceSpec  # noqa: E402
 from invlearn_ray.data.splits import SplitOptions  # noqa: E402
 from invlearn_ray.distributed.session import ensure_ray  # noqa: E402
 from invlearn_ray.distributed.train_loop import (  # noqa: E402
     SHARDED_SPLITS,
     ExactSplitConfig,
+    agreed_step_counts,
     read_shard_dataset,
     setup_worker,
+    worker_rows,
 )
 from invlearn_ray.evaluation.evaluate import evaluate_split  # noqa: E402
-from invlearn_ray.models.backbones import BACKBONES, count_parameters  # noqa: E402
+from invlearn_ray.methods.inverse_gradient import InverseGradient  # noqa: E402
+from invlearn_ray.models.backbones import BACKBONES, GMF, count_parameters  # noqa: E402
+from invlearn_ray.optim.collective import ExchangeStats, TorchDistributedCollective  # noqa: E402
+from invlearn_ray.optim.optimizers import DenseUpdate, LazyAdam  # noqa: E402
+from invlearn_ray.optim.sharded_tables import shard_model  # noqa: E402
+from invlearn_ray.training.batches import BatchSource  # noqa: E402
 from invlearn_ray.training.config import EMBEDDING_OPTIMIZERS, TrainConfig  # noqa: E402
 from invlearn_ray.training.trainer import Trainer  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARDED = "2 sharded"
 MICRO_VIDEO_USERS, MICRO_VIDEO_ITEMS = 37_692, 131_690
 WORKER_COUNTS = (1, 2)
 
@@ -137,11 +159,37 @@ def held_eval_mb(data: RecData) -> float:
     return sum(t.numel() * t.element_size() for t in tensors) / 2**20
 
 
+def tensor_bytes(tensors: Any) -> int:
+    """Bytes of the tensors in a nested dict/list (a DTensor counts its local rows)."""
+    if isinstance(tensors, dict):
+        return sum(tensor_bytes(value) for value in tensors.values())
+    if isinstance(tensors, (list, tuple)):
+        return sum(tensor_bytes(value) for value in tensors)
+    if isinstance(tensors, DTensor):
+        tensors = tensors.to_local()
+    if isinstance(tensors, torch.Tensor):
+        return tensors.numel() * tensors.element_size()
+    return 0
+
+
+def state_bytes(trainer: Trainer) -> int:
+    """The model and optimizer state one worker holds: parameters (its rows of sharded
+    tables), Adam's moments, and the dense update's persistent gradient buffers."""
+    update = getattr(trainer.optimizer, "inner", trainer.optimizer)
+    held = tensor_bytes([param.detach() for param in trainer.model.parameters()])
+    if isinstance(update, DenseUpdate):
+        held += tensor_bytes(list(update.optimizer.state.values())) + tensor_bytes(update._buffers)
+    elif isinstance(update, LazyAdam):
+        held += tensor_bytes([update.first, update.second])
+    return held
+
+
 def epoch_stats(trainer: Trainer, epochs: int) -> dict[str, Any]:
     """Train ``epochs`` epochs; the fastest epoch and evaluation, and per-step counts."""
     records = [trainer.run_epoch(epoch) for epoch in range(epochs)]
     meta_steps = sum(len(choices) for choices in trainer.directions.log["epoch"])
     return {
+        "state_mb": state_bytes(trainer) / 2**20,
         "epoch_s": min(record.train_seconds for record in records),
         "eval_s": min(record.eval_seconds for record in records),
         "supervised_steps": trainer.global_step / epochs,
@@ -198,7 +246,9 @@ def ray_worker(config: dict[str, Any]) -> list[dict[str, Any]] | None:
     calls, payload, seconds = exchange.calls, exchange.payload_bytes, exchange.seconds
     torch.distributed.barrier()  # time the evaluation, not one worker waiting for the other
     started = time.perf_counter()
-    evaluate_split(worker.trainer.model, worker.data.valid, collective=worker.collective)
+    # Sharded tables: the gather of the whole model is part of what evaluating costs.
+    scoring = worker.trainer.scoring_model()
+    evaluate_split(scoring, worker.data.valid, collective=worker.collective)
     eval_s = time.perf_counter() - started
     eval_calls, eval_bytes = exchange.calls - calls, exchange.payload_bytes - payload
     eval_collective_s = exchange.seconds - seconds
@@ -257,24 +307,26 @@ def dense_bytes_per_step(stats: dict[str, Any]) -> float:
 
 def report(rows: int, optimizer: str, batch_size: int, runs: dict[str, dict[str, Any]]) -> None:
     single, one, two = runs["1 process"], runs["1 worker"], runs["2 workers"]
+    sharded = runs[SHARDED]
     backbone = runs["1 process"]["backbone"]
     print(f"\n{rows:,} rows, {backbone} IG, embedding_optimizer={optimizer}, batch {batch_size}")
     header = (
         f"{'run':<10} {'thr':>3} {'epoch s':>8} {'eval s':>7} {'vs 1proc':>8} {'vs 1wkr':>8} "
         f"{'B/step sent':>12} {'B/step dense':>13} {'calls/ep':>8} {'coll s/ep':>9} "
-        f"{'peak MB':>8} {'eval MB':>8}"
+        f"{'peak MB':>8} {'eval MB':>8} {'state MB':>8}"
     )
     print(header)
     print("-" * len(header))
     for name, stats in runs.items():
-        sent = f"{stats['bytes_per_step']:12,.0f}" if name == "2 workers" else f"{'-':>12}"
-        dense = f"{dense_bytes_per_step(stats):13,.0f}" if name == "2 workers" else f"{'-':>13}"
+        exchanged = name in ("2 workers", SHARDED)
+        sent = f"{stats['bytes_per_step']:12,.0f}" if exchanged else f"{'-':>12}"
+        dense = f"{dense_bytes_per_step(stats):13,.0f}" if exchanged else f"{'-':>13}"
         print(
             f"{name:<10} {stats['threads']:>3} {stats['epoch_s']:8.2f} {stats['eval_s']:7.3f} "
             f"{stats['epoch_s'] / single['epoch_s']:8.2f} {stats['epoch_s'] / one['epoch_s']:8.2f} "
             f"{sent} {dense} {stats.get('calls_per_epoch', 0):8.0f} "
             f"{stats.get('collective_s', 0):9.2f} {stats['peak_rss_mb']:8.0f} "
-            f"{stats['eval_mb']:8.1f}"
+            f"{stats['eval_mb']:8.1f} {stats['state_mb']:8.1f}"
         )
     steps = two["supervised_steps"] + two["meta_steps"]
     latency_s = two["calls_per_epoch"] * two["latency_ms"] / 1e3
@@ -298,6 +350,189 @@ def report(rows: int, optimizer: str, batch_size: int, runs: dict[str, dict[str,
         f"eval rows held 2 / 1 worker {two['eval_mb'] / one['eval_mb']:.2f} (~0.5)",
         flush=True,
     )
+    print(
+        f"sharded targets: model+optimizer state per worker / 1 process "
+        f"{sharded['state_mb'] / single['state_mb']:.2f} (<= 0.6); IG epoch 2 sharded / 1 process "
+        f"{sharded['epoch_s'] / single['epoch_s']:.2f} (<= 1.3); 2 sharded / 2 replicated "
+        f"{sharded['epoch_s'] / two['epoch_s']:.2f}; bytes/step sharded / replicated "
+        f"{sharded['bytes_per_step'] / two['bytes_per_step']:.2f}; calls/epoch "
+        f"{sharded['calls_per_epoch']:.0f} vs {two['calls_per_epoch']:.0f}",
+        flush=True,
+    )
+
+
+# ----------------------------------------------------------------------------- interleaved
+
+
+def interleaved_rank(rank: int, dataset: str, train: dict[str, Any], rounds: int, folder: str):
+    """One of two gloo processes (no Ray) timing, round after round, an epoch of the
+    replicated pair, of the sharded pair and — rank 0 alone, both cores, while rank 1 sleeps —
+    of one process: a shared machine's load then falls on all three alike."""
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{folder}/store", rank=rank, world_size=2
+    )
+    try:
+        config = TrainConfig.from_dict(train)
+        data = load_dataset(dataset)
+
+        def cut(split: Interactions) -> Interactions:  # ExactSplitConfig's row ranges
+            n = len(split)
+            return split.take(torch.arange(round(rank * n / 2), round((rank + 1) * n / 2)))
+
+        rows = worker_rows(config, data, cut(data.train_train), cut(data.train_test), rank, 2)
+        steps, meta_steps = agreed_step_counts(rows, config, 2, torch.device("cpu"))
+        pairs = {
+            name: Trainer(
+                config.replace(shard_tables=sharded),
+                data,
+                TorchDistributedCollective(),
+                rows=rows,
+                batch_source=BatchSource(rows, config, rank, 2, steps, meta_steps),
+            )
+            for name, sharded in (("2 workers", False), (SHARDED, True))
+        }
+        single = Trainer(config, data) if rank == 0 else None
+        seconds: dict[str, list[float]] = {name: [] for name in ("1 process", *pairs)}
+        for epoch in range(rounds):
+            for name, trainer in pairs.items():
+                torch.set_num_threads(1)
+                torch.distributed.barrier()
+                seconds[name].append(trainer.run_epoch(epoch).train_seconds)
+            torch.distributed.barrier()
+            marker = Path(folder) / f"single_{epoch}"
+            if single is not None:
+                torch.set_num_threads(2)
+                seconds["1 process"].append(single.run_epoch(epoch).train_seconds)
+                marker.touch()
+            while not marker.exists():  # sleeping, not in a gloo barrier (which spins a core)
+                time.sleep(0.05)
+        if rank == 0:
+            torch.save(seconds, Path(folder) / "seconds.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def interleaved(dataset: Path, train: dict[str, Any], rounds: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        torch.multiprocessing.spawn(
+            interleaved_rank, args=(str(dataset), train, rounds, folder), nprocs=2
+        )
+        seconds = torch.load(Path(folder) / "seconds.pt")
+    best = {name: min(values) for name, values in seconds.items()}
+    print(
+        f"interleaved epochs (gloo, no Ray; {rounds} rounds, "
+        f"{train['embedding_optimizer']}), seconds per epoch, best / all: "
+        + "; ".join(
+            f"{name} {best[name]:.2f} / {', '.join(f'{v:.2f}' for v in values)}"
+            for name, values in seconds.items()
+        )
+    )
+    print(
+        f"interleaved ratios: 2 workers / 1 process {best['2 workers'] / best['1 process']:.2f}, "
+        f"2 sharded / 1 process {best[SHARDED] / best['1 process']:.2f} (<= 1.3), "
+        f"2 sharded / 2 workers {best[SHARDED] / best['2 workers']:.2f}",
+        flush=True,
+    )
+
+
+# ----------------------------------------------------------------------------- past one worker
+
+
+def held_gb(users: int, items: int, dim: int, world_size: int) -> float:
+    """GB of a GMF's tables and lazy Adam's two moments on one of ``world_size`` sharding
+    workers (``world_size=1``: a replica). The head is a few floats."""
+    rows = math.ceil(users / world_size) + math.ceil(items / world_size)
+    return 3 * rows * dim * 4 / 1e9
+
+
+def past_one_worker_rank(rank: int, items: int, steps: int, batch: int, folder: str) -> None:
+    """One of two gloo processes: a sharded GMF (Micro-Video users × ``items``), IG meta steps
+    on random rows with lazy Adam; saves its timings and memory to ``folder``."""
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{folder}/store", rank=rank, world_size=2
+    )
+    try:
+        torch.set_num_threads(1)
+        collective = TorchDistributedCollective()
+        runtime_gb = peak_rss_mb() * 2**20 / 1e9
+        started = time.perf_counter()
+        torch.manual_seed(0)
+        model, tables = shard_model(lambda: GMF(MICRO_VIDEO_USERS, items, 32), collective)
+        update = tables.update(LazyAdam(tables.local_view(model), lr=1e-3))
+        build_s = time.perf_counter() - started
+        step = InverseGradient(
+            model, update, dual_lr=1e-4, step_rule="sign", collective=collective, tables=tables
+        )
+        generator = torch.Generator().manual_seed(rank)
+
+        def draw(high: int) -> torch.Tensor:
+            return torch.randint(high, (batch // 2,), generator=generator)
+
+        warmup = 3
+        for index in range(warmup + steps):
+            if index == warmup:
+                torch.distributed.barrier()
+                collective.stats = ExchangeStats()
+                started = time.perf_counter()
+            labels = torch.randint(2, (batch // 2,), generator=generator).float()
+            step.step(
+                draw(MICRO_VIDEO_USERS), draw(items), draw(MICRO_VIDEO_USERS), draw(items), labels
+            )
+        step_s = (time.perf_counter() - started) / steps
+        state = tensor_bytes([param.detach() for param in model.parameters()])
+        state += tensor_bytes([update.inner.first, update.inner.second])
+        torch.save(
+            {
+                "build_s": build_s,
+                "step_s": step_s,
+                "bytes_per_step": collective.stats.payload_bytes / steps,
+                "state_gb": state / 1e9,
+                "item_rows": len(tables.local["item_embedding"]),
+                "peak_rss_gb": peak_rss_mb() * 2**20 / 1e9,
+                "runtime_gb": runtime_gb,
+            },
+            Path(folder) / f"rank{rank}.pt",
+        )
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def past_one_worker(items: int, worker_gb: float, steps: int, batch: int) -> None:
+    """Train a table past one worker's budget, sharded on two processes (module docstring)."""
+    replicated = held_gb(MICRO_VIDEO_USERS, items, 32, 1)
+    sharded = held_gb(MICRO_VIDEO_USERS, items, 32, 2)
+    print(
+        f"GMF {MICRO_VIDEO_USERS:,} users × {items:,} items × 32, lazy Adam (weights + 2 "
+        f"moments): {replicated:.2f} GB per worker replicated, {sharded:.2f} GB sharded on 2 "
+        f"(budget {worker_gb:g} GB per worker)"
+    )
+    for rows in (30_000_000, 100_000_000):
+        print(
+            f"  at {rows:,} items: replicated {held_gb(MICRO_VIDEO_USERS, rows, 32, 1):.2f} GB, "
+            + ", ".join(
+                f"{w} sharded {held_gb(MICRO_VIDEO_USERS, rows, 32, w):.2f} GB" for w in (2, 4, 8)
+            )
+        )
+    if replicated > worker_gb:
+        print(f"replicated: {replicated:.2f} GB > {worker_gb:g} GB per worker, not run")
+    if sharded > worker_gb:
+        print(f"sharded: {sharded:.2f} GB > {worker_gb:g} GB per worker, not run")
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        torch.multiprocessing.spawn(
+            past_one_worker_rank, args=(items, steps, batch, folder), nprocs=2
+        )
+        ranks = [torch.load(Path(folder) / f"rank{rank}.pt") for rank in range(2)]
+    for rank, stats in enumerate(ranks):
+        print(
+            f"sharded rank {rank}: {stats['item_rows']:,} item rows, tables + moments "
+            f"{stats['state_gb']:.2f} GB (within {worker_gb:g}: {stats['state_gb'] <= worker_gb}), "
+            f"peak resident {stats['peak_rss_gb']:.2f} GB of which {stats['runtime_gb']:.2f} GB "
+            f"before the model (torch, gloo), built in {stats['build_s']:.1f} s, "
+            f"{stats['step_s'] * 1e3:.1f} ms per IG meta step (global batch {batch}), "
+            f"{stats['bytes_per_step']:,.0f} bytes sent per step",
+            flush=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -331,11 +566,48 @@ def main(argv: list[str] | None = None) -> None:
         "--data-dir", type=Path, default=REPO_ROOT / "datasets" / "data_parallel_bench"
     )
     parser.add_argument("--num-cpus", type=positive_int, default=None, help="CPUs of local Ray")
+    parser.add_argument(
+        "--past-one-worker",
+        type=positive_int,
+        default=None,
+        metavar="ITEMS",
+        help="only train a GMF with this many item rows sharded on 2 processes (no Ray)",
+    )
+    parser.add_argument(
+        "--worker-gb", type=float, default=3.0, help="per-worker budget of --past-one-worker"
+    )
+    parser.add_argument(
+        "--steps", type=positive_int, default=50, help="timed IG steps of --past-one-worker"
+    )
+    parser.add_argument(
+        "--interleaved",
+        action="store_true",
+        help="only time 1 process, 2 workers and 2 sharded epoch by epoch in turn (no Ray)",
+    )
     args = parser.parse_args(argv)
     unknown = sorted(set(args.optimizers) - set(EMBEDDING_OPTIMIZERS))
     if unknown:
         parser.error(f"unknown optimizer(s) {unknown}; valid: {list(EMBEDDING_OPTIMIZERS)}")
     sizes = [positive_int(text) for text in args.rows]
+    if args.past_one_worker:
+        past_one_worker(args.past_one_worker, args.worker_gb, args.steps, args.batch_size)
+        return
+    if args.interleaved:
+        args.data_dir.mkdir(parents=True, exist_ok=True)
+        for rows in sizes:
+            dataset = built_dataset(rows, args.data_dir)
+            for optimizer in args.optimizers:
+                train = TrainConfig(
+                    method="ig",
+                    backbone=args.backbone,
+                    epochs=args.epochs,
+                    embedding_optimizer=optimizer,
+                    batch_size=args.batch_size,
+                    test_batch_size=args.batch_size,
+                ).to_dict()
+                print(f"\n{rows:,} rows, {args.backbone} IG, batch {args.batch_size}")
+                interleaved(dataset, train, args.epochs)
+        return
 
     args.data_dir.mkdir(parents=True, exist_ok=True)
     ensure_ray(num_cpus=args.num_cpus)
@@ -363,6 +635,7 @@ def main(argv: list[str] | None = None) -> None:
             for workers in WORKER_COUNTS:
                 name = f"{workers} worker{'s' if workers > 1 else ''}"
                 runs[name] = ray_run(dataset, train, workers, args.epochs)
+            runs[SHARDED] = ray_run(dataset, {**train, "shard_tables": True}, 2, args.epochs)
             report(rows, optimizer, args.batch_size, runs)
 
 

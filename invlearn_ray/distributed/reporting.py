@@ -53,12 +53,14 @@ class CheckpointSink(EpochSink):
 
     def report(self, record: EpochRecord, trainer: Trainer) -> None:
         metrics = epoch_metrics(record, trainer)
+        # Every rank takes the state: with sharded tables it is a collective (a gather).
+        trainer_state = trainer.state_dict()
         if self.rank != 0:
             self.report_fn(metrics, checkpoint=None)
             return
         with tempfile.TemporaryDirectory() as directory:
             state = {
-                "trainer": trainer.state_dict(),
+                "trainer": trainer_state,
                 "train_config": trainer.config.to_dict(),
                 "world_size": self.world_size,
             }

@@ -34,7 +34,10 @@ Parameters stay identical on every worker without a broadcast: the dual-loss gra
 three candidates' (loss sum, row count) pairs and every final gradient are reduced — embedding
 tables as the rows each step touched (:class:`~invlearn_ray.optim.gradients.WorkerMean`) — and
 every worker takes the same argmin
-(:class:`~invlearn_ray.methods.inverse_gradient.InverseGradient`).
+(:class:`~invlearn_ray.methods.inverse_gradient.InverseGradient`). With
+``TrainConfig.shard_tables`` each worker holds only its rows of the tables (DTensor
+``Shard(0)`` over Ray's process group, :mod:`~invlearn_ray.optim.sharded_tables`); the heads
+stay identical, and checkpoints and the published model hold whole tables, gathered.
 
 Test-only switches (keys starting with ``_test_``, never environment variables, so nothing
 can leak into a real run): ``_test_fail_once_at_epoch`` / ``_test_fail_rank`` /

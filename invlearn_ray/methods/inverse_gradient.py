@@ -32,7 +32,10 @@ What this implementation does differently from the paper's released code, and wh
 * data parallel: the dual gradient, the three (loss sum, row count) pairs and the final gradient
   are reduced through :class:`~invlearn_ray.optim.collective.Collective` (row gradients as
   exchanged touched rows, :class:`~invlearn_ray.optim.gradients.WorkerMean`), so every worker
-  takes the same argmin and parameters stay identical without broadcasting (method.md §4).
+  takes the same argmin and parameters stay identical without broadcasting (method.md §4);
+* tables sharded by row (``tables``, :mod:`~invlearn_ray.optim.sharded_tables`): the same
+  step on the global union of the workers' rows, looked up once for both batches; each worker
+  moves and updates the rows it holds.
 
 This project's variant (``direction="per_row"``, issue 13): Algorithm 1 makes one choice per
 batch, so a batch of mostly-right and some wrong IDL annotations moves as one. The per-row
@@ -59,6 +62,7 @@ from invlearn_ray.optim.gradients import (
     reduce_mean_,
 )
 from invlearn_ray.optim.optimizers import ParameterUpdate, as_parameter_update
+from invlearn_ray.optim.sharded_tables import ShardedTables
 from invlearn_ray.optim.touched_rows import rows_of
 
 CANDIDATES = ("none", "direct", "inverse")
@@ -307,6 +311,8 @@ class InverseGradient:
         direction: ``batch`` (Algorithm 1) or ``per_row`` (:func:`aligned_dual_gradient`;
             eager only, dense gradients: one more training-test gradient and a forward-mode
             product per step).
+        tables: the model's tables sharded by row across the workers (``model`` is then the
+            sharded backbone and ``optimizer`` a ``ShardedUpdate``); None when replicated.
     """
 
     def __init__(
@@ -320,6 +326,7 @@ class InverseGradient:
         compile: bool = False,
         touched_rows: bool | None = None,
         direction: str = "batch",
+        tables: ShardedTables | None = None,
     ) -> None:
         if direction not in DIRECTIONS:
             raise ValueError(f"unknown IG direction {direction!r}; valid: {list(DIRECTIONS)}")
@@ -335,8 +342,14 @@ class InverseGradient:
         self.temperature = temperature
         self.direction = DualDirection(step_rule)
         self.collective = collective or LocalCollective()
-        self._dual_mean = WorkerMean(self.collective)
-        self._test_mean = WorkerMean(self.collective)
+        if tables is not None and (self.per_row or step_rule == "adam" or compile):
+            raise ValueError(
+                "sharded tables take the batch direction with the sgd or sign rule, eagerly: "
+                "per_row and the adam rule keep table-sized gradients or moments per worker"
+            )
+        self.tables = tables
+        self._dual_mean = tables.mean() if tables else WorkerMean(self.collective)
+        self._test_mean = tables.mean() if tables else WorkerMean(self.collective)
         device = next(model.parameters()).device
         # Constants of every step, made once (and outside any CUDA-graph capture).
         self._index = torch.arange(3, device=device)
@@ -358,10 +371,14 @@ class InverseGradient:
         """One meta step on this worker's share of the batches ``U`` and ``T``."""
         model, collective = self.model, self.collective
         params = {name: param.detach() for name, param in model.named_parameters()}
-        read_by_u = rows_of(
-            model, {"user": [unlabeled_users], "item": [unlabeled_items]}, self.touched_rows
-        )
-        read_by_t = rows_of(model, {"user": [test_users], "item": [test_items]}, self.touched_rows)
+        read_u = {"user": [unlabeled_users], "item": [unlabeled_items]}
+        read_t = {"user": [test_users], "item": [test_items]}
+        if self.tables is not None:
+            # θ does not move before the final update: one lookup serves both batches.
+            read_by_u, read_by_t = self.tables.rows_of(read_u, read_t)
+        else:
+            read_by_u = rows_of(model, read_u, self.touched_rows)
+            read_by_t = rows_of(model, read_t, self.touched_rows)
 
         # Lines 9–11: one dual gradient; the inverse candidate is its negation.
         if self.per_row:
@@ -409,7 +426,10 @@ class InverseGradient:
             self._functional,
         )
         test_mean = self._test_mean(read_by_t.row_gradients(test_grads, params), len(test_labels))
-        _move_(params, steps, sign)
+        if self.tables is not None:
+            _move_(self.tables.localize(params), self.tables.localize(steps), sign)
+        else:
+            _move_(params, steps, sign)
         self.optimizer.step(test_mean)
         return MetaStepResult(choice=choice, test_losses=test_losses, pos_weights=pos_weights)
 

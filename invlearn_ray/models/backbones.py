@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,9 +191,60 @@ def score_all_pairwise(model: Backbone, users: Tensor, pair_budget: int = 1 << 1
     return out
 
 
+RowRange = Callable[[int], tuple[int, int]]
+"""``n_rows -> (start, stop)``: the rows of a table one process holds."""
+
+_HELD_ROWS: ContextVar[RowRange | None] = ContextVar("held_rows", default=None)
+
+
+@contextmanager
+def holding_rows(rows: RowRange) -> Iterator[None]:
+    """Backbones built inside hold only rows ``rows(n_rows)`` of each random-initialised table.
+
+    Each kept row has the value the whole table would give it, and the random generator ends
+    where the whole table's draw leaves it, so every later initialisation (head layers, the
+    next table) is unchanged: a process holding one shard starts from the rows of the
+    one-process model (``invlearn_ray.optim.sharded_tables``). Time: the whole table's draw;
+    memory: the held rows and one chunk of the draw.
+    """
+    token = _HELD_ROWS.set(rows)
+    try:
+        yield
+    finally:
+        _HELD_ROWS.reset(token)
+
+
+def normal_rows(rows: int, dim: int, start: int, stop: int, chunk: int = 1 << 20) -> Tensor:
+    """Rows ``start:stop`` of ``torch.randn(rows, dim)``, drawn in chunks of about ``chunk``
+    numbers so the whole table is never allocated.
+
+    CPU ``randn`` fills blocks of 16 numbers from one uniform stream (Box–Muller within a
+    block; a length not a multiple of 16 redraws its last 16). Chunks of a multiple of 16
+    numbers, the last at least 16 long, therefore draw the numbers of one call, bit for bit
+    (``tests/models/test_backbones.py`` checks it).
+    """
+    per = max(1, chunk // dim)
+    while (per * dim) % 16:
+        per += 1
+    kept: list[Tensor] = []
+    first = 0
+    while first < rows:
+        last = min(rows, first + per)
+        if 0 < (rows - last) * dim < 16:  # a short tail would take randn's scalar path
+            last = rows
+        block = torch.randn(last - first, dim)
+        if last > start and first < stop:
+            kept.append(block[max(start, first) - first : min(stop, last) - first].clone())
+        first = last
+    return torch.cat(kept) if kept else torch.empty(0, dim)
+
+
 def _normal_embedding(rows: int, dim: int, std: float = 0.01) -> nn.Parameter:
     # NCF / DenoisingRec initialise embeddings with N(0, 0.01²).
-    return nn.Parameter(torch.randn(rows, dim) * std)
+    held = _HELD_ROWS.get()
+    if held is None:
+        return nn.Parameter(torch.randn(rows, dim) * std)
+    return nn.Parameter(normal_rows(rows, dim, *held(rows)) * std)
 
 
 def _check_init_scale(name: str, init_scale: float) -> None:

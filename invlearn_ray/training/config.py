@@ -56,6 +56,15 @@ class TrainConfig:
             makes data parallelism pay on large tables (README, Scaling). Needs a backbone
             whose tables are row gathers (mf, gmf, neumf) and eager steps (no compile or
             cuda_graphs). See ``invlearn_ray.optim.optimizers``.
+        shard_tables: data-parallel runs only (Ray Train workers, or any ``torch.distributed``
+            group): split every embedding table by row across the workers (PyTorch DTensor,
+            ``Shard(0)``), each worker holding and updating ``1/W`` of the rows and their Adam
+            moments; head layers stay replicated. Steps look up the rows their batch reads
+            from their owners and reduce gradients over the workers' union of rows; the
+            trained model, metrics and checkpoints are the replicated run's (see
+            ``invlearn_ray.optim.sharded_tables`` and README, "Sharded tables"). Needs a
+            backbone whose tables are row gathers (mf, gmf, biased_mf, neumf), eager steps,
+            and for IG the ``batch`` direction with the ``sgd`` or ``sign`` rule.
         batch_size: labeled rows per step (the paper: 1024).
         epochs: maximum epochs; early stopping may end sooner.
         patience: epochs without a better validation metric before stopping.
@@ -155,6 +164,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     embedding_optimizer: str = "adam"
+    shard_tables: bool = False
     batch_size: int = 1024
     epochs: int = 30
     patience: int = 5
@@ -255,6 +265,8 @@ class TrainConfig:
                     "ig_direction='per_row' steps on dense gradients, which "
                     "embedding_optimizer='lazy_adam' does not take: use 'adam'"
                 )
+        if self.shard_tables:
+            self._check_shardable()
         if self.bias_init == "popularity" and not BACKBONES[self.backbone].learns_item_bias:
             raise ValueError(
                 f"bias_init='popularity' sets a backbone's item biases, and {self.backbone!r} "
@@ -275,6 +287,24 @@ class TrainConfig:
                 f"method {self.method!r} learns from unlabeled rows: sampling_rate must be >= 1 "
                 "(or set unlabeled_source='observed')"
             )
+
+    def _check_shardable(self) -> None:
+        """Refuse ``shard_tables`` where it cannot apply, with the reason and the way out."""
+        reason = None
+        if BACKBONES[self.backbone].table_index is None:
+            reason = f"backbone {self.backbone!r} propagates whole tables (not row gathers)"
+        elif self.compile or self.cuda_graphs:
+            reason = "compiled / CUDA-graphed steps need shapes independent of the batch's rows"
+        elif not method_spec(self.method).trains:
+            reason = f"method {self.method!r} trains no tables"
+        elif self.method == "ig" and self.ig_direction == "per_row":
+            reason = "ig_direction='per_row' takes table-sized gradients on every worker"
+        elif self.method == "ig" and self.step_rule == "adam":
+            reason = "step_rule='adam' keeps table-sized direction moments on every worker"
+        elif self.bias_init == "popularity":
+            reason = "bias_init='popularity' writes whole item-bias tables at the start"
+        if reason:
+            raise ValueError(f"shard_tables cannot apply: {reason}; turn shard_tables off")
 
     @property
     def dual_lr(self) -> float:

@@ -21,7 +21,10 @@ scores only its users' validation and test rows
 statistics, so every worker reports the one-process metrics and stops at the same epoch, and
 :meth:`Trainer.result` is a collective call every worker makes. All randomness comes from
 generators keyed by (seed, epoch, rank), so resuming at epoch ``e`` replays exactly what an
-uninterrupted run would have done.
+uninterrupted run would have done. With ``config.shard_tables`` the trainer's tables are
+sharded by row across the workers (:mod:`~invlearn_ray.optim.sharded_tables`): steps,
+optimizer and IG take the sharded table's hooks, evaluation scores :meth:`Trainer.scoring_model`
+(gathered), and :meth:`Trainer.state_dict` is a collective call.
 """
 
 from __future__ import annotations
@@ -48,9 +51,10 @@ from invlearn_ray.methods.objectives import BatchLoss, Objective, TrainBatch
 from invlearn_ray.methods.popularity import fit_item_prior, item_prior_from_rows
 from invlearn_ray.methods.registry import build_objective, method_spec
 from invlearn_ray.models.backbones import Backbone, build_backbone
-from invlearn_ray.optim.collective import Collective, LocalCollective
+from invlearn_ray.optim.collective import Collective, LocalCollective, TorchDistributedCollective
 from invlearn_ray.optim.gradients import WorkerMean, grad_and_value
 from invlearn_ray.optim.optimizers import DenseUpdate, LazyAdam, ParameterUpdate
+from invlearn_ray.optim.sharded_tables import ShardedTables, shard_model
 from invlearn_ray.optim.touched_rows import batch_ids, rows_of
 from invlearn_ray.training.batches import BatchSource, MetaBatch, TrainingRows, iterate
 from invlearn_ray.training.config import TrainConfig
@@ -123,6 +127,10 @@ def check_divergence(config: TrainConfig, epoch: int, train_loss: float, weight:
     )
 
 
+class ShardingUnavailableError(ValueError, UserError):
+    """``shard_tables`` asked of a run without data-parallel workers to shard across."""
+
+
 class UnsuitableDatasetError(ValueError, UserError):
     """The configuration cannot train on this dataset."""
 
@@ -177,23 +185,30 @@ def build_model(config: TrainConfig, data: RecData) -> Backbone:
         )
 
 
-def make_optimizer(model: Backbone, config: TrainConfig) -> ParameterUpdate:
+def make_optimizer(
+    model: Backbone, config: TrainConfig, tables: ShardedTables | None = None
+) -> ParameterUpdate:
     """The configured update (``config.embedding_optimizer``, see :mod:`core.optimizers`).
 
     Dense Adam uses the fused kernel: one pass per tensor instead of ~10 (measured 9x faster per
     step on this 2-core CPU at ML-1M table sizes; also the fast path on CUDA); capturable (step
-    counts on the device) when steps are replayed as CUDA graphs.
+    counts on the device) when steps are replayed as CUDA graphs. With sharded ``tables`` the
+    same update runs over this rank's rows of each table (plain tensors, so the fused kernel
+    still applies) and the replicated heads.
     """
+    view = model if tables is None else tables.local_view(model)
     if config.embedding_optimizer == "lazy_adam":
-        return LazyAdam(model, lr=config.lr, weight_decay=config.weight_decay)
-    adam = torch.optim.Adam(
-        model.parameters(),
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        fused=True,
-        capturable=config.cuda_graphs,
-    )
-    return DenseUpdate(model, adam)
+        update: ParameterUpdate = LazyAdam(view, lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        adam = torch.optim.Adam(
+            view.parameters(),
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            fused=True,
+            capturable=config.cuda_graphs,
+        )
+        update = DenseUpdate(view, adam)
+    return update if tables is None else tables.update(update)
 
 
 def uses_touched_rows(config: TrainConfig, model: Backbone) -> bool:
@@ -309,6 +324,12 @@ class Trainer:
         rows = rows or training_rows(config, data)
         self.rows = rows
         self.trains = method_spec(config.method).trains
+        self.tables: ShardedTables | None = None
+        if config.shard_tables and not isinstance(self.collective, TorchDistributedCollective):
+            raise ShardingUnavailableError(
+                "shard_tables splits the tables among data-parallel workers; this is one "
+                "process: run with workers (Ray Train) or turn shard_tables off"
+            )
         if not self.trains:
             self.model = fit_item_prior(
                 rows.labeled,
@@ -319,8 +340,13 @@ class Trainer:
                 play_weight=config.popularity_play_weight,
                 collective=self.collective,
             ).to(self.device)
+        elif config.shard_tables:
+            self.model, self.tables = shard_model(
+                lambda: build_model(config, data).to(self.device), self.collective
+            )
         else:
             self.model = build_model(config, data).to(self.device)
+        if self.trains:
             if config.bias_init == "popularity":
                 self.model.start_from_item_prior(
                     item_prior_from_rows(
@@ -331,9 +357,11 @@ class Trainer:
                         collective=self.collective,
                     ).to(self.device)
                 )
-            self.optimizer = make_optimizer(self.model, config)
+            self.optimizer = make_optimizer(self.model, config, self.tables)
             self.touched_rows = uses_touched_rows(config, self.model)
-            self._supervised_mean = WorkerMean(self.collective)
+            self._supervised_mean = (
+                self.tables.mean() if self.tables else WorkerMean(self.collective)
+            )
             self.batches = batch_source or BatchSource(
                 rows,
                 config,
@@ -355,6 +383,7 @@ class Trainer:
                 compile=config.compile,
                 touched_rows=self.touched_rows,
                 direction=config.ig_direction,
+                tables=self.tables,
             )
         self._graphed: dict[tuple[str, ...], GraphedStep] = {}
         self.global_step = 0
@@ -375,7 +404,10 @@ class Trainer:
         the batch reads), their global mean with the row count, one optimizer step."""
         batch = TrainBatch(**dict(zip(fields, tensors, strict=True)))
         params = {name: param.detach() for name, param in self.model.named_parameters()}
-        read = rows_of(self.model, batch_ids(batch), self.touched_rows)
+        if self.tables is not None:
+            (read,) = self.tables.rows_of(batch_ids(batch))
+        else:
+            read = rows_of(self.model, batch_ids(batch), self.touched_rows)
         grads, loss = self._supervised_gradient(
             self.objective,
             self.model,
@@ -471,12 +503,13 @@ class Trainer:
         totals = torch.stack([loss_sum, loss_count])
         self.collective.all_reduce_sum_([totals])
         train_loss = (totals[0] / totals[1].clamp(min=1.0)).item()
-        check_divergence(self.config, epoch, train_loss, largest_weight(self.model))
         train_seconds = time.perf_counter() - started
-
         started = time.perf_counter()
-        valid = evaluate_split(self.model, self.data.valid, collective=self.collective)
-        annotation = self.diagnostics.end_epoch(epoch, self.model)
+        scoring = self.scoring_model()
+        check_divergence(self.config, epoch, train_loss, largest_weight(scoring))
+
+        valid = evaluate_split(scoring, self.data.valid, collective=self.collective)
+        annotation = self.diagnostics.end_epoch(epoch, scoring)
         record = EpochRecord(
             epoch=epoch,
             train_loss=train_loss,
@@ -526,9 +559,16 @@ class Trainer:
             sink.report(record, self)
         return self.result(score_test=score_test)
 
+    def scoring_model(self) -> Backbone:
+        """The model with whole tables: itself, or with sharded tables a gathered copy (every
+        worker calls it: an all-gather per table; memory: the whole model, until dropped)."""
+        return self.model if self.tables is None else self.tables.full_model(self.model)
+
     def selected_model(self) -> Backbone:
-        """A copy of the model at the best validation epoch."""
-        return self.selection.selected(self.model)
+        """A copy of the model at the best validation epoch, with whole tables (sharded: every
+        worker calls it)."""
+        selected = self.selection.selected(self.model)
+        return selected if self.tables is None else self.tables.full_model(selected)
 
     def result(self, score_test: bool = True) -> TrainResult:
         """Score the selected model on the test split — once, after selection. Data-parallel:
@@ -571,27 +611,45 @@ class Trainer:
     # ----------------------------------------------------------------------------- checkpoints
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume after ``next_epoch - 1``; tensors only in nested dicts."""
+        """Everything needed to resume after ``next_epoch - 1``; tensors only in nested dicts.
+
+        With sharded tables every worker calls it (the tables and their moments are gathered):
+        the state is the replicated run's, whole tables, one file, written by rank 0 as today
+        (Ray Train's one-reporter checkpoint), and any worker count can cut it again on load.
+        The cost is the whole state on every worker while it is written; per-rank shard files
+        (``torch.distributed.checkpoint``) are what tables past one worker's memory need.
+        """
+        selection = self.selection.state_dict()
+        model = self.model.state_dict()
+        if self.tables is not None:
+            model = self.tables.gather_state(model)
+            if selection["best_state"] is not None:
+                selection["best_state"] = self.tables.gather_state(selection["best_state"])
         return {
-            "model": self.model.state_dict(),
+            "model": model,
             "optimizer": self.optimizer.state_dict() if self.trains else {},
             "inverse_gradient": self.inverse_gradient.state_dict() if self.trains else {},
             "global_step": self.global_step,
             "next_epoch": self.next_epoch,
-            **self.selection.state_dict(),
+            **selection,
             "history": [vars(record) for record in self.history],
             "direction_log": self.directions.state_dict(),
             "weight_histograms": self.diagnostics.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
+        if self.tables is not None:
+            self.tables.load_model_state(self.model, state["model"])
+        else:
+            self.model.load_state_dict(state["model"])
         if self.trains:
             self.optimizer.load_state_dict(state["optimizer"])
             self.inverse_gradient.load_state_dict(state["inverse_gradient"])
         self.global_step = state["global_step"]
         self.next_epoch = state["next_epoch"]
         self.selection.load_state_dict(state)
+        if self.tables is not None and self.selection.best_state is not None:
+            self.selection.best_state = self.tables.shard_state(self.selection.best_state)
         self.history = [EpochRecord(**record) for record in state["history"]]
         self.directions.load_state_dict(state["direction_log"])
         self.diagnostics.load_state_dict(state["weight_histograms"])

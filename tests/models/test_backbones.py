@@ -10,7 +10,10 @@ from invlearn_ray.models.backbones import (
     Backbone,
     Factors,
     ItemPrior,
+    NeuMF,
     build_backbone,
+    holding_rows,
+    normal_rows,
     score_all_pairwise,
 )
 from invlearn_ray.models.checkpoint import (
@@ -284,3 +287,28 @@ def test_factors_score_pairs_as_the_forward(name):
     model = make_backbone(name)
     users, items = all_pairs()
     torch.testing.assert_close(model.factors().pair_scores(users, items), model(users, items))
+
+
+@pytest.mark.parametrize("dim", [1, 8, 32])
+def test_held_rows_are_the_whole_tables_rows_and_leave_the_generator_where_it_would(dim):
+    rows = 1001
+    torch.manual_seed(5)
+    whole, after = torch.randn(rows, dim), torch.rand(4)
+    for start, stop in ((0, 501), (501, 1001), (1000, 1001), (1001, 1001)):
+        torch.manual_seed(5)
+        held = normal_rows(rows, dim, start, stop, chunk=96)
+        assert torch.equal(held, whole[start:stop])
+        assert torch.equal(torch.rand(4), after)
+
+
+def test_a_backbone_built_holding_rows_starts_from_the_one_process_models_rows():
+    torch.manual_seed(0)
+    whole = NeuMF(37, 53, embedding_dim=8, mlp_layers=2)
+    torch.manual_seed(0)
+    with holding_rows(lambda rows: (rows // 2, rows)):
+        half = NeuMF(37, 53, embedding_dim=8, mlp_layers=2)
+    for name, param in whole.named_parameters():
+        if name in whole.table_names:
+            assert torch.equal(getattr(half, name), param[len(param) // 2 :]), name
+        else:
+            assert torch.equal(getattr(half, name), param), name
