@@ -29,7 +29,7 @@ from invlearn_ray.cli import (
     positive_int,
 )
 from invlearn_ray.distributed.recommend import check_request, read_raw_ids, recommend_to_parquet
-from invlearn_ray.distributed.session import ensure_ray
+from invlearn_ray.distributed.session import check_reachable_from_workers, ensure_ray
 from invlearn_ray.models.checkpoint import MODEL_CONFIG
 from invlearn_ray.training.run_folder import MODEL_DIR
 
@@ -127,6 +127,14 @@ def main(argv: list[str] | None = None) -> int:
     check_request(args.model, args.out, users, args.overwrite)
 
     ensure_ray(args.address, args.num_cpus, verbosity, args.object_store_gb)
+    # Scoring actors read the model and write the output on whichever node they run.
+    for location, option in ((args.model, "--model"), (args.out, "--out")):
+        check_reachable_from_workers(
+            str(location),
+            option,
+            hint="recommend.py reads its model and writes its output on local folders, so it "
+            "runs on one node for now (no --address).",
+        )
     n_rows = recommend_to_parquet(
         args.model,
         args.out,

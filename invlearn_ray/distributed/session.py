@@ -147,7 +147,8 @@ def check_reachable_from_workers(
             f"Give {option} a location every node reaches, e.g. s3://bucket/path (see README, "
             "Running on a cluster)."
         )
+        address = ray.get_runtime_context().gcs_address
         raise LocalOnClusterError(
-            f"{location}: a local folder, but this Ray cluster has {len(nodes)} nodes and each "
-            f"writes to its own disk. {hint}"
+            f"{location}: a local folder, but this Ray cluster ({address}) has {len(nodes)} "
+            f"nodes and each writes to its own disk. {hint}"
         )

@@ -4,6 +4,7 @@ and the benchmark keeps datasets and run folders there."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -37,7 +38,9 @@ def test_a_build_on_nodes_sharing_no_disk_writes_to_s3_and_loads_equal(
     # A local folder would be each worker's own disk: refused before any work, in one line.
     local = str(multinode_cluster.local_out / "ds")
     refused = run_build_data([*on_cluster, "--out", local], multinode_cluster.env, expect_code=1)
-    assert f"error: {local}: a local folder, but this Ray cluster has 3 nodes" in refused.stderr
+    port = multinode_cluster.address.rsplit(":", 1)[1]  # Ray names the host by its own IP
+    expected = rf"error: {local}: a local folder, but this Ray cluster \(\S+:{port}\) has 3 nodes"
+    assert re.search(expected, refused.stderr), refused.stderr
 
 
 def run_benchmark_cli(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:

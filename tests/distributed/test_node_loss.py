@@ -30,7 +30,7 @@ from invlearn_ray.training.run_folder import read_metrics
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-EPOCHS = 8
+EPOCHS = 5
 RECOVERY_TIMEOUT_S = 300
 TRAIN = [
     "--method", "ig", "--epochs", str(EPOCHS), "--workers", "2", "--max-failures", "2",

@@ -101,7 +101,9 @@ def test_local_cpus_with_a_cluster_address_are_a_one_line_error(ray_init_calls, 
 def test_a_local_folder_on_a_cluster_of_several_nodes_is_refused_with_the_fix(monkeypatch):
     monkeypatch.setattr(session.ray, "is_initialized", lambda: True)
     monkeypatch.setattr(session.ray, "nodes", lambda: [{"Alive": True}] * 3)
-    with pytest.raises(session.LocalOnClusterError, match="this Ray cluster has 3 nodes"):
+    context = type("Context", (), {"gcs_address": "10.0.0.1:6379"})()
+    monkeypatch.setattr(session.ray, "get_runtime_context", lambda: context)
+    with pytest.raises(session.LocalOnClusterError, match=r"cluster \(10.0.0.1:6379\) has 3 nodes"):
         session.check_reachable_from_workers("runs/x", "--out")
     session.check_reachable_from_workers("s3://bucket/runs/x", "--out")  # every node reaches it
     monkeypatch.setattr(session.ray, "nodes", lambda: [{"Alive": True}, {"Alive": False}])

@@ -154,6 +154,11 @@ def test_ray_job_submit_runs_the_main_job_on_a_running_cluster(ray_session, tmp_
             "",
             "--out",
             str(out),
+            # The job server of a cluster started by ray.init (not `ray start`) resolves its
+            # drivers' "auto" address by scanning processes, and would pick another cluster on
+            # this machine (the emulated multi-node one): name the session's.
+            "--address",
+            ray_session.get_runtime_context().gcs_address,
         ],
         env=env,
         capture_output=True,

@@ -226,7 +226,7 @@ def _kill_group(process: subprocess.Popen) -> None:
             pass
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def multinode_cluster(s3_server) -> Iterator[Cluster]:
     """A head (no CPUs) and two one-CPU worker nodes sharing no disk; the nodes reach the
     session's S3 server through the AWS variables, as a cloud cluster's nodes would S3."""
