@@ -136,19 +136,22 @@ def run_training(
     # Fail here, not in every worker, on a bad dataset or one the config cannot train on.
     check_run(dataset_path, config, num_workers, output_dir, overwrite, storage_path, run_name)
     dataset_path, output_dir = storage.absolute(dataset_path), storage.absolute(output_dir)
+    ray_options = {
+        "use_gpu": use_gpu,
+        "cpus_per_worker": cpus_per_worker,
+        "max_failures": max_failures,
+        "num_to_keep": num_to_keep,
+        "test_switches": test_switches or {},
+    }
     if not storage.is_local(output_dir):
         return _train_to_object_store(
             dataset_path,
             config,
             num_workers,
             output_dir,
-            use_gpu=use_gpu,
-            cpus_per_worker=cpus_per_worker,
-            max_failures=max_failures,
             storage_path=storage_path,
-            num_to_keep=num_to_keep,
             run_name=run_name,
-            test_switches=test_switches or {},
+            **ray_options,
         )
     output_dir = Path(output_dir)
     remove_stale_runs(output_dir.parent)
@@ -177,13 +180,9 @@ def run_training(
             num_workers,
             staging,
             output_dir,
-            use_gpu=use_gpu,
-            cpus_per_worker=cpus_per_worker,
-            max_failures=max_failures,
             storage_path=storage_path,
-            num_to_keep=num_to_keep,
             run_name=run_name,
-            test_switches=test_switches or {},
+            **ray_options,
         )
     except TrainingDiverged:
         # Nothing to resume (a rerun must change its settings, and claim_run_dir would refuse
