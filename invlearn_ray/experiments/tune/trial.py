@@ -33,7 +33,10 @@ from invlearn_ray.distributed.train_loop import build_torch_trainer, run_summary
 from invlearn_ray.experiments.spaces import StudySpace
 from invlearn_ray.training.config import TrainConfig
 from invlearn_ray.training.run_folder import read_metrics, write_run_outputs
-from invlearn_ray.training.trainer import EpochSink, Trainer
+from invlearn_ray.training.trainer import EpochSink, Trainer, TrainingDiverged
+
+DIVERGED_FILE = "diverged.txt"
+"""In a trial's folder: the one-line reason it diverged (a restarted trial fails with it)."""
 
 
 @dataclass(frozen=True)
@@ -61,10 +64,27 @@ class TrialContext:
 
 
 def run_trial(params: dict[str, Any], context: TrialContext) -> None:
-    """Tune's trainable: train the configuration ``params`` draws, reporting every epoch."""
+    """Tune's trainable: train the configuration ``params`` draws, reporting every epoch.
+
+    A trial that diverged fails again at once when Tune restarts it (``trial_retries`` are for
+    lost processes and nodes): divergence is a property of its configuration, and the retries
+    would repeat the same epochs to the same end.
+    """
     config = context.space.trial_config(params)
     torch.set_num_threads(context.torch_threads)
     outputs = context.trial_outputs(tune.get_context().get_trial_id())
+    diverged = outputs / DIVERGED_FILE
+    if diverged.is_file():
+        raise TrainingDiverged(diverged.read_text())
+    try:
+        _train_trial(config, context, outputs)
+    except TrainingDiverged as error:
+        outputs.mkdir(parents=True, exist_ok=True)
+        diverged.write_text(str(error))
+        raise
+
+
+def _train_trial(config: TrainConfig, context: TrialContext, outputs: Path) -> None:
     if context.workers > 0:
         _trial_on_ray_train(config, context, outputs)
         return
