@@ -128,18 +128,16 @@ class ShardedRows(TouchedRows):
         self.rows = rows
 
     def gather(self, values: dict[str, Gradient]) -> dict[str, Tensor]:
-        compact: dict[str, Tensor] = {}
-        for name, value in values.items():
-            kind = self.table_index.get(name)
-            if kind is None:
-                compact[name] = value
-            elif isinstance(value, RowGradient):
-                compact[name] = value.at(self.unique[kind])
-            elif isinstance(value, DTensor):
-                compact[name] = self.rows[name]
-            else:
+        """A sharded table (a DTensor) reads its rows looked up at the union; anything else
+        as :meth:`TouchedRows.gather` reads it."""
+        sharded = {name: value for name, value in values.items() if isinstance(value, DTensor)}
+        plain = {name: value for name, value in values.items() if name not in sharded}
+        for name, value in plain.items():
+            if name in self.table_index and not isinstance(value, RowGradient):
                 raise TypeError(f"{name}: a sharded table is read as a DTensor or row gradient")
-        return compact
+        compact = super().gather(plain)
+        compact.update({name: self.rows[name] for name in sharded})
+        return {name: compact[name] for name in values}
 
 
 class ShardedMean:
