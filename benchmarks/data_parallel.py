@@ -535,6 +535,18 @@ def past_one_worker(items: int, worker_gb: float, steps: int, batch: int) -> Non
         )
 
 
+def ig_config(args: argparse.Namespace, optimizer: str) -> dict[str, Any]:
+    """The IG configuration every mode of this benchmark times."""
+    return TrainConfig(
+        method="ig",
+        backbone=args.backbone,
+        epochs=args.epochs,
+        embedding_optimizer=optimizer,
+        batch_size=args.batch_size,
+        test_batch_size=args.batch_size,
+    ).to_dict()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -597,14 +609,7 @@ def main(argv: list[str] | None = None) -> None:
         for rows in sizes:
             dataset = built_dataset(rows, args.data_dir)
             for optimizer in args.optimizers:
-                train = TrainConfig(
-                    method="ig",
-                    backbone=args.backbone,
-                    epochs=args.epochs,
-                    embedding_optimizer=optimizer,
-                    batch_size=args.batch_size,
-                    test_batch_size=args.batch_size,
-                ).to_dict()
+                train = ig_config(args, optimizer)
                 print(f"\n{rows:,} rows, {args.backbone} IG, batch {args.batch_size}")
                 interleaved(dataset, train, args.epochs)
         return
@@ -619,14 +624,7 @@ def main(argv: list[str] | None = None) -> None:
         with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as child:
             dataset = child.submit(built_dataset, rows, args.data_dir).result()
         for optimizer in args.optimizers:
-            train = TrainConfig(
-                method="ig",
-                backbone=args.backbone,
-                epochs=args.epochs,
-                embedding_optimizer=optimizer,
-                batch_size=args.batch_size,
-                test_batch_size=args.batch_size,
-            ).to_dict()
+            train = ig_config(args, optimizer)
             runs: dict[str, dict[str, Any]] = {}
             with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as child:
                 runs["1 process"] = child.submit(
