@@ -246,12 +246,6 @@ def main(argv: list[str] | None = None) -> int:
     ensure_ray(args.address, args.num_cpus, verbosity, args.object_store_gb)
     # Datasets and runs are written by whichever node builds or trains them.
     check_reachable_from_workers(args.storage or str(args.out), "--storage")
-    if profile.tune is not None:
-        check_reachable_from_workers(
-            str(args.out),
-            hint="Tuning studies keep their trials' folders under --out, so tuned profiles run "
-            "on one node for now (no --address).",
-        )
     try:
         result = run_benchmark(
             profile,

@@ -14,8 +14,10 @@ Examples::
 (Ray Data) under ``<out>/datasets``. Interrupt with Ctrl-C and run the same command again to
 resume: finished trials are kept. Outputs under ``--out`` (default ``outputs/studies/<name>``):
 ``best.json`` (the best configuration and its test metrics), ``trials.csv``, ``search.png``
-(the search, and each parameter against the score), the final run's model, and the MLflow
-store. All logic lives in ``invlearn_ray.experiments.tune``.
+(the search, and each parameter against the score) and the MLflow store stay there; the
+dataset built by the command, Tune's experiment, the trials' folders and the final run go to
+``--storage`` (default ``--out``), which on a cluster of several nodes must be a location every
+node reaches (``s3://bucket/study``). All logic lives in ``invlearn_ray.experiments.tune``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import json
 import sys
 from pathlib import Path
 
+from invlearn_ray import storage
 from invlearn_ray.cli import (
     VERBOSE,
     ArgumentParser,
@@ -105,6 +108,12 @@ def make_parser() -> ArgumentParser:
 
     output = parser.add_argument_group("output and execution")
     output.add_argument("--out", type=Path, help="study folder (default outputs/studies/<name>)")
+    output.add_argument(
+        "--storage",
+        help="where a built dataset, Tune's experiment, trial folders and the final run go "
+        "(default: --out); on a cluster of several nodes a location every node reaches, e.g. "
+        "s3://bucket/study",
+    )
     output.add_argument("--experiment", help="MLflow experiment (default: the study's name)")
     output.add_argument(
         "--no-final", action="store_true", help="skip the final run (no test scoring)"
@@ -163,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                 "dataset": args.dataset,
                 "budget": {**vars(budget), "search_algorithm": budget.search_algorithm},
                 "out": str(out),
+                "storage": args.storage or str(out),
                 "final_run": not args.no_final,
             },
             indent=2,
@@ -173,13 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     from invlearn_ray.distributed.session import check_reachable_from_workers, ensure_ray
 
     ensure_ray(args.address, args.num_cpus, verbosity, args.object_store_gb)
-    # Runs and trials write their folders under --out from whichever node runs them.
-    check_reachable_from_workers(
-        str(args.out),
-        hint="This command keeps its runs under a local --out, so it runs on one node for now "
-        "(no --address); single runs train on many nodes with train.py --out s3://...",
-    )
-    dataset_path = ensure_dataset(dataset, out / "datasets")
+    # Trials and the final run write their folders from whichever node runs them.
+    shared = args.storage or str(out)
+    check_reachable_from_workers(shared, "--storage")
+    dataset_path = ensure_dataset(dataset, storage.join(shared, "datasets"))
     result = run_study(
         space,
         dataset_path,
@@ -189,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         tracker=Tracker(args.experiment or args.name, out),
         score_best=not args.no_final,
         verbose=1 if verbosity == VERBOSE else 0,
+        storage_location=args.storage,
     )
     finished = sum(trial["status"] == "TERMINATED" for trial in result.trials)
     print(f"trials: {finished} finished, {result.failed_trials} failed -> {out / TRIALS_FILE}")

@@ -32,9 +32,16 @@ class CheckpointMismatchError(RuntimeError):
     """A checkpoint was written by another configuration or worker count."""
 
 
+EPOCHS_DONE = "epochs_done"
+"""In every report: epochs finished (``epoch + 1``), ASHA's clock. Not Tune's
+``training_iteration``, which counts reports: after a lost node Tune can resume a trial from
+the checkpoint before its last report and count that epoch twice."""
+
+
 def epoch_metrics(record: EpochRecord, trainer: Trainer) -> dict[str, float]:
-    """One epoch's report: ``EpochRecord.flat()`` (``valid/gauc``, ...) and the kept epoch."""
-    return {**record.flat(), "best_epoch": trainer.best_epoch}
+    """One epoch's report: ``EpochRecord.flat()`` (``valid/gauc``, ...), the kept epoch and
+    the epochs done."""
+    return {**record.flat(), "best_epoch": trainer.best_epoch, EPOCHS_DONE: record.epoch + 1}
 
 
 class CheckpointSink(EpochSink):

@@ -115,7 +115,7 @@ class DatasetSpec:
             DataError: a missing or changed dataset folder, or missing source files.
         """
         if self.source == "path":
-            dd.verified_manifest(Path(self.path))
+            dd.verified_manifest(self.path)
         else:
             self.build_config()
 
@@ -125,22 +125,22 @@ class DatasetSpec:
 
 def parse_dataset(text: str) -> DatasetSpec:
     """``synthetic``, ``synthetic:tiny``, ``ml100k``, ``ml100k:/path/to/split`` or a built
-    dataset folder.
+    dataset's location (a folder or an object-store URI).
 
     Raises:
-        DatasetChoiceError: an unknown name, or a path that holds no built dataset.
+        DatasetChoiceError: an unknown name, or a location that holds no built dataset.
     """
     kind, _, argument = text.partition(":")
     if kind == "synthetic":
         return DatasetSpec("synthetic", preset=argument or "default")
     if kind == "ml100k":
         return DatasetSpec("ml100k", path=argument or None)
-    path = Path(text)
-    if (path / dd.MANIFEST_FILE).is_file():
-        return DatasetSpec("path", path=str(path.resolve()))
+    location = storage.absolute(text)
+    if storage.is_file(storage.join(location, dd.MANIFEST_FILE)):
+        return DatasetSpec("path", path=location)
     raise DatasetChoiceError(
         f"dataset {text!r}: not 'synthetic[:preset]', 'ml100k[:split folder]' or a built "
-        f"dataset folder (no {dd.MANIFEST_FILE} at {path.resolve()}); build one with "
+        f"dataset folder (no {dd.MANIFEST_FILE} at {location}); build one with "
         "pipelines/build_data.py"
     )
 

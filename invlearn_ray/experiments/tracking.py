@@ -23,11 +23,13 @@ from __future__ import annotations
 import math
 import os
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from invlearn_ray import storage
 from invlearn_ray.training.config import TrainConfig
 
 TRACKING_DB = "mlflow.db"
@@ -253,14 +255,24 @@ class Tracker:
             self.client.log_batch(run_id, metrics=chunk)
 
     def log_artifacts(
-        self, run_id: str, path: str | Path, artifact_path: str | None = None
+        self, run_id: str, path: storage.Location, artifact_path: str | None = None
     ) -> None:
-        """Copy a file or a folder into the run's artifacts (under ``artifact_path``).
+        """Copy a file or a folder — local, or in an object store — into the run's artifacts
+        (under ``artifact_path``); a location that does not exist is skipped.
 
         A folder keeps its name (``model/...``): MLflow itself would spill its contents into
         the artifact root.
         """
-        path = Path(path)
+        if not storage.is_local(path):
+            with tempfile.TemporaryDirectory(prefix="invlearn-artifact-") as folder:
+                local = Path(folder, storage.name(path))
+                if storage.is_dir(path):
+                    storage.copy_tree(path, local)
+                elif storage.is_file(path):
+                    storage.write_bytes(local, storage.read_bytes(path))
+                self.log_artifacts(run_id, local, artifact_path)
+            return
+        path = Path(storage.absolute(path))
         if path.is_dir():
             target = path.name if artifact_path is None else f"{artifact_path}/{path.name}"
             self.client.log_artifacts(run_id, str(path), target)

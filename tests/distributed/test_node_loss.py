@@ -1,12 +1,15 @@
-"""A data-parallel run survives losing a worker node: its group restarts on the nodes left,
-from the last checkpoint in the object store, and ends as an undisturbed run does.
+"""Runs and studies survive losing a worker node: a data-parallel run's group, or a study's
+trial, restarts on the nodes left from its last checkpoint in the object store, and ends as
+an undisturbed one does.
 
 The cluster is emulated (``tests/support/multinode.py``): a head without CPUs and three one-CPU
-worker nodes sharing no disk, so the checkpoints a restarted group reads must come from S3.
+worker nodes sharing no disk, so the checkpoints a restarted group or trial reads must come
+from S3. Both tests share the cluster (its start costs 20-60 s here).
 """
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import signal
@@ -62,9 +65,12 @@ def parent(pid: int) -> int:
         return 0
 
 
-def train_worker_nodes(nodes: dict[int, int]) -> list[int]:
-    """The worker nodes (``pid -> index`` of their ``ray start`` process) that run a Ray Train
-    worker now, found by walking each train worker's parents up to its node."""
+def train_worker_nodes(
+    nodes: dict[int, int], process_title: bytes = b"RayTrainWorker"
+) -> list[int]:
+    """The worker nodes (``pid -> index`` of their ``ray start`` process) that run a process
+    titled ``process_title`` now (a Ray Train worker, a Tune trial), found by walking each such
+    process's parents up to its node."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -73,7 +79,7 @@ def train_worker_nodes(nodes: dict[int, int]) -> list[int]:
             command = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if b"RayTrainWorker" not in command:
+        if process_title not in command:
             continue
         pid = int(entry.name)
         while pid > 1 and pid not in nodes:
@@ -95,7 +101,7 @@ def wait_for_checkpoint(run_storage: str, process: subprocess.Popen, timeout: fl
     raise AssertionError(f"no checkpoint under {run_storage} within {timeout} s")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def three_node_cluster(s3_server):
     reason = skip_reason()
     if reason:
@@ -163,3 +169,93 @@ def test_a_run_losing_a_worker_node_resumes_on_the_others_and_ends_as_an_undistu
         f"{recovered_seconds:.1f} s from the node loss to the published run "
         f"(resumed at epoch {lossy_metrics['resumed_from_epoch']})"
     )
+
+
+STUDY_EPOCHS = 6
+STUDY = [
+    "--space", str(REPO_ROOT / "tune_spaces" / "none.yaml"), "--trials", "2",
+    "--concurrency", "2", "--search", "random", "--grace-period", str(STUDY_EPOCHS), "--no-final",
+    "--set", "backbone=gmf", "--set", f"epochs={STUDY_EPOCHS}", "--set", "patience=100",
+    "--set", "batch_size=16", "--set", "embedding_dim=8",
+]  # fmt: skip
+"""Two trials at once on two of the three nodes; every trial runs all its epochs (the grace
+period covers them: no scheduler decision depends on timing) in small batches, so a trial
+is still running when the first checkpoint appears."""
+
+
+def study_command(dataset: str, out: Path, study_storage: str, address: str) -> list[str]:
+    script = str(REPO_ROOT / "pipelines" / "tune.py")
+    return [
+        sys.executable, script, "--dataset", dataset, "--out", str(out),
+        "--storage", study_storage, "--address", address, *STUDY,
+    ]  # fmt: skip
+
+
+def trial_scores(study_dir: Path) -> dict[tuple[str, ...], tuple[str, str, str]]:
+    """Each trial's (status, best validation score, epochs reported), by its parameters."""
+    with (study_dir / "trials.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    searched = ("lr", "weight_decay", "init_scale")
+    return {
+        tuple(row[key] for key in searched): (
+            row["status"],
+            row["best_valid"],
+            row["epochs_reported"],
+        )
+        for row in rows
+    }
+
+
+@pytest.mark.timeout(900)
+def test_a_study_losing_a_node_mid_trial_restarts_it_elsewhere_and_ends_as_an_undisturbed_one(
+    three_node_cluster, s3_env, tmp_path
+):
+    cluster = three_node_cluster
+    bucket = s3_env.create_bucket(f"study-{uuid.uuid4().hex[:8]}")
+    dataset = storage.join(bucket, "tiny")
+    source = SourceSpec.from_synthetic(SyntheticConfig.preset("tiny"))
+    build_dataset_in_memory(BuildConfig(source=source, split=SplitOptions(seed=0)), dataset)
+    env = {**cluster.env, "PYTHONPATH": str(REPO_ROOT)}
+    env.pop("MLFLOW_TRACKING_URI", None)  # each study's own store, under its --out
+
+    calm_storage = storage.join(bucket, "calm")
+    calm = subprocess.run(
+        study_command(dataset, tmp_path / "calm", calm_storage, cluster.address),
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert calm.returncode == 0, calm.stderr[-3000:]
+
+    lossy_storage = storage.join(bucket, "lossy")
+    lossy = subprocess.Popen(
+        study_command(dataset, tmp_path / "lossy", lossy_storage, cluster.address),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for_checkpoint(storage.join(lossy_storage, "tune"), lossy, timeout=300)
+    nodes = {process.pid: index for index, process in enumerate(cluster.processes[1:])}
+    # A function trainable runs in Tune's actor class ImplicitFunc ("ray::ImplicitFunc.train").
+    hosting = train_worker_nodes(nodes, b"ray::ImplicitFunc")
+    assert hosting, "no running trial found on a worker node"
+    os.killpg(cluster.processes[1 + hosting[0]].pid, signal.SIGKILL)
+    try:
+        out, err = lossy.communicate(timeout=RECOVERY_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        lossy.kill()
+        out, err = lossy.communicate()
+        raise AssertionError(f"no recovery in {RECOVERY_TIMEOUT_S} s:\n{err[-6000:]}") from None
+    assert lossy.returncode == 0, err[-3000:]
+
+    calm_trials, lossy_trials = trial_scores(tmp_path / "calm"), trial_scores(tmp_path / "lossy")
+    assert len(calm_trials) == 2
+    assert all(status == "TERMINATED" for status, _, _ in calm_trials.values())
+    # Same draws, same scores, every epoch reported once.
+    assert lossy_trials == calm_trials, f"{lossy_trials} != {calm_trials}\n{err[-4000:]}"
+    outputs = storage.join(lossy_storage, "trial_outputs")
+    trials = {name.split("/")[0] for name in storage.list_files(outputs, recursive=True)}
+    assert len(trials) == 2
+    resumed = [read_metrics(storage.join(outputs, trial))["resumed_from_epoch"] for trial in trials]
+    assert any(epoch is not None for epoch in resumed), f"no trial resumed:\n{err[-5000:]}"

@@ -144,6 +144,7 @@ def running_cluster(root: Path, env: dict[str, str], workers: int = WORKERS) -> 
     try:
         cluster.processes.append(_start(head, node_env, root / "head.log"))
         logs.append(root / "head.log")
+        _wait_for_nodes(cluster, 1, logs, with_cpus=False)
         for index in range(workers):
             node_tmp = root / f"worker{index}"
             node_tmp.mkdir()
@@ -170,7 +171,7 @@ def running_cluster(root: Path, env: dict[str, str], workers: int = WORKERS) -> 
             log = root / f"worker{index}.log"
             cluster.processes.append(_start(command, node_env, log))
             logs.append(log)
-        _wait_for_workers(cluster, workers, logs)
+        _wait_for_nodes(cluster, workers, logs)
         yield cluster
     finally:
         for process in reversed(cluster.processes):
@@ -184,8 +185,9 @@ def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pop
         )
 
 
-def _alive_workers(address: str) -> int:
-    """Alive nodes with CPUs, as the GCS sees them (-1 while it does not answer)."""
+def _alive_nodes(address: str, with_cpus: bool) -> int:
+    """Alive nodes (only those with CPUs: ``with_cpus``), as the GCS sees them (-1 while it
+    does not answer)."""
     from ray._raylet import GcsClient
 
     try:
@@ -195,22 +197,26 @@ def _alive_workers(address: str) -> int:
     return sum(
         1
         for info in nodes.values()
-        if info.state == _ALIVE and info.resources_total.get("CPU", 0) > 0
+        if info.state == _ALIVE and (not with_cpus or info.resources_total.get("CPU", 0) > 0)
     )
 
 
-def _wait_for_workers(cluster: Cluster, workers: int, logs: list[Path]) -> None:
+def _wait_for_nodes(cluster: Cluster, count: int, logs: list[Path], with_cpus: bool = True) -> None:
+    """Wait until ``count`` nodes are alive; the head is waited for before any worker starts,
+    since a worker that asks a loaded GCS too early gives up ("No node info found for head
+    node in GCS")."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         exited = [p.args for p in cluster.processes if p.poll() is not None]
         if exited:
             break
-        if _alive_workers(cluster.address) >= workers:
+        if _alive_nodes(cluster.address, with_cpus) >= count:
             return
         time.sleep(1)
     tails = "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-1500:]}" for log in logs)
+    what = "alive workers" if with_cpus else "alive nodes"
     raise RuntimeError(
-        f"the emulated cluster did not get {workers} alive workers within {START_TIMEOUT_S} s; "
+        f"the emulated cluster did not get {count} {what} within {START_TIMEOUT_S} s; "
         f"node logs:\n{tails}"
     )
 

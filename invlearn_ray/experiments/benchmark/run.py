@@ -152,6 +152,7 @@ def run_benchmark(
                 spaces_dir,
                 tune_verbose,
                 left_out,
+                shared if shared_storage else None,
             )
         tuned_configs = {cell: t.config for cell, t in tuned.items()} if profile.tune else None
         configs = resolve_cell_configs(profile, datasets, given, overrides, tuned_configs, left_out)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from invlearn_ray import storage
 from invlearn_ray.data.manifest import Manifest
 from invlearn_ray.experiments.benchmark.entries import BEST_EXPLICIT, ENTRY_SPACES
 from invlearn_ray.experiments.benchmark.errors import BenchmarkInterrupted
@@ -59,7 +60,7 @@ def study_pins(
     backbone: str,
     space: StudySpace,
     given: Mapping[str, Any],
-    dataset_path: Path,
+    dataset_path: storage.Location,
 ) -> dict[str, Any]:
     """The fields a row's study fixes: profile settings the space does not search, given
     settings (even searched ones: the user narrowed the study on purpose), the row itself.
@@ -84,17 +85,19 @@ def study_pins(
 def tune_cell(
     profile: Profile,
     cell: Cell,
-    dataset_path: Path,
+    dataset_path: storage.Location,
     chosen: Mapping[str, Any],
     out: Path,
     experiment: str,
     spaces_dir: Path,
     tune_verbose: int = 0,
+    shared: storage.Location | None = None,
 ) -> TunedCell:
     """Run (or reuse) the study of one cell (fields pinned by :func:`study_pins`); returns its
     best configuration and the fields it left at a range's end (logged as a warning).
     ``tune_verbose`` is Ray Tune's own console output (0: none; the study logs one line per
-    trial instead).
+    trial instead). The study's folder is ``out/studies/<dataset>/<backbone>/<entry>``; what its
+    trials write goes to the same path under ``shared`` (default ``out``).
 
     Raises:
         BenchmarkInterrupted: the study was interrupted; the same command resumes it.
@@ -103,6 +106,9 @@ def tune_cell(
     space = load_space(spaces_dir / ENTRY_SPACES[entry])
     space = space.pinned(**study_pins(profile, entry, backbone, space, chosen, dataset_path))
     study_dir = out / "studies" / dataset_name / backbone / entry
+    study_storage = (
+        storage.join(shared, "studies", dataset_name, backbone, entry) if shared else None
+    )
     logger.info(
         f"tuning {dataset_name}/{backbone}/{entry}: {profile.tune.trials} trials -> {study_dir}"
     )
@@ -115,6 +121,7 @@ def tune_cell(
         tracker=Tracker(f"{experiment} study {dataset_name} {backbone} {entry}", out),
         score_best=False,
         verbose=tune_verbose,
+        storage_location=study_storage,
     )
     if not result.complete:
         raise BenchmarkInterrupted(
@@ -136,7 +143,7 @@ def tune_cell(
 
 def tune_cells(
     profile: Profile,
-    datasets: Mapping[str, Path],
+    datasets: Mapping[str, storage.Location],
     given: GivenConfigs,
     overrides: Mapping[str, Any],
     out: Path,
@@ -144,12 +151,14 @@ def tune_cells(
     spaces_dir: Path,
     tune_verbose: int = 0,
     left_out: Collection[Cell] = (),
+    shared: storage.Location | None = None,
 ) -> dict[Cell, TunedCell]:
     """The tuned configuration of every cell of ``profile`` on ``datasets`` (name → folder)
     but the ``left_out`` ones, each study pinned to what the user chose for its cell.
 
     Popularity rows are tuned first: a row whose backbone can start from the popularity
     scorer (``bias_init``) starts from the *tuned* one of its dataset (:func:`popularity_start`).
+    The studies' own files stay in ``out``; their trials write to ``shared`` (default ``out``).
     """
     cells = [cell for cell in grid_cells(profile, datasets) if cell not in left_out]
     tuned: dict[Cell, TunedCell] = {}
@@ -164,6 +173,7 @@ def tune_cells(
             experiment,
             spaces_dir,
             tune_verbose,
+            shared,
         )
     return {cell: tuned[cell] for cell in cells}
 

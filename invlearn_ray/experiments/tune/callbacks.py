@@ -9,6 +9,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from invlearn_ray import storage
 from invlearn_ray.experiments.tracking import Tracker, config_params, run_tags
 from invlearn_ray.experiments.tune.trial import TrialContext
 from invlearn_ray.training.run_folder import DIRECTION_LOG_FILE, METRICS_FILE, MODEL_DIR
@@ -42,6 +43,7 @@ class MlflowTrialCallback(Callback):
         self.dataset_name = dataset_name
         self.study = study
         self._runs: dict[str, str] = {}
+        self._logged_epoch: dict[str, int] = {}
 
     def _run_id(self, trial) -> str:
         if trial.trial_id in self._runs:
@@ -68,14 +70,16 @@ class MlflowTrialCallback(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         metrics = epoch_metrics(result)
-        if "epoch" in metrics:
+        # An epoch reported again after a lost node (see study.unique_epochs) is logged once.
+        if "epoch" in metrics and metrics["epoch"] > self._logged_epoch.get(trial.trial_id, -1):
             self.tracker.log_history(self._run_id(trial), [metrics])
+            self._logged_epoch[trial.trial_id] = metrics["epoch"]
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         run_id = self._run_id(trial)
         outputs = self.context.trial_outputs(trial.trial_id)
         for name in (MODEL_DIR, DIRECTION_LOG_FILE, METRICS_FILE):
-            self.tracker.log_artifacts(run_id, outputs / name)
+            self.tracker.log_artifacts(run_id, storage.join(outputs, name))
         last = trial.last_result or {}
         epochs = int(last.get("epoch", -1)) + 1
         self.tracker.set_tags(
@@ -83,7 +87,7 @@ class MlflowTrialCallback(Callback):
             {
                 "epochs_run": epochs,
                 # ASHA's early stop ends a trial before the trainer's own stopping rule did.
-                "stopped_by_scheduler": not outputs.joinpath(MODEL_DIR).is_dir(),
+                "stopped_by_scheduler": not storage.is_dir(storage.join(outputs, MODEL_DIR)),
             },
         )
         self.tracker.end_run(run_id, "FINISHED")

@@ -17,6 +17,13 @@ continues from its saved state (TPE keeps what earlier trials taught it). A stud
 remembers what it is (``study.json``); resuming it with another space, dataset or budget is an
 error, not a silent mix.
 
+Where things go: the driver keeps the study's own files (``study.json``, ``trials.csv``,
+``best.json``, ``search.png``, the MLflow store) in ``output_dir``; what trials and the final
+run write — Tune's experiment and checkpoints, each trial's folder, the final run — goes to
+``storage`` (default ``output_dir``). On a cluster of several nodes ``storage`` must be a
+location every node reaches (``s3://…``): a trial runs, and is restarted after a lost node,
+on whichever node has room.
+
 MLflow: one experiment per study; ``MlflowTrialCallback`` (in the driver) gives every trial a
 run with its full config as params, per-epoch metrics, tags and its outputs as artifacts; the
 final run is logged with ``role=final`` and its test metrics; a finished study gets a run of its
@@ -43,7 +50,9 @@ from ray.exceptions import RayTaskError
 from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+from invlearn_ray import storage
 from invlearn_ray.data import dataset_dir as dd
+from invlearn_ray.distributed.reporting import EPOCHS_DONE
 from invlearn_ray.errors import UserError
 from invlearn_ray.experiments.runs import RunSpec, error_line, execute_runs
 from invlearn_ray.experiments.spaces import StudySpace
@@ -98,7 +107,7 @@ def _new_tuner(
     space: StudySpace,
     budget: StudyBudget,
     trainable,
-    experiment_dir: Path,
+    tune_root: str,
     callbacks: Sequence[Callback],
     verbose: int,
     seed: int,
@@ -106,7 +115,7 @@ def _new_tuner(
     epochs = space.trial_config({}).epochs
     if budget.grace_period < epochs:
         scheduler = ASHAScheduler(
-            time_attr="training_iteration",
+            time_attr=EPOCHS_DONE,  # not training_iteration: see EPOCHS_DONE
             # One past the last epoch: at max_t ASHA stops a trial itself, which would cut off
             # the trial's final step (writing its selected model) right after its last report.
             # Trials end by returning; ASHA only stops them at the rungs below.
@@ -133,7 +142,7 @@ def _new_tuner(
         ),
         run_config=tune.RunConfig(
             name=EXPERIMENT,
-            storage_path=str(experiment_dir.parent),
+            storage_path=tune_root,
             callbacks=list(callbacks),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=budget.trial_retries),
@@ -154,14 +163,15 @@ def run_study(
     callbacks: Sequence[Callback] = (),
     verbose: int = 0,
     test_switches: dict[str, Any] | None = None,
+    storage_location: storage.Location | None = None,
 ) -> StudyResult:
     """Run (or resume) a study; see the module docstring.
 
     Args:
         space: what to search (pin fields with :meth:`StudySpace.pinned` first).
-        dataset: a built dataset folder.
+        dataset: a built dataset's location (a folder or an object-store URI).
         budget: trials, concurrency and resources.
-        output_dir: the study's folder (created; an existing one is resumed).
+        output_dir: the study's folder on the driver (created; an existing one is resumed).
         name: the study's name (default: the space's); MLflow runs are tagged with it.
         tracker: the MLflow experiment (default: one named after the study, default store).
         score_best: train the best configuration once more and score it on test.
@@ -169,6 +179,8 @@ def run_study(
             restore).
         verbose: Ray Tune's own console output: 0 none (the study logs one INFO line per
             ended trial instead), 1 Tune's status tables, 2 every result.
+        storage_location: where Tune's experiment, the trials' folders and the final run go
+            (default ``output_dir``); a URI every node reaches on a multi-node cluster.
 
     Returns:
         The study's result; ``complete`` is False when it was interrupted (call again to
@@ -178,20 +190,25 @@ def run_study(
         StudyMismatchError: ``output_dir`` holds a different study.
         StudyFailedError: every trial failed.
     """
-    dataset = Path(dataset).resolve()
+    dataset = storage.absolute(dataset)
     manifest = dd.verified_manifest(dataset)  # here, not in every trial
     study_dir = Path(output_dir).resolve()
+    shared = storage.absolute(storage_location) if storage_location else str(study_dir)
     name = name or space.name
-    claim_study_dir(study_dir, study_identity(space, dataset, budget))
+    identity = study_identity(space, dataset, budget)
+    if shared != str(study_dir):
+        identity["storage"] = shared  # its Tune state lives there: another storage, another study
+    claim_study_dir(study_dir, identity)
     tracker = tracker or Tracker(name, study_dir)
-    experiment_dir = study_dir / TUNE_DIR / EXPERIMENT
+    tune_root = storage.join(shared, TUNE_DIR)
+    experiment_dir = storage.join(tune_root, EXPERIMENT)
     seed = study_seed(space, manifest.name, manifest.label_fraction, budget.search_seed)
     logger.info(f"{name}: {budget.search_algorithm} search, seed {seed}")
-    resuming = tune.Tuner.can_restore(str(experiment_dir))
+    resuming = tune.Tuner.can_restore(experiment_dir)
     context = TrialContext(
         space=space,
-        dataset=str(dataset),
-        outputs_root=str(study_dir / TRIAL_OUTPUTS),
+        dataset=dataset,
+        outputs_root=storage.join(shared, TRIAL_OUTPUTS),
         workers=budget.workers,
         cpus_per_worker=budget.cpus_per_worker,
         torch_threads=max(1, math.floor(budget.cpus_per_trial)) if budget.workers == 0 else 1,
@@ -207,15 +224,13 @@ def run_study(
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if resuming:
         # Restoring brings back the callbacks and run config saved with the experiment.
-        tuner = tune.Tuner.restore(str(experiment_dir), trainable, resume_unfinished=True)
+        tuner = tune.Tuner.restore(experiment_dir, trainable, resume_unfinished=True)
     else:
         ours = [
             MlflowTrialCallback(tracker, context, manifest.name, name),
             TrialProgressCallback(name, space.metric, space.mode, budget.trials),
         ]
-        tuner = _new_tuner(
-            space, budget, trainable, experiment_dir, [*ours, *callbacks], verbose, seed
-        )
+        tuner = _new_tuner(space, budget, trainable, tune_root, [*ours, *callbacks], verbose, seed)
     with tune_console(verbose):
         results = tuner.fit()
     # Which trials ended is read from the state Tune saved: in fit()'s own results, trials
@@ -262,10 +277,10 @@ def run_study(
     if score_best:
         spec = RunSpec(
             key=f"{name}/final",
-            dataset=str(dataset),
+            dataset=dataset,
             dataset_name=manifest.name,
             config=config,
-            output_dir=str(study_dir / FINAL_DIR),
+            output_dir=storage.join(shared, FINAL_DIR),
             tags={"study": name, "best_trial_id": best["trial_id"]},
         )
         (result.final,) = execute_runs(
@@ -312,10 +327,10 @@ def log_study_run(
     return run_id
 
 
-def saved_results(experiment_dir: Path) -> tune.ResultGrid:
+def saved_results(experiment_dir: str) -> tune.ResultGrid:
     """The results of the experiment as Tune saved it (read back by a restore, which needs a
     trainable but runs nothing)."""
-    return tune.Tuner.restore(str(experiment_dir), run_trial).get_results()
+    return tune.Tuner.restore(experiment_dir, run_trial).get_results()
 
 
 def summarize_trials(
@@ -339,9 +354,7 @@ def summarize_trials(
 def summarize_trial(result: tune.Result, metric: str, ended: bool = False) -> dict[str, Any]:
     """One trial's summary (see :func:`summarize_trials`) from its Tune ``Result``; ``ended``
     says the trial is known to have ended (a trial with an error always has)."""
-    reports = result.metrics_dataframe
-    if reports is None:
-        reports = pd.DataFrame()
+    reports = unique_epochs(result.metrics_dataframe)
     scores = pd.to_numeric(reports.get(metric, pd.Series(dtype=float)), errors="coerce")
     scores = scores[np.isfinite(scores)]
     best = reports.loc[scores.idxmax()] if len(scores) else None
@@ -367,6 +380,18 @@ def summarize_trial(result: tune.Result, metric: str, ended: bool = False) -> di
         "started": started,
         "error": trial_error(result.error) if result.error is not None else None,
     }
+
+
+def unique_epochs(reports: pd.DataFrame | None) -> pd.DataFrame:
+    """A trial's reports, one per epoch (the last). A trial resumed after a lost node can
+    report an epoch twice: Tune records a report before it fetches the report's checkpoint,
+    and a node lost in between restarts the trial from the checkpoint before (the same epoch
+    again, with the same scores: resuming is exact)."""
+    if reports is None:
+        return pd.DataFrame()
+    if "epoch" not in reports:
+        return reports
+    return reports.drop_duplicates(subset="epoch", keep="last").reset_index(drop=True)
 
 
 def trial_error(error: BaseException) -> str:

@@ -11,6 +11,10 @@
     <study_dir>/best.json       the best configuration, its trial, and its test metrics
     <study_dir>/search.png      the search: best-so-far score by trial, each parameter's scores
     <study_dir>/final/          the final run's model, metrics and direction log
+
+``tune/``, ``trial_outputs/`` and ``final/`` are written by trials and runs on any node: they
+live in the study's *storage* (:func:`~invlearn_ray.experiments.tune.study.run_study`'s
+``storage_location``, default the study folder itself), the rest on the driver.
 """
 
 from __future__ import annotations
@@ -67,9 +71,9 @@ class StudyResult:
         return self.final.test if self.final is not None and self.final.ok else {}
 
 
-def study_identity(space: StudySpace, dataset: Path, budget: StudyBudget) -> dict[str, Any]:
+def study_identity(space: StudySpace, dataset: str, budget: StudyBudget) -> dict[str, Any]:
     """What makes two runs of a study the same study (stored in ``study.json``)."""
-    return {"space": space.to_dict(), "dataset": str(dataset), "budget": asdict(budget)}
+    return {"space": space.to_dict(), "dataset": dataset, "budget": asdict(budget)}
 
 
 def claim_study_dir(study_dir: Path, identity: dict[str, Any]) -> None:

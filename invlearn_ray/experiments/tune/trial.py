@@ -12,27 +12,33 @@ every epoch, through the same loop as any run (:meth:`Trainer.fit`):
   Tune-over-Train pattern of ray_notes.md). The trial process itself holds only
   ``driver_cpus``; the workers reserve their own CPUs.
 
-A finished trial writes a run folder (:func:`~invlearn_ray.training.run_folder.write_run_outputs`)
-without test scores: a trial is a candidate.
+A finished trial writes a run folder (:func:`~invlearn_ray.training.run_folder.write_run`)
+without test scores: a trial is a candidate. Its folder is a location (an object-store URI on
+a multi-node cluster): the trial writes it from whichever node it ran on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from invlearn_ray import storage
 from invlearn_ray.data.loading import load_dataset
-from invlearn_ray.distributed.reporting import CheckpointSink, FailOnceSink, restore_state
+from invlearn_ray.distributed.reporting import (
+    EPOCHS_DONE,
+    CheckpointSink,
+    FailOnceSink,
+    restore_state,
+)
 from invlearn_ray.distributed.train_loop import build_torch_trainer, run_summary
 from invlearn_ray.experiments.spaces import StudySpace
 from invlearn_ray.training.config import TrainConfig
-from invlearn_ray.training.run_folder import read_metrics, write_run_outputs
+from invlearn_ray.training.run_folder import read_metrics, write_run
 from invlearn_ray.training.trainer import EpochSink, Trainer, TrainingDiverged
 
 DIVERGED_FILE = "diverged.txt"
@@ -57,10 +63,11 @@ class TrialContext:
     """Test-only ``_test_fail_*`` switches of :class:`~invlearn_ray.distributed.reporting.
     FailOnceSink` (``_test_kill``: die by SIGKILL, as under Ray's memory monitor)."""
 
-    def trial_outputs(self, trial_id: str) -> Path:
-        """A trial's own folder. Not Tune's ``get_trial_dir()``: that is a staging folder in
-        Ray's session directory, which Tune does not copy to the study's storage."""
-        return Path(self.outputs_root) / trial_id
+    def trial_outputs(self, trial_id: str) -> str:
+        """A trial's own folder (a location). Not Tune's ``get_trial_dir()``: that is a staging
+        folder in Ray's session directory on the trial's node, which Tune does not copy to the
+        study's storage."""
+        return storage.join(self.outputs_root, trial_id)
 
 
 def run_trial(params: dict[str, Any], context: TrialContext) -> None:
@@ -73,18 +80,17 @@ def run_trial(params: dict[str, Any], context: TrialContext) -> None:
     config = context.space.trial_config(params)
     torch.set_num_threads(context.torch_threads)
     outputs = context.trial_outputs(tune.get_context().get_trial_id())
-    diverged = outputs / DIVERGED_FILE
-    if diverged.is_file():
-        raise TrainingDiverged(diverged.read_text())
+    diverged = storage.join(outputs, DIVERGED_FILE)
+    if storage.is_file(diverged):
+        raise TrainingDiverged(storage.read_text(diverged))
     try:
         _train_trial(config, context, outputs)
     except TrainingDiverged as error:
-        outputs.mkdir(parents=True, exist_ok=True)
-        diverged.write_text(str(error))
+        storage.write_text(diverged, str(error))
         raise
 
 
-def _train_trial(config: TrainConfig, context: TrialContext, outputs: Path) -> None:
+def _train_trial(config: TrainConfig, context: TrialContext, outputs: str) -> None:
     if context.workers > 0:
         _trial_on_ray_train(config, context, outputs)
         return
@@ -94,10 +100,13 @@ def _train_trial(config: TrainConfig, context: TrialContext, outputs: Path) -> N
     if "_test_fail_once_at_epoch" in context.test_switches:
         sink = FailOnceSink(sink, context.test_switches, rank=0)
     result = Trainer(config, data).fit(sink, start, score_test=False)
-    write_run_outputs(result, outputs, context.dataset, data, workers=0)
+    resumed_from_epoch = None if start is None else start["next_epoch"]
+    write_run(
+        result, outputs, context.dataset, data, workers=0, resumed_from_epoch=resumed_from_epoch
+    )
 
 
-def _trial_on_ray_train(config: TrainConfig, context: TrialContext, outputs: Path) -> None:
+def _trial_on_ray_train(config: TrainConfig, context: TrialContext, outputs: str) -> None:
     """The trial as a Ray Train run whose per-epoch reports reach Tune.
 
     Train keeps its checkpoints in the trial's folder, so a resumed trial's Train run restores
@@ -108,9 +117,9 @@ def _trial_on_ray_train(config: TrainConfig, context: TrialContext, outputs: Pat
     """
     trainer = build_torch_trainer(
         context.dataset,
-        {"train": config.to_dict(), "output_dir": str(outputs), "score_test": False},
+        {"train": config.to_dict(), "output_dir": outputs, "score_test": False},
         num_workers=context.workers,
-        storage_path=str(outputs),
+        storage_path=outputs,
         run_name="train",
         cpus_per_worker=context.cpus_per_worker,
         max_failures=0,
@@ -122,7 +131,7 @@ def _trial_on_ray_train(config: TrainConfig, context: TrialContext, outputs: Pat
     summary = read_metrics(outputs)
     missing = missing_reports(summary["history"], reported_before, summary["resumed_from_epoch"])
     for record in missing:
-        tune.report(record)
+        tune.report({**record, EPOCHS_DONE: int(record["epoch"]) + 1})
 
 
 def missing_reports(

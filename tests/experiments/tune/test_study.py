@@ -104,6 +104,20 @@ def test_a_trial_is_summarized_from_its_tune_result_by_its_best_valid_epoch():
     }
 
 
+def test_an_epoch_reported_twice_after_a_lost_node_counts_once():
+    # Tune records a report before fetching its checkpoint; a node lost in between restarts
+    # the trial from the checkpoint before, and the same epoch is reported again.
+    reports = [
+        {"epoch": 0, "valid/gauc": 0.61},
+        {"epoch": 1, "valid/gauc": 0.65},
+        {"epoch": 1, "valid/gauc": 0.65},
+        {"epoch": 2, "valid/gauc": 0.64},
+    ]
+    summary = summarize_trial(_result("a_00003", reports), "valid/gauc")
+    assert summary["epochs_reported"] == 3
+    assert (summary["best_valid"], summary["best_epoch"]) == (0.65, 1)
+
+
 def test_a_failed_trial_names_its_own_exception_and_an_unended_one_is_unfinished():
     cause = ValueError("no rows to train on\nrebuild the dataset")
     wrapped = RayTaskError("run_trial", "Traceback ...", cause).as_instanceof_cause()
