@@ -1,13 +1,20 @@
-"""Top-K recommendations from a saved model, against a brute-force ranking in plain Python."""
+"""Top-K recommendations from a saved model, against a brute-force ranking in plain Python; and
+from a model in an object store (a real S3 server) into it, equal to the local model's."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import torch
 
+from invlearn_ray import storage
 from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
 from invlearn_ray.data.loading import load_dataset
 from invlearn_ray.data.recdata import UserItemIndex
@@ -23,8 +30,10 @@ from invlearn_ray.distributed.recommend import (
 from invlearn_ray.distributed.train import run_training
 from invlearn_ray.models.backbones import build_backbone
 from invlearn_ray.training.config import TrainConfig
+from invlearn_ray.training.run_folder import upload_run
 
 K = 7
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +158,62 @@ def test_ray_data_batch_inference_writes_the_same_rows_as_parquet(
     # Written beside and swapped in whole: no staging or retired folder is left behind.
     assert pq.read_table(out).num_rows == 6
     assert sorted(path.name for path in tmp_path.iterdir()) == ["recommendations"]
+
+
+def load_recommend_cli():
+    path = REPO_ROOT / "pipelines" / "recommend.py"
+    spec = importlib.util.spec_from_file_location("recommend_cli", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def s3_run(s3_env, model_dir) -> str:
+    """The local run, uploaded to S3 as an object-store run is (files, then its commit)."""
+    run = storage.join(s3_env.create_bucket(f"recs-{uuid.uuid4().hex[:8]}"), "run")
+    upload_run(model_dir.parent, run)
+    return run
+
+
+def test_an_object_store_model_outside_a_committed_run_or_a_bad_uri_is_one_line(s3_run, capsys):
+    """Refused before Ray starts: no scoring, nothing written."""
+    cli = load_recommend_cli()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--model", "nosuch://bucket/run"])
+    assert exit_info.value.code == 2
+    assert "--model nosuch://bucket/: not a storage location" in capsys.readouterr().err
+
+    inside = storage.join(s3_run, "recs")
+    assert cli.main(["--model", s3_run, "--out", inside]) == 1
+    assert f"{inside} lies inside the committed run {s3_run}" in capsys.readouterr().err
+
+    storage.delete_file(storage.join(s3_run, storage.COMMIT_FILE))  # as mid-upload
+    assert cli.main(["--model", s3_run, "--out", f"{s3_run}.recs"]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and f"{s3_run}: not a committed folder" in error
+    assert not storage.exists(f"{s3_run}.recs")
+
+
+@pytest.mark.slow
+def test_recommendations_from_s3_into_s3_equal_the_local_models(s3_run, dataset, model_dir):
+    """The command line with its own local Ray: the actors read the model from S3 and write
+    their Parquet files there; the output lands beside the run and is committed last."""
+    script = str(REPO_ROOT / "pipelines" / "recommend.py")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    argv = [sys.executable, script, "--model", s3_run, "--k", str(K), "--num-cpus", "2", "-q"]
+    done = subprocess.run(argv, env=env, cwd=REPO_ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-4000:]
+
+    out = f"{s3_run}.recommendations"
+    committed = storage.read_commit(out)  # every file present, sizes and hashes as committed
+    filesystem, path = storage.resolve(out)
+    written = pq.read_table(path, filesystem=filesystem)
+    order = [("user", "ascending"), ("rank", "ascending")]
+    expected = Recommender.load(model_dir).recommend(raw_ids(dataset, "users"), K)
+    assert written.sort_by(order).equals(expected.sort_by(order))
+    assert committed["rows"] == written.num_rows and committed["model"] == f"{s3_run}/model"
+    assert storage.WRITING_MARKER not in storage.list_files(out)
+
+    assert load_recommend_cli().main(["--model", s3_run]) == 1  # no --overwrite: refused
+    assert storage.read_commit(out) == committed
