@@ -20,8 +20,10 @@ from invlearn_ray.data.sources import SourceSpec
 from invlearn_ray.data.splits import SplitOptions
 from invlearn_ray.data.synthetic import SyntheticConfig
 from invlearn_ray.distributed.recommend import (
+    OutputExistsError,
     Recommender,
     UnknownUserError,
+    check_output_dir,
     recommend_to_parquet,
     top_k_unseen,
 )
@@ -177,10 +179,14 @@ def s3_run(s3_env, model_dir) -> str:
 def test_an_object_store_model_outside_a_committed_run_or_a_bad_uri_is_one_line(s3_run, capsys):
     """Refused before Ray starts: no scoring, nothing written."""
     cli = load_recommend_cli()
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(["--model", "nosuch://bucket/run"])
-    assert exit_info.value.code == 2
-    assert "--model nosuch://bucket/: not a storage location" in capsys.readouterr().err
+    for model, message in [
+        ("nosuch://bucket/run", "--model nosuch://bucket/: not a storage location"),
+        ("s3://no-such-bucket/run", "--model s3://no-such-bucket/"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["--model", model])
+        error = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in error and error.count("\n") == 1, error
 
     inside = storage.join(s3_run, "recs")
     assert cli.main(["--model", s3_run, "--out", inside]) == 1
@@ -191,3 +197,18 @@ def test_an_object_store_model_outside_a_committed_run_or_a_bad_uri_is_one_line(
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and f"{s3_run}: not a committed folder" in error
     assert not storage.exists(f"{s3_run}.recs")
+
+
+def test_an_output_is_replaced_only_when_asked_or_left_by_an_interrupted_write(tmp_path):
+    out = tmp_path / "recs"
+    out.mkdir()
+    (out / "part-0.parquet").write_bytes(b"rows")
+    (out / storage.WRITING_MARKER).write_bytes(b"")
+    check_output_dir(out, overwrite=False)  # a write of ours that never committed
+    (out / storage.COMMIT_FILE).write_text("{}")
+    with pytest.raises(OutputExistsError, match="already holds recommendations"):
+        check_output_dir(out, overwrite=False)
+    check_output_dir(out, overwrite=True)
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match=r"other than Parquet \(\['notes.txt'\]\)"):
+        check_output_dir(out, overwrite=True)
