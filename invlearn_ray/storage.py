@@ -151,6 +151,18 @@ def name(location: Location) -> str:
     return text.rsplit("/", 1)[-1] if is_uri(text) else Path(text).name
 
 
+def parent(location: Location) -> str:
+    """The folder holding ``location``, as a location of the same kind (a URI keeps its query,
+    which carries the store's options)."""
+    text = os.fspath(location)
+    if not is_uri(text):
+        return str(Path(text).parent)
+    head, query = text.split("?", 1) if "?" in text else (text, "")
+    scheme, rest = head.split("://", 1)
+    above = rest.rstrip("/").rsplit("/", 1)[0] if "/" in rest.rstrip("/") else rest
+    return f"{scheme}://{above}" + (f"?{query}" if query else "")
+
+
 def _info(location: Location) -> pafs.FileInfo:
     filesystem, path = resolve(location)
     with _reporting("look up", location):

@@ -6,11 +6,18 @@ Examples::
     python pipelines/recommend.py --model runs/x/model --users 1 7 42 --out recs/x
     python pipelines/recommend.py --model runs/x --users-file users.txt --actors 2 --overwrite
     python pipelines/recommend.py --model runs/x --smoke-test      # 10 users, k = 5
+    python pipelines/recommend.py --model s3://bucket/runs/x --out s3://bucket/recs/x
 
 ``--model`` is a model folder written by ``pipelines/train.py`` (``<run>/model``) or its run
-folder. Users and items are *raw* ids (the model folder carries the dataset's id map); items a
-user interacted with in training are never recommended. Output columns: ``user``, ``rank``
-(1 = best), ``item``, ``score`` (the model's logit). All the logic lives in
+folder; ``--model`` and ``--out`` are local paths or URIs (``s3://``, ``gs://``, ``file://``),
+and on a Ray cluster of several nodes they must be URIs: the scoring actors read the model and
+write the output on whichever node they run. The default ``--out`` is ``<run>/recommendations``
+for a local run, ``<run>.recommendations`` beside one in an object store (whose commit lists
+the run's own files only); the output is committed last (``_COMMIT.json``).
+
+Users and items are *raw* ids (the model folder carries the dataset's id map); items a user
+interacted with in training are never recommended. Output columns: ``user``, ``rank`` (1 =
+best), ``item``, ``score`` (the model's logit). All the logic lives in
 ``invlearn_ray.distributed.recommend``.
 """
 
@@ -21,6 +28,7 @@ import json
 import sys
 from pathlib import Path
 
+from invlearn_ray import storage
 from invlearn_ray.cli import (
     ArgumentParser,
     add_ray_options,
@@ -42,12 +50,16 @@ def make_parser() -> ArgumentParser:
         description="Top-K unseen items per user from a trained model, written as Parquet.",
         allow_abbrev=False,
     )
-    parser.add_argument("--model", type=Path, required=True, help="model folder or its run folder")
+    parser.add_argument(
+        "--model", required=True, help="model folder or its run folder (a path or a URI)"
+    )
     parser.add_argument("--k", type=positive_int, help="items per user (default 20)")
     users = parser.add_mutually_exclusive_group()
     users.add_argument("--users", nargs="+", metavar="ID", help="raw user ids (default: all)")
     users.add_argument("--users-file", type=Path, help="a file of raw user ids, one per line")
-    parser.add_argument("--out", type=Path, help="Parquet folder (default: <run>/recommendations)")
+    parser.add_argument(
+        "--out", help="Parquet folder, a path or a URI (default: <run>/recommendations)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier output")
     parser.add_argument(
         "--batch-size", type=positive_int, default=256, help="users per inference batch"
@@ -63,15 +75,29 @@ def make_parser() -> ArgumentParser:
     return parser
 
 
-def _model_dir(path: Path, parser: ArgumentParser) -> Path:
-    """Accept a model folder or a run folder holding ``model/``."""
-    for candidate in (path, path / MODEL_DIR):
-        if (candidate / MODEL_CONFIG).is_file():
-            return candidate.resolve()
+def _model_dir(location: str, parser: ArgumentParser) -> str:
+    """Accept a model folder or a run folder holding ``model/`` (absolute: actors run
+    elsewhere)."""
+    location = storage.absolute(location)
+    try:
+        for candidate in (location, storage.join(location, MODEL_DIR)):
+            if storage.is_file(storage.join(candidate, MODEL_CONFIG)):
+                return candidate
+    except storage.StorageError as error:
+        parser.error(f"--model {error}")
     parser.error(
-        f"--model {path}: neither it nor {path / MODEL_DIR} holds {MODEL_CONFIG}; point it at "
-        "a run folder of pipelines/train.py or its model/ folder"
+        f"--model {location}: neither it nor {storage.join(location, MODEL_DIR)} holds "
+        f"{MODEL_CONFIG}; point it at a run folder of pipelines/train.py or its model/ folder"
     )
+
+
+def default_out(model_dir: str) -> str:
+    """``<run>/recommendations`` for a local run; beside an object-store run, whose commit
+    lists its own files only (an extra file inside would break it)."""
+    run_dir = storage.parent(model_dir) if storage.name(model_dir) == MODEL_DIR else model_dir
+    if storage.is_local(run_dir):
+        return storage.join(run_dir, "recommendations")
+    return f"{run_dir.rstrip('/')}.recommendations"
 
 
 def _read_users_file(path: Path, parser: ArgumentParser) -> list[str]:
@@ -97,9 +123,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.smoke_test:
         args.k = args.k or SMOKE_TEST_K
     args.k = args.k or 20
-    if args.out is None:
-        run_dir = args.model.parent if args.model.name == MODEL_DIR else args.model
-        args.out = run_dir / "recommendations"
+    args.out = storage.absolute(args.out) if args.out else default_out(args.model)
     return args
 
 
@@ -111,10 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke_test and users is None:
         users = read_raw_ids(args.model, "users")[:SMOKE_TEST_USERS].tolist()
     resolved = {
-        "model": str(args.model),
+        "model": args.model,
         "k": args.k,
         "users": "all" if users is None else len(users),
-        "out": str(args.out.resolve()),
+        "out": args.out,
         "overwrite": args.overwrite,
         "batch_size": args.batch_size,
         "actors": args.actors,
@@ -129,12 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     ensure_ray(args.address, args.num_cpus, verbosity, args.object_store_gb)
     # Scoring actors read the model and write the output on whichever node they run.
     for location, option in ((args.model, "--model"), (args.out, "--out")):
-        check_reachable_from_workers(
-            str(location),
-            option,
-            hint="recommend.py reads its model and writes its output on local folders, so it "
-            "runs on one node for now (no --address).",
-        )
+        check_reachable_from_workers(location, option)
     n_rows = recommend_to_parquet(
         args.model,
         args.out,
@@ -145,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         use_gpu=args.gpu,
         overwrite=args.overwrite,
     )
-    print(f"{n_rows} recommendations (user, rank, item, score) written to {args.out.resolve()}")
+    print(f"{n_rows} recommendations (user, rank, item, score) written to {args.out}")
     return 0
 
 

@@ -44,6 +44,8 @@ def test_a_uri_never_becomes_a_local_folder(tmp_path, monkeypatch):
     assert isinstance(filesystem, pafs.S3FileSystem) and path == "bucket/x/y"
     assert storage.join("s3://bucket/x", "y", "z.parquet") == "s3://bucket/x/y/z.parquet"
     assert storage.name("s3://bucket/x/y/") == "y"
+    assert storage.parent("s3://bucket/x/y/?region=r") == "s3://bucket/x?region=r"
+    assert storage.parent("s3://bucket") == "s3://bucket"
     assert not (tmp_path / "s3:").exists()
 
 

@@ -11,6 +11,14 @@ model cannot be paired with the id map or exclusion set of another dataset by mi
   loads the model once) and the rows are written as Parquet with columns
   ``user`` (raw id), ``rank`` (1 = best), ``item`` (raw id), ``score`` (the model's logit).
 
+**Locations.** The model and the output are locations (:mod:`invlearn_ray.storage`): a local
+path, or a URI such as ``s3://bucket/runs/x/model``. The scoring actors read the model and
+write their Parquet files from whichever node they run on, so on a cluster of several nodes
+both must be in an object store. An object-store model is trusted only through its run's
+commit file (a half-uploaded run is refused); the output is published under the same commit
+protocol (:func:`~invlearn_ray.data.publishing.writing_folder`): its ``_COMMIT.json``, every
+Parquet file's size and SHA-256 with the row count, is written last.
+
 Ties in score are broken by the lower item index, so a ranking is reproducible. A user with
 fewer than ``k`` unseen items gets fewer rows.
 """
@@ -19,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +35,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
+from invlearn_ray import storage
 from invlearn_ray.data import dataset_dir as dd
 from invlearn_ray.data import publishing
 from invlearn_ray.data.recdata import UserItemIndex
@@ -41,10 +50,13 @@ from invlearn_ray.models.checkpoint import (
 )
 from invlearn_ray.training.run_folder import (
     MODEL_DATA_FILES,
+    MODEL_DIR,
     MODEL_FILE_DIGESTS,
     SEEN_ITEMS_FILE,
-    file_digest,
 )
+
+if TYPE_CHECKING:
+    from ray.data import Dataset
 
 USER, RANK, ITEM, SCORE = "user", "rank", "item", "score"
 USER_INDEX = "user_index"
@@ -65,22 +77,23 @@ class OutputExistsError(FileExistsError, UserError):
     """The recommendations folder holds something that must not be replaced."""
 
 
-def read_raw_ids(model_dir: str | Path, kind: str) -> np.ndarray:
+def read_raw_ids(model_dir: storage.Location, kind: str) -> np.ndarray:
     """Raw ids of ``kind`` (``users``/``items``) of a model folder, by contiguous index.
 
     Raises:
         ModelFormatError: the id map is missing, unreadable, or its indices are not
             ``0..n-1``.
     """
-    model_dir = Path(model_dir)
-    path = model_dir / dd.ID_MAP_DIR / f"{kind}.parquet"
-    if not path.is_file():
+    path = storage.join(model_dir, dd.ID_MAP_DIR, f"{kind}.parquet")
+    if not storage.is_file(path):
         raise ModelFormatError(
             f"{path} is missing: {model_dir} is not a model folder from pipelines/train.py "
             "(it must hold model.pt, model.json, id_map/ and seen_items.pt)"
         )
     try:
-        table = pq.read_table(path, columns=["raw_id", "index"]).sort_by("index")
+        filesystem, inside = storage.resolve(path)
+        table = pq.read_table(inside, filesystem=filesystem, columns=["raw_id", "index"])
+        table = table.sort_by("index")
     except (pa.ArrowException, OSError) as error:
         problem = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ModelFormatError(f"{path}: not a readable id map ({problem})") from None
@@ -155,12 +168,12 @@ class Recommender:
     seen: UserItemIndex
 
     @classmethod
-    def load(cls, model_dir: str | Path, device: str | torch.device = "cpu") -> Recommender:
-        """Load a model folder written by a training run (see the module docstring)."""
-        model_dir = Path(model_dir)
+    def load(cls, model_dir: storage.Location, device: str | torch.device = "cpu") -> Recommender:
+        """Load a model folder written by a training run (see the module docstring), from
+        any location (the files are read, not their commit: see :func:`check_committed`)."""
         model = load_model(model_dir, map_location=device).eval()
         _check_file_digests(model_dir)
-        seen = _read_seen_items(model_dir / SEEN_ITEMS_FILE, device)
+        seen = _read_seen_items(storage.join(model_dir, SEEN_ITEMS_FILE), device)
         user_ids, item_ids = read_raw_ids(model_dir, "users"), read_raw_ids(model_dir, "items")
         shapes = (len(user_ids), len(item_ids), seen.n_users, seen.n_items)
         if shapes != (model.n_users, model.n_items, model.n_users, model.n_items):
@@ -198,14 +211,14 @@ class Recommender:
         return self.recommend_indices(self.user_indices(raw_user_ids), k)
 
 
-def _check_file_digests(model_dir: Path) -> None:
+def _check_file_digests(model_dir: storage.Location) -> None:
     """The id maps and seen items are the ones saved with the model (when it recorded them)."""
     recorded = read_model_description(model_dir)["metadata"].get(MODEL_FILE_DIGESTS)
     if recorded is None:  # saved before digests were recorded: the size checks remain
         return
     for name in MODEL_DATA_FILES:
-        path = model_dir / name
-        if path.is_file() and recorded.get(name) != file_digest(path):  # missing: see below
+        path = storage.join(model_dir, name)
+        if storage.is_file(path) and recorded.get(name) != storage.sha256(path):  # missing: below
             raise ModelFormatError(
                 f"{path} is not the file saved with this model (its SHA-256 "
                 "differs from the one model.json records); the folder mixes files of different "
@@ -213,9 +226,9 @@ def _check_file_digests(model_dir: Path) -> None:
             )
 
 
-def _read_seen_items(path: Path, device: str | torch.device) -> UserItemIndex:
+def _read_seen_items(path: storage.Location, device: str | torch.device) -> UserItemIndex:
     """``seen_items.pt``: each user's training items, as a checked CSR index."""
-    if not path.is_file():
+    if not storage.is_file(path):
         raise ModelFormatError(
             f"{path} is missing: without each user's training items the model would "
             "recommend what users already have; re-save the model with pipelines/train.py"
@@ -245,7 +258,8 @@ class TopKBatchScorer:
     """``map_batches`` callable class: loads the model once per actor, ranks batches of users.
 
     Args:
-        model_dir: a model folder (see :class:`Recommender`).
+        model_dir: a model folder's location (see :class:`Recommender`), read by each actor
+            on its own node.
         k: items per user.
         device: where each actor scores (``cuda`` for GPU actors).
     """
@@ -261,54 +275,98 @@ class TopKBatchScorer:
         return self.recommender.recommend_indices(users, self.k)
 
 
+def check_committed(model_dir: storage.Location) -> str | None:
+    """Refuse an object-store model whose run was not committed whole.
+
+    A run in an object store is uploaded file by file and committed last (its ``_COMMIT.json``,
+    :func:`~invlearn_ray.training.run_folder.upload_run`), so a half-uploaded or half-replaced
+    run can pair new weights with an old description. The commit file is looked for in the
+    model folder, then in its run folder (for ``<run>/model``). A local model is renamed into
+    place whole and has none. Time: one read of the committed folder (sizes and SHA-256).
+
+    Returns:
+        The committed folder (None for a local model).
+
+    Raises:
+        StorageError: no commit file, or a file missing, changed or added since the commit.
+    """
+    if storage.is_local(model_dir):
+        return None
+    folders = [storage.absolute(model_dir)]
+    if storage.name(model_dir) == MODEL_DIR:
+        folders.append(storage.parent(folders[0]))
+    has_commit = (f for f in folders if storage.is_file(storage.join(f, storage.COMMIT_FILE)))
+    committed = next(has_commit, folders[-1])
+    storage.read_commit(committed)
+    return committed
+
+
 def check_request(
-    model_dir: str | Path,
-    output_dir: str | Path,
+    model_dir: storage.Location,
+    output_dir: storage.Location,
     users: Sequence[str] | None = None,
     overwrite: bool = False,
 ) -> np.ndarray:
     """Everything that can be wrong with a request, checked before any scoring starts.
 
-    Loads the model folder whole (:meth:`Recommender.load`: weights against their
-    description, id maps and training items against the model's sizes), looks the users up,
-    and checks that ``output_dir`` may be written. Time: one model load on this process.
+    Checks an object-store model's commit (:func:`check_committed`), loads the model folder
+    whole (:meth:`Recommender.load`: weights against their description, id maps and training
+    items against the model's sizes), looks the users up, and checks that ``output_dir`` may be
+    written. Time: one model load on this process (two reads of an object-store model).
 
     Returns:
         The contiguous indices of the requested users (every user when ``users`` is None).
 
     Raises:
         ModelFormatError: the model folder is damaged or mixes files of different models.
+        StorageError: a location cannot be reached, or an object-store model is not committed.
         UnknownUserError: a requested user id is not in the model's id map.
-        OutputExistsError: see :func:`check_output_dir`.
+        OutputExistsError: see :func:`check_output_dir`, or the output would lie inside an
+            object-store model's committed run (an extra file there breaks its commit).
     """
+    committed = check_committed(model_dir)
     user_ids = Recommender.load(model_dir).user_ids
-    check_output_dir(Path(output_dir), overwrite)
+    if committed is not None and _is_within(output_dir, committed):
+        raise OutputExistsError(
+            f"{output_dir} lies inside the committed run {committed}, whose commit lists its "
+            "own files only; choose an --out outside it (default: <run>.recommendations)"
+        )
+    check_output_dir(output_dir, overwrite)
     if users is None:
         return np.arange(len(user_ids), dtype=np.int64)
     return lookup_users(user_ids, users)
 
 
-def check_output_dir(output_dir: Path, overwrite: bool) -> None:
+def _is_within(location: storage.Location, folder: str) -> bool:
+    inner = storage.absolute(location).split("?", 1)[0].rstrip("/")
+    outer = folder.split("?", 1)[0].rstrip("/")
+    return inner == outer or inner.startswith(outer + "/")
+
+
+def check_output_dir(output_dir: storage.Location, overwrite: bool) -> None:
     """Refuse an output folder whose contents must not be replaced.
+
+    An earlier output's commit file and an interrupted write's marker are ours; a folder
+    holding the marker and no commit file is a write that never finished, replaced without
+    ``overwrite`` (:func:`~invlearn_ray.storage.interrupted_write`).
 
     Raises:
         OutputExistsError: ``output_dir`` is a file, holds files other than Parquet (even with
             ``overwrite``: it only replaces earlier recommendations), or holds Parquet files
             and ``overwrite`` is off.
     """
-    if not output_dir.exists():
-        return
-    if not output_dir.is_dir():
+    if storage.is_file(output_dir):
         raise OutputExistsError(f"{output_dir} is a file; choose a new or empty --out folder")
-    entries = sorted(output_dir.iterdir())
-    if not entries:
-        return
-    others = [path.name for path in entries if path.suffix != ".parquet" or not path.is_file()]
+    names = storage.list_files(output_dir, recursive=True)
+    ours = {storage.COMMIT_FILE, storage.WRITING_MARKER}
+    others = [n for n in names if n not in ours and ("/" in n or not n.endswith(".parquet"))]
     if others:
         raise OutputExistsError(
             f"{output_dir} holds files other than Parquet ({others[:_SHOWN_IDS]}); refusing to "
             "write recommendations there. Choose a new or empty --out folder."
         )
+    if not names or storage.interrupted_write(output_dir):
+        return
     if not overwrite:
         raise OutputExistsError(
             f"{output_dir} already holds recommendations; pass overwrite=True (--overwrite) to "
@@ -317,8 +375,8 @@ def check_output_dir(output_dir: Path, overwrite: bool) -> None:
 
 
 def recommend_to_parquet(
-    model_dir: str | Path,
-    output_dir: str | Path,
+    model_dir: storage.Location,
+    output_dir: storage.Location,
     k: int = 20,
     users: Sequence[str] | None = None,
     batch_size: int = 256,
@@ -329,12 +387,17 @@ def recommend_to_parquet(
     """Write every requested user's top-``k`` unseen items as Parquet, through Ray Data.
 
     The request is checked first (:func:`check_request`), before Ray is touched or anything
-    is deleted; the Parquet files are written into a hidden folder beside ``output_dir`` and
-    swapped in whole when complete (:mod:`invlearn_ray.data.publishing`), so a failure leaves
-    the earlier recommendations as they were.
+    is deleted. The actors write their Parquet files straight to the output location, from
+    whichever node they run on; the folder is published by
+    :func:`~invlearn_ray.data.publishing.writing_folder` and committed last (``_COMMIT.json``:
+    every file's size and SHA-256, and the row count). Locally it is written beside
+    ``output_dir`` and swapped in whole, so a failure leaves the earlier recommendations as
+    they were; in an object store a failure leaves no output (never a partial one that looks
+    committed). Cost beyond the scoring: one read of the written files on the driver, for the
+    commit's SHA-256 (``n_users × k`` rows of four small columns).
 
     Args:
-        model_dir: a model folder written by a training run.
+        model_dir: a model folder written by a training run (a local path or a URI).
         output_dir: the Parquet folder to write (must be new or empty, unless ``overwrite``).
         k: items per user.
         users: raw user ids; None means every user of the model.
@@ -347,35 +410,50 @@ def recommend_to_parquet(
         The number of rows written.
 
     Raises:
-        ModelFormatError, UnknownUserError, OutputExistsError: see :func:`check_request`.
+        ModelFormatError, StorageError, UnknownUserError, OutputExistsError: see
+            :func:`check_request`.
     """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    model_dir, output_dir = storage.absolute(model_dir), storage.absolute(output_dir)
+    indices = check_request(model_dir, output_dir, users, overwrite)
+    with publishing.writing_folder(output_dir, storage.COMMIT_FILE) as target:
+        ranked = _rank(model_dir, indices, k, batch_size, num_actors, use_gpu)
+        filesystem, path = storage.resolve(target)
+        ranked.write_parquet(path, filesystem=filesystem)
+        n_rows = count_rows(target)
+        document = {"kind": "recommendations", "rows": n_rows, "k": k, "model": model_dir}
+        storage.commit(target, document)
+    return n_rows
+
+
+def _rank(
+    model_dir: str, indices: np.ndarray, k: int, batch_size: int, num_actors: int, use_gpu: bool
+) -> Dataset:
+    """The lazy Ray Dataset of ranked rows (``OUTPUT_SCHEMA``) for users by contiguous index."""
     # Imported here: ranking in one process (Recommender) must work where Ray is absent.
     import ray.data
 
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    model_dir, output_dir = Path(model_dir).resolve(), Path(output_dir).resolve()
-    indices = check_request(model_dir, output_dir, users, overwrite)
+    requests = ray.data.from_arrow(pa.table({USER_INDEX: pa.array(indices, type=pa.int64())}))
+    return requests.map_batches(
+        TopKBatchScorer,
+        fn_constructor_kwargs={
+            "model_dir": model_dir,
+            "k": k,
+            "device": "cuda" if use_gpu else "cpu",
+        },
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=num_actors),
+        num_gpus=1 if use_gpu else 0,
+    )
 
-    staging = publishing.new_staging_dir(output_dir)
-    try:
-        requests = ray.data.from_arrow(pa.table({USER_INDEX: pa.array(indices, type=pa.int64())}))
-        ranked = requests.map_batches(
-            TopKBatchScorer,
-            fn_constructor_kwargs={
-                "model_dir": str(model_dir),
-                "k": k,
-                "device": "cuda" if use_gpu else "cpu",
-            },
-            batch_size=batch_size,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=num_actors),
-            num_gpus=1 if use_gpu else 0,
-        )
-        ranked.write_parquet(str(staging))
-        n_rows = sum(pq.ParquetFile(path).metadata.num_rows for path in staging.glob("*.parquet"))
-        publishing.publish(staging, output_dir)
-    except BaseException:
-        publishing.discard(staging)
-        raise
-    return n_rows
+
+def count_rows(folder: storage.Location) -> int:
+    """Rows in the Parquet files of ``folder``, from their footers (one small read per file)."""
+    total = 0
+    for name in storage.list_files(folder):
+        if name.endswith(".parquet"):
+            with storage.open_input(storage.join(folder, name)) as handle:
+                total += pq.ParquetFile(handle).metadata.num_rows
+    return total

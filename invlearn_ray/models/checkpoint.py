@@ -5,16 +5,22 @@ with ``torch.load(weights_only=True)`` — no pickled objects) and ``model.json`
 registry name, sizes, constructor config and free-form metadata such as the method and the
 selected epoch). Buffers that define the model (LightGCN's graph) are in the state dict, so the
 config alone rebuilds the module.
+
+Saving writes a local folder (a run is assembled locally, then published or uploaded whole, see
+:mod:`invlearn_ray.training.run_folder`); loading reads any location
+(:mod:`invlearn_ray.storage`), so a model in an object store loads on whichever node needs it.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from invlearn_ray import storage
 from invlearn_ray.errors import UserError
 from invlearn_ray.models.backbones import MODELS, Backbone, build_backbone
 
@@ -51,21 +57,21 @@ class ModelFormatError(ValueError, UserError):
     """A folder is not a saved model, or its files are damaged or do not fit together."""
 
 
-def read_model_description(directory: str | Path) -> dict[str, Any]:
+def read_model_description(directory: storage.Location) -> dict[str, Any]:
     """The ``model.json`` of a saved model, checked.
 
     Raises:
         ModelFormatError: missing, not JSON, another format version, an unknown backbone, or
             sizes that are not positive integers.
     """
-    path = Path(directory) / MODEL_CONFIG
-    if not path.is_file():
+    path = storage.join(directory, MODEL_CONFIG)
+    if not storage.is_file(path):
         raise ModelFormatError(
             f"{directory} is not a saved model: {MODEL_CONFIG} is missing "
             "(expected the model folder of a training run)"
         )
     try:
-        description = json.loads(path.read_text())
+        description = json.loads(storage.read_text(path))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ModelFormatError(f"{path}: not valid JSON ({error}); {_RESAVE}") from None
     if not isinstance(description, dict):
@@ -89,16 +95,19 @@ def read_model_description(directory: str | Path) -> dict[str, Any]:
     return description
 
 
-def load_tensors(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_tensors(
+    path: storage.Location, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
     """A file written with ``torch.save`` of a dict, read with ``weights_only=True``.
 
     Raises:
         ModelFormatError: missing, damaged (truncated, overwritten) or not such a dict.
     """
-    if not path.is_file():
+    if not storage.is_file(path):
         raise ModelFormatError(f"{path} is missing; {_RESAVE}")
+    data = io.BytesIO(storage.read_bytes(path))
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(data, map_location=map_location, weights_only=True)
     except Exception as error:  # a damaged file fails in many ways (zip, pickle, EOF, ...)
         # The first sentence of the first line: torch's zip errors run on for a paragraph.
         problem = (str(error).splitlines() or [""])[0].split(". ")[0][:200]
@@ -111,7 +120,7 @@ def load_tensors(path: Path, map_location: str | torch.device = "cpu") -> dict[s
     return state
 
 
-def load_model(directory: str | Path, map_location: str | torch.device = "cpu") -> Backbone:
+def load_model(directory: storage.Location, map_location: str | torch.device = "cpu") -> Backbone:
     """Rebuild a saved backbone from its directory (weights loaded with ``weights_only=True``).
 
     Raises:
@@ -120,7 +129,7 @@ def load_model(directory: str | Path, map_location: str | torch.device = "cpu") 
             missing or extra tensors).
     """
     description = read_model_description(directory)
-    weights = Path(directory) / MODEL_WEIGHTS
+    weights = storage.join(directory, MODEL_WEIGHTS)
     state = load_tensors(weights, map_location)
     tensor_arguments = {name: state[name] for name in _TENSOR_ARGUMENTS if name in state}
     try:
@@ -135,7 +144,7 @@ def load_model(directory: str | Path, map_location: str | torch.device = "cpu") 
     except (TypeError, ValueError, RuntimeError) as error:
         problem = " ".join(str(error).split())
         raise ModelFormatError(
-            f"{weights}: the weights do not fit {Path(directory) / MODEL_CONFIG} "
+            f"{weights}: the weights do not fit {storage.join(directory, MODEL_CONFIG)} "
             f"({problem[:300]}); the folder mixes files of different models. {_RESAVE}"
         ) from None
     return model.to(map_location)

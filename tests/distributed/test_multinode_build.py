@@ -1,5 +1,6 @@
 """A cluster whose nodes share no disk: a Ray build writes its shards straight to an object store,
-and the benchmark keeps datasets and run folders there."""
+the benchmark keeps datasets and run folders there, and recommendations are read and written
+there by actors on the worker nodes."""
 
 from __future__ import annotations
 
@@ -11,11 +12,19 @@ import uuid
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from support.datasets import assert_same_data, run_build_data
 
 from invlearn_ray import storage
+from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
 from invlearn_ray.data.loading import load_dataset
+from invlearn_ray.data.sources import SourceSpec
+from invlearn_ray.data.splits import SplitOptions
+from invlearn_ray.data.synthetic import SyntheticConfig
+from invlearn_ray.distributed.recommend import OutputExistsError, Recommender, check_output_dir
+from invlearn_ray.distributed.train import run_training
+from invlearn_ray.training.config import TrainConfig
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -43,14 +52,21 @@ def test_a_build_on_nodes_sharing_no_disk_writes_to_s3_and_loads_equal(
     assert re.search(expected, refused.stderr), refused.stderr
 
 
-def run_benchmark_cli(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    script = str(REPO_ROOT / "pipelines" / "full_benchmark.py")
+def run_cli(
+    name: str, argv: list[str], env: dict[str, str], expect_code: int = 0
+) -> subprocess.CompletedProcess:
+    """Run ``pipelines/<name>.py argv`` in a new process with ``env`` and this checkout."""
+    script = str(REPO_ROOT / "pipelines" / f"{name}.py")
     env = {**env, "PYTHONPATH": str(REPO_ROOT)}
     done = subprocess.run(
         [sys.executable, script, *argv], env=env, cwd=REPO_ROOT, capture_output=True, text=True
     )
-    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.returncode == expect_code, done.stderr[-4000:]
     return done
+
+
+def run_benchmark_cli(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return run_cli("full_benchmark", argv, env)
 
 
 def test_the_benchmark_on_nodes_sharing_no_disk_equals_the_one_node_benchmark(
@@ -73,3 +89,40 @@ def test_the_benchmark_on_nodes_sharing_no_disk_equals_the_one_node_benchmark(
     assert set(cluster["status"]) == {"ok"}
     runs = storage.list_files(storage.join(bucket, "b", "runs"), recursive=True)
     assert sum(path.endswith("model/model.pt") for path in runs) == len(cluster) * 2  # 2 seeds
+
+
+def test_recommendations_on_nodes_sharing_no_disk_read_and_write_s3(
+    multinode_cluster, s3_env, tmp_path
+):
+    """The scoring actor runs on a worker node: it reads the model from S3 and writes its
+    Parquet there (by default beside the run), the rows of a local copy's ranking, committed
+    last; a local --model (on the driver's disk only) is refused before any work, in one line."""
+    dataset = tmp_path / "tiny"
+    source = SourceSpec.from_synthetic(SyntheticConfig.preset("tiny"))
+    build_dataset_in_memory(BuildConfig(source=source, split=SplitOptions(seed=0)), dataset)
+    config = TrainConfig(method="ns", backbone="gmf", embedding_dim=8, epochs=1, batch_size=64)
+    run = storage.join(s3_env.create_bucket(f"recs-{uuid.uuid4().hex[:8]}"), "run")
+    run_training(dataset, config, num_workers=0, output_dir=run)  # committed in S3
+    on_cluster = ["--k", "5", "-q", "--address", multinode_cluster.address]
+
+    run_cli("recommend", [*on_cluster, "--model", run], multinode_cluster.env)
+    out = f"{run}.recommendations"
+    filesystem, path = storage.resolve(out)
+    written = pq.read_table(path, filesystem=filesystem)
+    local = tmp_path / "local_run"
+    storage.copy_tree(run, str(local))
+    recommender = Recommender.load(local / "model")  # the same model, ranked here from disk
+    expected = recommender.recommend(recommender.user_ids.tolist(), 5)
+    order = [("user", "ascending"), ("rank", "ascending")]
+    assert written.sort_by(order).equals(expected.sort_by(order))
+    assert storage.read_commit(out)["rows"] == written.num_rows
+    assert storage.WRITING_MARKER not in storage.list_files(out)
+    with pytest.raises(OutputExistsError, match="already holds recommendations"):
+        check_output_dir(out, overwrite=False)
+
+    argv = [*on_cluster, "--model", str(local), "--out", storage.join(storage.parent(run), "x")]
+    refused = run_cli("recommend", argv, multinode_cluster.env, expect_code=1)
+    port = multinode_cluster.address.rsplit(":", 1)[1]
+    expected_error = rf"error: {local}/model: a local folder, but this Ray cluster \(\S+:{port}\)"
+    assert re.search(expected_error, refused.stderr), refused.stderr
+    assert refused.stderr.count("\n") == 1

@@ -1,13 +1,18 @@
-"""Top-K recommendations from a saved model, against a brute-force ranking in plain Python."""
+"""Top-K recommendations from a saved model, against a brute-force ranking in plain Python; and
+a model in an object store (a real S3 server) refused unless committed. Recommendations from S3
+into S3, on nodes that share no disk: tests/distributed/test_multinode_build.py."""
 
 from __future__ import annotations
 
+import importlib.util
+import uuid
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import torch
 
+from invlearn_ray import storage
 from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
 from invlearn_ray.data.loading import load_dataset
 from invlearn_ray.data.recdata import UserItemIndex
@@ -15,16 +20,20 @@ from invlearn_ray.data.sources import SourceSpec
 from invlearn_ray.data.splits import SplitOptions
 from invlearn_ray.data.synthetic import SyntheticConfig
 from invlearn_ray.distributed.recommend import (
+    OutputExistsError,
     Recommender,
     UnknownUserError,
+    check_output_dir,
     recommend_to_parquet,
     top_k_unseen,
 )
 from invlearn_ray.distributed.train import run_training
 from invlearn_ray.models.backbones import build_backbone
 from invlearn_ray.training.config import TrainConfig
+from invlearn_ray.training.run_folder import upload_run
 
 K = 7
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +158,57 @@ def test_ray_data_batch_inference_writes_the_same_rows_as_parquet(
     # Written beside and swapped in whole: no staging or retired folder is left behind.
     assert pq.read_table(out).num_rows == 6
     assert sorted(path.name for path in tmp_path.iterdir()) == ["recommendations"]
+
+
+def load_recommend_cli():
+    path = REPO_ROOT / "pipelines" / "recommend.py"
+    spec = importlib.util.spec_from_file_location("recommend_cli", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def s3_run(s3_env, model_dir) -> str:
+    """The local run, uploaded to S3 as an object-store run is (files, then its commit)."""
+    run = storage.join(s3_env.create_bucket(f"recs-{uuid.uuid4().hex[:8]}"), "run")
+    upload_run(model_dir.parent, run)
+    return run
+
+
+def test_an_object_store_model_outside_a_committed_run_or_a_bad_uri_is_one_line(s3_run, capsys):
+    """Refused before Ray starts: no scoring, nothing written."""
+    cli = load_recommend_cli()
+    for model, message in [
+        ("nosuch://bucket/run", "--model nosuch://bucket/: not a storage location"),
+        ("s3://no-such-bucket/run", "--model s3://no-such-bucket/"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["--model", model])
+        error = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in error and error.count("\n") == 1, error
+
+    inside = storage.join(s3_run, "recs")
+    assert cli.main(["--model", s3_run, "--out", inside]) == 1
+    assert f"{inside} lies inside the committed run {s3_run}" in capsys.readouterr().err
+
+    storage.delete_file(storage.join(s3_run, storage.COMMIT_FILE))  # as mid-upload
+    assert cli.main(["--model", s3_run, "--out", f"{s3_run}.recs"]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and f"{s3_run}: not a committed folder" in error
+    assert not storage.exists(f"{s3_run}.recs")
+
+
+def test_an_output_is_replaced_only_when_asked_or_left_by_an_interrupted_write(tmp_path):
+    out = tmp_path / "recs"
+    out.mkdir()
+    (out / "part-0.parquet").write_bytes(b"rows")
+    (out / storage.WRITING_MARKER).write_bytes(b"")
+    check_output_dir(out, overwrite=False)  # a write of ours that never committed
+    (out / storage.COMMIT_FILE).write_text("{}")
+    with pytest.raises(OutputExistsError, match="already holds recommendations"):
+        check_output_dir(out, overwrite=False)
+    check_output_dir(out, overwrite=True)
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match=r"other than Parquet \(\['notes.txt'\]\)"):
+        check_output_dir(out, overwrite=True)
