@@ -32,23 +32,26 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_build_on_nodes_sharing_no_disk_writes_to_s3_and_loads_equal(
-    multinode_cluster, s3_env, tmp_path
+    cluster_nodes, s3_env, tmp_path
 ):
     """The head runs no tasks, so every shard is written by a task on a worker node."""
     uri = storage.join(s3_env.create_bucket(f"nodes-{uuid.uuid4().hex[:8]}"), "ds")
     tiny = ["--smoke-test", "--shards", "2", "-q"]
-    on_cluster = [*tiny, "--address", multinode_cluster.address]
-    run_build_data([*on_cluster, "--out", uri], env=multinode_cluster.env)
+    on_cluster = [*tiny, "--address", cluster_nodes.address]
+    run_build_data([*on_cluster, "--out", uri], env=cluster_nodes.env)
     run_build_data([*tiny, "--engine", "memory", "--out", str(tmp_path / "local")])
     loaded = load_dataset(uri, full_hash=True)
     assert loaded.manifest.engine == "ray" and loaded.manifest.conservation["holds"]
     assert_same_data(loaded, load_dataset(tmp_path / "local"))
 
     # A local folder would be each worker's own disk: refused before any work, in one line.
-    local = str(multinode_cluster.local_out / "ds")
-    refused = run_build_data([*on_cluster, "--out", local], multinode_cluster.env, expect_code=1)
-    port = multinode_cluster.address.rsplit(":", 1)[1]  # Ray names the host by its own IP
-    expected = rf"error: {local}: a local folder, but this Ray cluster \(\S+:{port}\) has 3 nodes"
+    local = str(cluster_nodes.local_out / "ds")
+    refused = run_build_data([*on_cluster, "--out", local], cluster_nodes.env, expect_code=1)
+    port = cluster_nodes.address.rsplit(":", 1)[1]  # Ray names the host by its own IP
+    nodes = 1 + cluster_nodes.workers
+    expected = (
+        rf"error: {local}: a local folder, but this Ray cluster \(\S+:{port}\) has {nodes} nodes"
+    )
     assert re.search(expected, refused.stderr), refused.stderr
 
 
@@ -70,16 +73,16 @@ def run_benchmark_cli(argv: list[str], env: dict[str, str]) -> subprocess.Comple
 
 
 def test_the_benchmark_on_nodes_sharing_no_disk_equals_the_one_node_benchmark(
-    multinode_cluster, s3_env, tmp_path
+    cluster_nodes, s3_env, tmp_path
 ):
     """Datasets and run folders in S3, written by tasks on the worker nodes; tables, figures and
     MLflow in the driver's --out. The results table is the one-node run's, number for number."""
     bucket = s3_env.create_bucket(f"bench-{uuid.uuid4().hex[:8]}")
     smoke = ["--smoke-test", "-q", "--methods", "none,ig", "--ratios", ""]
-    on_cluster = [*smoke, "--address", multinode_cluster.address]
+    on_cluster = [*smoke, "--address", cluster_nodes.address]
     run_benchmark_cli(
         [*on_cluster, "--out", str(tmp_path / "cluster"), "--storage", storage.join(bucket, "b")],
-        multinode_cluster.env,
+        cluster_nodes.env,
     )
     run_benchmark_cli([*smoke, "--out", str(tmp_path / "one")], dict(os.environ))
 
@@ -92,7 +95,7 @@ def test_the_benchmark_on_nodes_sharing_no_disk_equals_the_one_node_benchmark(
 
 
 def test_recommendations_on_nodes_sharing_no_disk_read_and_write_s3(
-    multinode_cluster, s3_env, tmp_path
+    cluster_nodes, s3_env, tmp_path
 ):
     """The scoring actor runs on a worker node: it reads the model from S3 and writes its
     Parquet there (by default beside the run), the rows of a local copy's ranking, committed
@@ -103,9 +106,9 @@ def test_recommendations_on_nodes_sharing_no_disk_read_and_write_s3(
     config = TrainConfig(method="ns", backbone="gmf", embedding_dim=8, epochs=1, batch_size=64)
     run = storage.join(s3_env.create_bucket(f"recs-{uuid.uuid4().hex[:8]}"), "run")
     run_training(dataset, config, num_workers=0, output_dir=run)  # committed in S3
-    on_cluster = ["--k", "5", "-q", "--address", multinode_cluster.address]
+    on_cluster = ["--k", "5", "-q", "--address", cluster_nodes.address]
 
-    run_cli("recommend", [*on_cluster, "--model", run], multinode_cluster.env)
+    run_cli("recommend", [*on_cluster, "--model", run], cluster_nodes.env)
     out = f"{run}.recommendations"
     filesystem, path = storage.resolve(out)
     written = pq.read_table(path, filesystem=filesystem)
@@ -121,8 +124,8 @@ def test_recommendations_on_nodes_sharing_no_disk_read_and_write_s3(
         check_output_dir(out, overwrite=False)
 
     argv = [*on_cluster, "--model", str(local), "--out", storage.join(storage.parent(run), "x")]
-    refused = run_cli("recommend", argv, multinode_cluster.env, expect_code=1)
-    port = multinode_cluster.address.rsplit(":", 1)[1]
+    refused = run_cli("recommend", argv, cluster_nodes.env, expect_code=1)
+    port = cluster_nodes.address.rsplit(":", 1)[1]
     expected_error = rf"error: {local}/model: a local folder, but this Ray cluster \(\S+:{port}\)"
     assert re.search(expected_error, refused.stderr), refused.stderr
     assert refused.stderr.count("\n") == 1

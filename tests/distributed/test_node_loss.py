@@ -4,24 +4,21 @@ an undisturbed one does.
 
 The cluster is emulated (``tests/support/multinode.py``): a head without CPUs and three one-CPU
 worker nodes sharing no disk, so the checkpoints a restarted group or trial reads must come
-from S3. Both tests share the cluster (its start costs 20-60 s here).
+from S3. The session's cluster replaces the node a test killed before the next test.
 """
 
 from __future__ import annotations
 
 import csv
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import pytest
-from support.multinode import running_cluster, skip_reason
 
 from invlearn_ray import storage
 from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
@@ -101,24 +98,12 @@ def wait_for_checkpoint(run_storage: str, process: subprocess.Popen, timeout: fl
     raise AssertionError(f"no checkpoint under {run_storage} within {timeout} s")
 
 
-@pytest.fixture(scope="module")
-def three_node_cluster(s3_server):
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
-    root = Path(tempfile.mkdtemp(prefix="invlearn-loss-"))
-    try:
-        with running_cluster(root, s3_server.env(), workers=3) as cluster:
-            yield cluster
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.mark.timeout(900)
 def test_a_run_losing_a_worker_node_resumes_on_the_others_and_ends_as_an_undisturbed_run(
-    three_node_cluster, s3_env
+    cluster_nodes, s3_env
 ):
-    cluster = three_node_cluster
+    cluster = cluster_nodes
+    assert cluster.workers == 3
     bucket = s3_env.create_bucket(f"loss-{uuid.uuid4().hex[:8]}")
     dataset = storage.join(bucket, "tiny")
     source = SourceSpec.from_synthetic(SyntheticConfig.preset("tiny"))
@@ -208,9 +193,10 @@ def trial_scores(study_dir: Path) -> dict[tuple[str, ...], tuple[str, str, str]]
 
 @pytest.mark.timeout(900)
 def test_a_study_losing_a_node_mid_trial_restarts_it_elsewhere_and_ends_as_an_undisturbed_one(
-    three_node_cluster, s3_env, tmp_path
+    cluster_nodes, s3_env, tmp_path
 ):
-    cluster = three_node_cluster
+    cluster = cluster_nodes
+    assert cluster.workers == 3
     bucket = s3_env.create_bucket(f"study-{uuid.uuid4().hex[:8]}")
     dataset = storage.join(bucket, "tiny")
     source = SourceSpec.from_synthetic(SyntheticConfig.preset("tiny"))

@@ -10,7 +10,7 @@ each started as its own ``ray start --block`` in a private mount namespace
   *local* output there writes to its own node's disk, which the driver cannot see, exactly as
   on a real cluster.
 
-Every node listens on its own ports (GCS, node manager, object manager, metrics export,
+Every node listens on its own ports (GCS, dashboard, node manager, object manager, metrics export,
 dashboard agent listen/gRPC, runtime-env agent, Ray client server, worker range), all chosen
 free here, so the cluster never collides with a default ``ray start`` or another session's
 Ray. The head's temp folder is the cluster's own, so its ``ray_current_cluster`` file is too: a
@@ -42,7 +42,7 @@ import pytest
 from support.s3_server import free_ports
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-WORKERS = 2
+WORKERS = 3
 START_TIMEOUT_S = 180
 """Head and two workers were alive 16-28 s after the start here (2 shared, loaded cores)."""
 OBJECT_STORE_BYTES = 200 * 2**20
@@ -64,7 +64,57 @@ class Cluster:
     address: str
     env: dict[str, str]
     local_out: Path
+    root: Path
     processes: list[subprocess.Popen] = field(default_factory=list)
+    """``ray start`` of the head, then of each worker node (index ``1 + i``)."""
+    logs: list[Path] = field(default_factory=list)
+
+    @property
+    def workers(self) -> int:
+        return len(self.processes) - 1
+
+    def start_worker(self, index: int) -> None:
+        """Start worker node ``index`` (a new one, or in place of one that died), without
+        waiting for it to join."""
+        node_tmp = self.root / f"worker{index}-{len(self.logs)}"
+        node_tmp.mkdir()
+        start = [
+            str(Path(sys.executable).parent / "ray"),
+            "start",
+            "--block",
+            f"--address={self.address}",
+            "--num-cpus=1",
+            "--node-ip-address=127.0.0.1",
+            f"--temp-dir={node_tmp}",
+            *_node_ports(),
+        ]
+        private = " && ".join(
+            [
+                f"mount -t tmpfs none {shlex.quote(str(node_tmp))}",
+                f"mount -t tmpfs none {shlex.quote(str(self.local_out))}",
+                "mkdir -p /tmp/ray",
+                "mount -t tmpfs none /tmp/ray",
+                "exec " + shlex.join(start),
+            ]
+        )
+        command = ["unshare", "-m", "--propagation", "private", "bash", "-c", private]
+        log = node_tmp.with_suffix(".log")
+        process = _start(command, self.env, log)
+        self.logs.append(log)
+        if 1 + index < len(self.processes):
+            self.processes[1 + index] = process
+        else:
+            self.processes.append(process)
+
+    def replace_lost_workers(self) -> None:
+        """Start a new node for every worker node that died (a node-loss test kills one), and
+        wait until all are alive: the next test gets the cluster it expects."""
+        lost = [i for i in range(self.workers) if self.processes[1 + i].poll() is not None]
+        for index in lost:
+            _kill_group(self.processes[1 + index])
+            self.start_worker(index)
+        if lost:
+            _wait_for_nodes(self, self.workers, self.logs)
 
 
 def skip_reason() -> str | None:
@@ -111,7 +161,6 @@ def running_cluster(root: Path, env: dict[str, str], workers: int = WORKERS) -> 
         RuntimeError: a node exited, or fewer than ``workers`` workers were alive within
             :data:`START_TIMEOUT_S` (the message holds the end of the node logs).
     """
-    ray = str(Path(sys.executable).parent / "ray")
     local_out = root / "local_out"
     local_out.mkdir(parents=True)
     pythonpath = [str(REPO_ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(":"))]
@@ -123,12 +172,12 @@ def running_cluster(root: Path, env: dict[str, str], workers: int = WORKERS) -> 
         "RAY_raylet_start_wait_time_s": str(START_TIMEOUT_S),
         "RAY_USAGE_STATS_ENABLED": "0",
     }
-    gcs, client = free_ports(2)
-    cluster = Cluster(address=f"127.0.0.1:{gcs}", env=node_env, local_out=local_out)
+    gcs, client, dashboard = free_ports(3)
+    cluster = Cluster(address=f"127.0.0.1:{gcs}", env=node_env, local_out=local_out, root=root)
     head_tmp = root / "head"
     head_tmp.mkdir()
     head = [
-        ray,
+        str(Path(sys.executable).parent / "ray"),
         "start",
         "--head",
         "--block",
@@ -137,41 +186,18 @@ def running_cluster(root: Path, env: dict[str, str], workers: int = WORKERS) -> 
         f"--port={gcs}",
         f"--ray-client-server-port={client}",
         "--include-dashboard=false",
+        # Bound even without the dashboard; the default 8265 may be another Ray's.
+        f"--dashboard-port={dashboard}",
         f"--temp-dir={head_tmp}",
         *_node_ports(),
     ]
-    logs = []
     try:
         cluster.processes.append(_start(head, node_env, root / "head.log"))
-        logs.append(root / "head.log")
-        _wait_for_nodes(cluster, 1, logs, with_cpus=False)
+        cluster.logs.append(root / "head.log")
+        _wait_for_nodes(cluster, 1, cluster.logs, with_cpus=False)
         for index in range(workers):
-            node_tmp = root / f"worker{index}"
-            node_tmp.mkdir()
-            start = [
-                ray,
-                "start",
-                "--block",
-                f"--address={cluster.address}",
-                "--num-cpus=1",
-                "--node-ip-address=127.0.0.1",
-                f"--temp-dir={node_tmp}",
-                *_node_ports(),
-            ]
-            private = " && ".join(
-                [
-                    f"mount -t tmpfs none {shlex.quote(str(node_tmp))}",
-                    f"mount -t tmpfs none {shlex.quote(str(local_out))}",
-                    "mkdir -p /tmp/ray",
-                    "mount -t tmpfs none /tmp/ray",
-                    "exec " + shlex.join(start),
-                ]
-            )
-            command = ["unshare", "-m", "--propagation", "private", "bash", "-c", private]
-            log = root / f"worker{index}.log"
-            cluster.processes.append(_start(command, node_env, log))
-            logs.append(log)
-        _wait_for_nodes(cluster, workers, logs)
+            cluster.start_worker(index)
+        _wait_for_nodes(cluster, workers, cluster.logs)
         yield cluster
     finally:
         for process in reversed(cluster.processes):
@@ -232,10 +258,12 @@ def _kill_group(process: subprocess.Popen) -> None:
             pass
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def multinode_cluster(s3_server) -> Iterator[Cluster]:
-    """A head (no CPUs) and two one-CPU worker nodes sharing no disk; the nodes reach the
-    session's S3 server through the AWS variables, as a cloud cluster's nodes would S3."""
+    """A head (no CPUs) and three one-CPU worker nodes sharing no disk, started once for the
+    session (a start costs 20-60 s here); the nodes reach the session's S3 server through the
+    AWS variables, as a cloud cluster's nodes would S3. Each test gets all three workers
+    alive: a node a test killed is replaced before the next one."""
     reason = skip_reason()
     if reason:
         pytest.skip(reason)
@@ -246,3 +274,10 @@ def multinode_cluster(s3_server) -> Iterator[Cluster]:
             yield cluster
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster_nodes(multinode_cluster) -> Iterator[Cluster]:
+    """The session's emulated cluster with every worker node alive, for one test."""
+    multinode_cluster.replace_lost_workers()
+    yield multinode_cluster
