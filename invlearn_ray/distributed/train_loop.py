@@ -308,7 +308,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     """
     worker = setup_worker(config)
     trainer, rank, world_size = worker.trainer, worker.rank, worker.world_size
-    start = restore_state(ray.train.get_checkpoint(), worker.config, world_size, trainer.device)
+    start = restore_state(
+        ray.train.get_checkpoint(), worker.config, world_size, trainer.device, rank
+    )
     sink: EpochSink = CheckpointSink(ray.train.report, rank, world_size)
     if "_test_fail_once_at_epoch" in config:
         sink = FailOnceSink(sink, config, rank)

@@ -103,6 +103,32 @@ def _stride(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(reversed(strides))
 
 
+StatePath = tuple[str | int, ...]
+"""Keys from a nested state dict's top to one of its entries, e.g. ``("model", "user")``."""
+
+
+def state_entry(state: Mapping[Any, Any], path: StatePath) -> Any:
+    """The entry of nested dicts ``state`` at ``path``."""
+    for key in path:
+        state = state[key]
+    return state
+
+
+def with_entries(state: dict[Any, Any], paths: list[StatePath], values: list[Any]) -> dict:
+    """A copy of nested dicts ``state`` with the entry at each of ``paths`` replaced by the
+    matching value. Only the dicts along the paths are copied: ``state``, its tensors and
+    every other dict are left as they are (torch's state dicts share them with the live
+    optimizer)."""
+    out = dict(state)
+    for path, value in zip(paths, values, strict=True):
+        parent = out
+        for key in path[:-1]:
+            parent[key] = dict(parent[key])
+            parent = parent[key]
+        parent[path[-1]] = value
+    return out
+
+
 class ShardedRows(TouchedRows):
     """:class:`~invlearn_ray.optim.touched_rows.TouchedRows` over the *global* union of the
     workers' ids, with the tables' rows there already looked up (see the module docstring).
@@ -364,6 +390,21 @@ class ShardedTables:
             for name, value in state.items()
         }
 
+    def own_state(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """A model state dict with each table as this rank's rows (plain tensors sharing the
+        DTensors' storage: no copy, no collective) — a sharded checkpoint's share."""
+        return {
+            name: value.to_local() if isinstance(value, DTensor) else value
+            for name, value in state.items()
+        }
+
+    def distribute_own(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The inverse of :meth:`own_state`: this rank's rows back to DTensor tables."""
+        return {
+            name: self._distribute(name, value) if name in self.local else value
+            for name, value in state.items()
+        }
+
     def _distribute(self, name: str, local: Tensor) -> DTensor:
         shape = self.shape[name]
         return DTensor.from_local(
@@ -371,13 +412,16 @@ class ShardedTables:
         )
 
     @torch.no_grad()
-    def load_model_state(self, model: Backbone, state: Mapping[str, Tensor]) -> None:
-        """Load a whole-table state dict (a checkpoint's) into the sharded ``model``."""
+    def load_model_state(
+        self, model: Backbone, state: Mapping[str, Tensor], own_rows: bool = False
+    ) -> None:
+        """Load a state dict into the sharded ``model``: whole tables (a gathered state's,
+        cut here) or, with ``own_rows``, this rank's rows (an :meth:`own_state`)."""
         expected = set(model.state_dict())
         if set(state) != expected:
             raise KeyError(f"model state keys {sorted(state)} are not {sorted(expected)}")
-        for name in self.local:
-            self.local[name].copy_(self.shard(name, state[name]))
+        for name, local in self.local.items():
+            local.copy_(state[name] if own_rows else self.shard(name, state[name]))
         model.load_state_dict(
             {name: value for name, value in state.items() if name not in self.local},
             strict=False,
@@ -389,7 +433,8 @@ class ShardedUpdate:
     inner update (dense ``torch.optim.Adam`` or :class:`LazyAdam` over
     :meth:`ShardedTables.local_view`) takes each table gradient's owned rows, so a worker
     moves and keeps moments for ``1/W`` of every table. Its state dict holds whole tables'
-    moments (gathered: every rank calls it), the replicated update's format."""
+    moments (gathered: every rank calls it), the replicated update's format; its
+    :meth:`own_state_dict` holds this rank's rows of them (no collective)."""
 
     def __init__(self, tables: ShardedTables, inner: ParameterUpdate) -> None:
         self.tables = tables
@@ -404,37 +449,41 @@ class ShardedUpdate:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.inner.load_state_dict(self._convert(state, self.tables.shard))
 
+    def own_state_dict(self) -> dict[str, Any]:
+        """The inner update's state: table moments as this rank's rows."""
+        return self.inner.state_dict()
+
+    def load_own_state_dict(self, state: dict[str, Any]) -> None:
+        self.inner.load_state_dict(state)
+
+    def table_paths(self, state: Mapping[str, Any]) -> list[tuple[StatePath, str]]:
+        """``(path, table name)`` of every table moment in a state dict of this update."""
+        tables = self.tables.local
+        if isinstance(self.inner, LazyAdam):
+            return [
+                ((key, name), name)
+                for key in ("first", "second")
+                for name in state[key]
+                if name in tables
+            ]
+        if isinstance(self.inner, DenseUpdate):
+            names = list(self.inner.params)
+            return [
+                (("state", index, key), names[index])
+                for index, entry in state["state"].items()
+                if names[index] in tables
+                for key in entry
+                if key in ("exp_avg", "exp_avg_sq")
+            ]
+        raise TypeError(f"no sharded state for {type(self.inner).__name__}")
+
     def _convert(self, state: dict[str, Any], convert) -> dict[str, Any]:
         """``state`` with every table moment passed through ``convert(name, tensor)``; the
         inner state's own dicts are never modified (torch's ``state_dict`` shares them)."""
-        tables = self.tables.local
-        if isinstance(self.inner, LazyAdam):
-            return {
-                **state,
-                **{
-                    key: {
-                        name: convert(name, value) if name in tables else value
-                        for name, value in state[key].items()
-                    }
-                    for key in ("first", "second")
-                },
-            }
-        if isinstance(self.inner, DenseUpdate):
-            names = list(self.inner.params)
-            moments = {"exp_avg", "exp_avg_sq"}
-            return {
-                **state,
-                "state": {
-                    index: {
-                        key: convert(names[index], value)
-                        if key in moments and names[index] in tables
-                        else value
-                        for key, value in entry.items()
-                    }
-                    for index, entry in state["state"].items()
-                },
-            }
-        raise TypeError(f"no sharded state for {type(self.inner).__name__}")
+        found = self.table_paths(state)
+        paths = [path for path, _ in found]
+        values = [convert(name, state_entry(state, path)) for path, name in found]
+        return with_entries(state, paths, values)
 
 
 def shard_model(build, collective: Collective) -> tuple[Backbone, ShardedTables]:
