@@ -57,7 +57,14 @@ from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.tensor import DTensor, Shard
 from torch.distributed.tensor.parallel import ParallelStyle, parallelize_module
 
-from invlearn_ray.models.backbones import Backbone, holding_rows
+from invlearn_ray.models.backbones import (
+    Backbone,
+    CatalogueScorer,
+    Factors,
+    Params,
+    Representations,
+    holding_rows,
+)
 from invlearn_ray.optim.collective import Collective
 from invlearn_ray.optim.gradients import Gradient, RowGradient, reduce_mean_
 from invlearn_ray.optim.optimizers import DenseUpdate, LazyAdam, ParameterUpdate
@@ -220,7 +227,8 @@ class ShardedTables:
             name: shard_range(len(table), collective.world_size, collective.rank)[0]
             for name, table in tables.items()
         }
-        self._capacity: dict[int, int] = {}
+        # Padded id capacities by (stream, part): a step's and an evaluation's differ.
+        self._capacity: dict[tuple[str, int], int] = {}
 
     # ------------------------------------------------------------------------- a step's rows
 
@@ -259,9 +267,7 @@ class ShardedTables:
         world, rank = self.collective.world_size, self.collective.rank
         cuts, sizes = [], []
         for name, ids in requests:
-            rows = self.shape[name][0]
-            starts = [shard_range(rows, world, q)[0] for q in range(world)] + [rows]
-            cut = torch.searchsorted(ids, ids.new_tensor(starts)).tolist()
+            cut = self._owner_cuts(name, ids)
             width = math.prod(self.shape[name][1:])
             cuts.append(cut)
             sizes.append([(cut[q + 1] - cut[q]) * width for q in range(world)])
@@ -285,14 +291,61 @@ class ShardedTables:
                 offset += size[q]
         return out
 
-    def _gather_ids(self, parts: list[Tensor]) -> list[list[Tensor]]:
+    def _owner_cuts(self, name: str, ids: Tensor) -> list[int]:
+        """Where sorted ``ids`` of table ``name`` cross from one rank's rows to the next's:
+        rank ``q`` owns ``ids[cut[q]:cut[q + 1]]``."""
+        rows, world = self.shape[name][0], self.collective.world_size
+        starts = [shard_range(rows, world, q)[0] for q in range(world)] + [rows]
+        return torch.searchsorted(ids, ids.new_tensor(starts)).tolist()
+
+    def lookup_own(self, requests: list[tuple[str, Tensor]]) -> list[Tensor]:
+        """``T[ids]`` for each ``(table name, sorted unique ids)`` of this rank's own — the
+        ids may differ between ranks (every rank calls it, with as many requests).
+
+        Every rank learns every rank's ids (one all-gather of ids), then each owner sends
+        each rank the rows it asked for (one all-to-all): a rank receives its rows only, not
+        the union of every rank's (compare :meth:`_lookup`, whose rows every rank needs).
+        Memory: the ids of every rank, and this rank's requested rows.
+        """
+        world = self.collective.world_size
+        everyone = self._gather_ids([ids for _, ids in requests], stream="rows")
+        widths = [math.prod(self.shape[name][1:]) for name, _ in requests]
+        cuts = [self._owner_cuts(name, ids) for name, ids in requests]
+        parts, send, receive = [], [0] * world, [0] * world
+        for q in range(world):
+            for (name, _), asked, width, cut in zip(requests, everyone, widths, cuts, strict=True):
+                rows = self._owned_rows(name, asked[q])
+                parts.append(rows.reshape(-1))
+                send[q] += rows.numel()
+                receive[q] += (cut[q + 1] - cut[q]) * width
+        like = next(iter(self.local.values()))
+        received = self.collective.all_to_all(torch.cat([like.new_empty(0), *parts]), send, receive)
+        out = [like.new_empty((len(ids), *self.shape[name][1:])) for name, ids in requests]
+        offset = 0
+        for q in range(world):  # ids are sorted and shards ascend: rank order is id order
+            for table, cut, width in zip(out, cuts, widths, strict=True):
+                size = (cut[q + 1] - cut[q]) * width
+                table[cut[q] : cut[q + 1]] = received[offset : offset + size].view(
+                    -1, *table.shape[1:]
+                )
+                offset += size
+        return out
+
+    def _owned_rows(self, name: str, ids: Tensor) -> Tensor:
+        """This rank's rows of table ``name`` at the sorted ``ids`` it holds."""
+        local, start = self.local[name], self.start[name]
+        bounds = ids.new_tensor([start, start + len(local)])
+        first, last = torch.searchsorted(ids, bounds).tolist()
+        return local.index_select(0, ids[first:last] - start)
+
+    def _gather_ids(self, parts: list[Tensor], stream: str = "step") -> list[list[Tensor]]:
         """Every worker's ``parts`` (int64 id vectors of any lengths), in rank order: one
-        all-gather of ``[lengths | each part padded to a capacity]``; a capacity grows (and the
-        call repeats) only when some worker's part outgrew it."""
+        all-gather of ``[lengths | each part padded to a capacity]``; a capacity (kept per
+        ``stream``) grows (and the call repeats) only when some worker's part outgrew it."""
         lengths = [len(part) for part in parts]
         while True:
             # The same capacities on every rank (never the local lengths): equal buffers.
-            capacity = [max(self._capacity.get(k, 0), 1) for k in range(len(parts))]
+            capacity = [max(self._capacity.get((stream, k), 0), 1) for k in range(len(parts))]
             buffer = parts[0].new_zeros(len(parts) + sum(capacity))
             buffer[: len(parts)] = torch.tensor(lengths)
             offset = len(parts)
@@ -307,7 +360,7 @@ class ShardedTables:
                 break
             for k, need in enumerate(wanted):
                 if need > capacity[k]:
-                    self._capacity[k] = math.ceil(need * 1.25)
+                    self._capacity[stream, k] = math.ceil(need * 1.25)
         out: list[list[Tensor]] = []
         offset = len(parts)
         for k, room in enumerate(capacity):
@@ -376,6 +429,34 @@ class ShardedTables:
             whole.register_parameter(name, nn.Parameter(table))
         return whole
 
+    def rows_model(self, model: Backbone, ids: dict[str, list[Tensor]]) -> RowSubset:
+        """A plain copy of ``model`` holding only the rows of ``ids`` (this worker's, by kind),
+        which scores pairs of them as the whole model does, bit for bit (a looked-up row is
+        its owner's bits). Every rank calls it (:meth:`lookup_own`). Memory: the heads and
+        the rows of ``ids``, not the tables."""
+        unique = {
+            kind: torch.unique(torch.cat([t.reshape(-1) for t in ts])) for kind, ts in ids.items()
+        }
+        names = list(self.table_index)
+        rows = self.lookup_own([(name, unique[self.table_index[name]]) for name in names])
+        # The memo stands in for the tables, so the copy never duplicates this rank's rows.
+        memo: dict[int, Any] = {id(getattr(model, name)): None for name in names}
+        compact = copy.deepcopy(model, memo)
+        for name, table in zip(names, rows, strict=True):
+            compact.register_parameter(name, nn.Parameter(table, requires_grad=False))
+        return RowSubset(compact, unique)
+
+    def largest_weight(self, model: Backbone) -> float:
+        """The largest absolute weight of the sharded ``model`` (NaN if any is NaN), from each
+        rank's rows and the heads: one all-gather of a float, no whole table."""
+        tensors = [
+            self.local[name] if name in self.local else param.detach()
+            for name, param in model.named_parameters()
+        ]
+        peaks = [tensor.abs().amax() for tensor in tensors if tensor.numel()]
+        peak = torch.stack(peaks).max() if peaks else torch.zeros(())
+        return self.collective.all_gather(peak.reshape(1)).max().item()
+
     def gather_state(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """A model state dict with whole tables (DTensor entries gathered; every rank calls)."""
         return {
@@ -426,6 +507,55 @@ class ShardedTables:
             {name: value for name, value in state.items() if name not in self.local},
             strict=False,
         )
+
+
+class RowSubset(Backbone):
+    """A backbone holding some rows of its tables — ``inner``'s tables are the rows at the
+    sorted ids ``unique[kind]`` — that scores pairs of those ids as the whole model does: ids
+    are renumbered into the held rows, then ``inner`` scores them (through its factors when it
+    has them, as :func:`~invlearn_ray.evaluation.evaluate.score_pairs` would)."""
+
+    def __init__(self, inner: Backbone, unique: dict[str, Tensor]) -> None:
+        super().__init__(inner.n_users, inner.n_items)
+        self.inner = inner
+        self.unique = unique
+        self.name = inner.name
+
+    def renumber(self, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
+        return (
+            torch.searchsorted(self.unique["user"], users),
+            torch.searchsorted(self.unique["item"], items),
+        )
+
+    def forward(self, users: Tensor, items: Tensor, params: Params | None = None) -> Tensor:
+        return self.inner(*self.renumber(users, items), params)
+
+    def representations(self, users: Tensor, items: Tensor, params: Params) -> Representations:
+        return self.inner.representations(*self.renumber(users, items), params)
+
+    def head(self, reps: Representations, params: Params) -> Tensor:
+        return self.inner.head(reps, params)
+
+    def config(self) -> dict[str, Any]:
+        return self.inner.config()
+
+    def factors(self) -> RowFactors | None:
+        factors = self.inner.factors()
+        return None if factors is None else RowFactors(factors, self)
+
+    def catalogue_scorer(self) -> CatalogueScorer:
+        raise TypeError("a RowSubset holds some rows only: rank the catalogue on a whole model")
+
+
+class RowFactors:
+    """A :class:`RowSubset`'s factors, for pair scores only."""
+
+    def __init__(self, factors: Factors, model: RowSubset) -> None:
+        self.factors = factors
+        self.model = model
+
+    def pair_scores(self, users: Tensor, items: Tensor) -> Tensor:
+        return self.factors.pair_scores(*self.model.renumber(users, items))
 
 
 class ShardedUpdate:

@@ -505,8 +505,8 @@ class Trainer:
         train_loss = (totals[0] / totals[1].clamp(min=1.0)).item()
         train_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        scoring = self.scoring_model()
-        check_divergence(self.config, epoch, train_loss, largest_weight(scoring))
+        scoring = self.epoch_scoring_model()
+        check_divergence(self.config, epoch, train_loss, self.largest_weight())
 
         valid = evaluate_split(scoring, self.data.valid, collective=self.collective)
         annotation = self.diagnostics.end_epoch(epoch, scoring)
@@ -558,6 +558,23 @@ class Trainer:
             record = self.run_epoch(self.next_epoch)
             sink.report(record, self)
         return self.result(score_test=score_test)
+
+    def epoch_scoring_model(self) -> Backbone:
+        """What an epoch's evaluation scores (validation and the diagnostic rows): the model,
+        or with sharded tables a copy holding only the rows of this worker's scored users and
+        items (:meth:`ShardedTables.rows_model`; every worker calls it). Memory: those rows,
+        not the tables."""
+        if self.tables is None:
+            return self.model
+        users, items = self.diagnostics.pairs()
+        ids = {"user": [self.data.valid.users, users], "item": [self.data.valid.items, items]}
+        return self.tables.rows_model(self.model, ids)
+
+    def largest_weight(self) -> float:
+        """The model's largest absolute weight (sharded: every worker calls it)."""
+        if self.tables is None:
+            return largest_weight(self.model)
+        return self.tables.largest_weight(self.model)
 
     def scoring_model(self) -> Backbone:
         """The model with whole tables: itself, or with sharded tables a gathered copy (every
