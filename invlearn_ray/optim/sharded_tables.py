@@ -37,11 +37,20 @@ Why the step's reductions call ``torch.distributed`` (through the
 :class:`~invlearn_ray.optim.collective.Collective`, which counts their bytes) on the shards'
 local tensors instead of redistributing DTensors: a ``Partial → Replicate`` redistribute
 costs ~4.8 ms per call on this 2-core machine against ~1.0 ms for the same all-reduce (DTensor
-dispatch), and a step makes three to five of them. DTensor does the rest: the layout, whole
-tables when they are wanted (:meth:`ShardedTables.full`: an all-gather of uneven shards) and
-the max of a sharded weight. What stays O(table) per worker: the whole model gathered for
-evaluation (once per epoch), checkpoints (gathered, see :meth:`ShardedTables.gather_state`)
-and the published model.
+dispatch), and a step makes three to five of them. DTensor does the rest: the layout and
+whole tables when they are wanted (:meth:`ShardedTables.full`: an all-gather of uneven shards).
+
+Beyond the steps, per worker:
+
+* an epoch's evaluation scores a copy holding only the rows of the ids this worker scores
+  (:meth:`ShardedTables.rows_model`: one all-gather of ids, one all-to-all of owned rows),
+  bit-equal to the whole model; the divergence check reduces each rank's largest weight;
+* a checkpoint is each worker's rows (:meth:`ShardedTables.own_state`,
+  :meth:`ShardedUpdate.own_state_dict`) in its own file, written and read without a
+  collective (:mod:`invlearn_ray.distributed.reporting`);
+* what stays O(table): the selected model, gathered once after training
+  (:meth:`ShardedTables.full_model`) to score test — full ranking needs every item's row per
+  user — and to publish; and ``Trainer.state_dict()``'s default, whole-table form.
 """
 
 from __future__ import annotations
@@ -422,7 +431,8 @@ class ShardedTables:
 
     def full_model(self, model: Backbone) -> Backbone:
         """A plain copy of ``model`` with its whole tables (every rank calls it: an all-gather
-        per table). What evaluation scores and what a run publishes. Memory: the whole model."""
+        per table). What test scoring, full ranking and the published model take, once per
+        run. Memory: the whole model."""
         whole = copy.deepcopy(model)
         for name in self.local:
             table = getattr(model, name).detach().full_tensor()

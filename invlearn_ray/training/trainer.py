@@ -23,8 +23,9 @@ statistics, so every worker reports the one-process metrics and stops at the sam
 generators keyed by (seed, epoch, rank), so resuming at epoch ``e`` replays exactly what an
 uninterrupted run would have done. With ``config.shard_tables`` the trainer's tables are
 sharded by row across the workers (:mod:`~invlearn_ray.optim.sharded_tables`): steps,
-optimizer and IG take the sharded table's hooks, evaluation scores :meth:`Trainer.scoring_model`
-(gathered), and :meth:`Trainer.state_dict` is a collective call.
+optimizer and IG take the sharded table's hooks, an epoch's evaluation scores
+:meth:`Trainer.epoch_scoring_model` (the scored rows only), test scoring the selected model
+gathered once, and :meth:`Trainer.state_dict` gathers whole tables or takes each worker's rows.
 """
 
 from __future__ import annotations
@@ -578,7 +579,8 @@ class Trainer:
 
     def scoring_model(self) -> Backbone:
         """The model with whole tables: itself, or with sharded tables a gathered copy (every
-        worker calls it: an all-gather per table; memory: the whole model, until dropped)."""
+        worker calls it: an all-gather per table; memory: the whole model, until dropped).
+        Training never calls it; an epoch scores :meth:`epoch_scoring_model`."""
         return self.model if self.tables is None else self.tables.full_model(self.model)
 
     def selected_model(self) -> Backbone:
