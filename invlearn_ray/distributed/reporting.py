@@ -23,6 +23,7 @@ A checkpoint needs no random-generator state: every draw comes from a generator 
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import tempfile
@@ -30,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs
 import ray.train
 import torch
 
@@ -152,9 +154,14 @@ def whole_state(checkpoint: ray.train.Checkpoint) -> dict[str, Any]:
 
 def _load(checkpoint: ray.train.Checkpoint, name: str, device: torch.device | str) -> Any:
     """One file of ``checkpoint``, read where it is stored (``as_directory`` would download
-    every worker's files to each worker)."""
-    with checkpoint.filesystem.open_input_file(f"{checkpoint.path}/{name}") as file:
-        return torch.load(file, map_location=device, weights_only=True)
+    every worker's files to each worker). A remote file is read whole first: ``torch.load``
+    on a remote file object would make a request per read."""
+    path = f"{checkpoint.path}/{name}"
+    if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
+        return torch.load(path, map_location=device, weights_only=True)
+    with checkpoint.filesystem.open_input_stream(path) as stream:
+        data = io.BytesIO(stream.readall())
+    return torch.load(data, map_location=device, weights_only=True)
 
 
 class InjectedFailure(RuntimeError):
