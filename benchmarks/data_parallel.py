@@ -246,8 +246,10 @@ def ray_worker(config: dict[str, Any]) -> list[dict[str, Any]] | None:
     calls, payload, seconds = exchange.calls, exchange.payload_bytes, exchange.seconds
     torch.distributed.barrier()  # time the evaluation, not one worker waiting for the other
     started = time.perf_counter()
-    # Sharded tables: the gather of the whole model is part of what evaluating costs.
-    scoring = worker.trainer.scoring_model()
+    # What an epoch's evaluation does (sharded tables: the scored rows' lookup and the
+    # largest weight's all-gather are part of it).
+    scoring = worker.trainer.epoch_scoring_model()
+    worker.trainer.largest_weight()
     evaluate_split(scoring, worker.data.valid, collective=worker.collective)
     eval_s = time.perf_counter() - started
     eval_calls, eval_bytes = exchange.calls - calls, exchange.payload_bytes - payload

@@ -6,12 +6,24 @@ attaching the trainer's state as a checkpoint — through different functions
 own). Both write and read one checkpoint format (:func:`restore_state`), so a restarted worker
 group and a resumed study resume the same way.
 
+With sharded tables (``TrainConfig.shard_tables``) a checkpoint is written by every worker:
+each saves its rows of the tables, of the best epoch's tables and of their optimizer moments
+in its own file (:func:`shard_file_name`), rank 0 also saves the rest (heads, counters,
+history) in :data:`CHECKPOINT_FILE`, and every worker reports its folder. Ray Train (2.60)
+gives the workers of one report the same checkpoint folder name and copies each folder's
+files into it, so the files must have distinct names; the checkpoint is registered once every
+worker has reported. No worker ever holds a whole table for a checkpoint, and on restore each
+reads only :data:`CHECKPOINT_FILE` and its own file. The per-worker files are cut for one
+worker count: resuming with another is refused (as for unsharded runs, whose replay is keyed
+by rank and worker count anyway).
+
 A checkpoint needs no random-generator state: every draw comes from a generator keyed by
 (seed, epoch, rank, stream), so the epoch and step counters *are* the RNG state.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import tempfile
@@ -19,13 +31,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs
 import ray.train
 import torch
 
+from invlearn_ray.optim.sharded_tables import state_entry, with_entries
 from invlearn_ray.training.config import TrainConfig
 from invlearn_ray.training.trainer import EpochRecord, EpochSink, Trainer
 
 CHECKPOINT_FILE = "trainer.pt"
+
+
+def shard_file_name(rank: int) -> str:
+    """The file of a sharded checkpoint holding worker ``rank``'s rows."""
+    return f"shard_rank{rank:05d}.pt"
 
 
 class CheckpointMismatchError(RuntimeError):
@@ -45,8 +64,9 @@ def epoch_metrics(record: EpochRecord, trainer: Trainer) -> dict[str, float]:
 
 
 class CheckpointSink(EpochSink):
-    """Report every epoch through ``report`` (``ray.train.report`` or ``ray.tune.report``);
-    rank 0 attaches the trainer's state as the checkpoint, other ranks report ``None``.
+    """Report every epoch through ``report`` (``ray.train.report`` or ``ray.tune.report``)
+    with a checkpoint: rank 0's folder of the trainer's state, other ranks ``None`` — or, with
+    sharded tables, every rank's folder of its rows (see the module docstring).
 
     Args:
         report: ``report(metrics, checkpoint=...)``.
@@ -60,19 +80,38 @@ class CheckpointSink(EpochSink):
 
     def report(self, record: EpochRecord, trainer: Trainer) -> None:
         metrics = epoch_metrics(record, trainer)
-        # Every rank takes the state: with sharded tables it is a collective (a gather).
-        trainer_state = trainer.state_dict()
+        if trainer.config.shard_tables:
+            self._report_shards(metrics, trainer)
+            return
         if self.rank != 0:
             self.report_fn(metrics, checkpoint=None)
             return
         with tempfile.TemporaryDirectory() as directory:
-            state = {
-                "trainer": trainer_state,
-                "train_config": trainer.config.to_dict(),
-                "world_size": self.world_size,
-            }
+            state = self._header(trainer.state_dict(), trainer)
             torch.save(state, Path(directory) / CHECKPOINT_FILE)
             self.report_fn(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+    def _report_shards(self, metrics: dict[str, float], trainer: Trainer) -> None:
+        """Every rank writes its rows, rank 0 the rest: memory per rank, its share of the state
+        (the files hold the live tensors; nothing is gathered or copied)."""
+        state = trainer.state_dict(whole_tables=False)
+        shard = state.pop("shard")
+        paths = shard["paths"]
+        rows = [state_entry(state, path) for path in paths]
+        with tempfile.TemporaryDirectory() as directory:
+            torch.save({"shard": shard, "rows": rows}, Path(directory) / shard_file_name(self.rank))
+            if self.rank == 0:
+                rest = with_entries(state, paths, [None] * len(paths))
+                header = {**self._header(rest, trainer), "sharded": True}
+                torch.save(header, Path(directory) / CHECKPOINT_FILE)
+            self.report_fn(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+    def _header(self, trainer_state: dict[str, Any], trainer: Trainer) -> dict[str, Any]:
+        return {
+            "trainer": trainer_state,
+            "train_config": trainer.config.to_dict(),
+            "world_size": self.world_size,
+        }
 
 
 def restore_state(
@@ -80,8 +119,10 @@ def restore_state(
     config: TrainConfig,
     world_size: int,
     device: torch.device | str = "cpu",
+    rank: int = 0,
 ) -> dict[str, Any] | None:
     """The trainer state to resume from (``Trainer.fit(start=...)``), or None to start afresh.
+    From a sharded checkpoint, worker ``rank``'s rows and the shared rest.
 
     Raises:
         CheckpointMismatchError: the checkpoint belongs to another configuration or worker
@@ -89,16 +130,45 @@ def restore_state(
     """
     if checkpoint is None:
         return None
-    with checkpoint.as_directory() as directory:
-        state = torch.load(
-            Path(directory) / CHECKPOINT_FILE, map_location=device, weights_only=True
-        )
+    state = _load(checkpoint, CHECKPOINT_FILE, device)
     if state["train_config"] != config.to_dict() or state["world_size"] != world_size:
         raise CheckpointMismatchError(
             f"checkpoint {checkpoint.path} was written by another configuration or worker count "
-            f"({state['world_size']} workers); start a new run (another name or storage path)"
+            f"({state['world_size']} workers, not {world_size}); resume with its configuration "
+            "and worker count, or start a new run (another name or storage path)"
         )
-    return state["trainer"]
+    if not state.get("sharded"):
+        return state["trainer"]
+    own = _load(checkpoint, shard_file_name(rank), device)
+    trainer_state = with_entries(state["trainer"], own["shard"]["paths"], own["rows"])
+    return {**trainer_state, "shard": own["shard"]}
+
+
+def whole_state(checkpoint: ray.train.Checkpoint) -> dict[str, Any]:
+    """A checkpoint's trainer state with whole tables — a sharded one's rows joined in rank
+    order (``Shard(0)`` rows are contiguous) — for inspecting it in one process. Memory: the
+    whole state; training never calls it."""
+    state = _load(checkpoint, CHECKPOINT_FILE, "cpu")
+    if not state.get("sharded"):
+        return state["trainer"]
+    shards = [
+        _load(checkpoint, shard_file_name(rank), "cpu") for rank in range(state["world_size"])
+    ]
+    paths = shards[0]["shard"]["paths"]
+    joined = [torch.cat(parts) for parts in zip(*(own["rows"] for own in shards), strict=True)]
+    return with_entries(state["trainer"], paths, joined)
+
+
+def _load(checkpoint: ray.train.Checkpoint, name: str, device: torch.device | str) -> Any:
+    """One file of ``checkpoint``, read where it is stored (``as_directory`` would download
+    every worker's files to each worker). A remote file is read whole first: ``torch.load``
+    on a remote file object would make a request per read."""
+    path = f"{checkpoint.path}/{name}"
+    if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
+        return torch.load(path, map_location=device, weights_only=True)
+    with checkpoint.filesystem.open_input_stream(path) as stream:
+        data = io.BytesIO(stream.readall())
+    return torch.load(data, map_location=device, weights_only=True)
 
 
 class InjectedFailure(RuntimeError):

@@ -24,7 +24,8 @@ Every worker runs :func:`train_loop_per_worker` with the same ``config`` dict
    ``ray.train.get_checkpoint()`` when Ray Train restarted the group
    (:func:`~invlearn_ray.distributed.reporting.restore_state`), reporting through a
    :class:`~invlearn_ray.distributed.reporting.CheckpointSink` on ``ray.train.report`` (a
-   barrier; rank 0 attaches the checkpoint), then scoring its shard of the test users;
+   barrier; rank 0 attaches the checkpoint, or with sharded tables every rank its rows), then
+   scoring its shard of the test users;
 5. rank 0 writes the run's outputs and returns the summary (``Result.return_value``). A run
    whose loss or weights leave their bounds (``TrainingDiverged``) stops on every worker at the
    same epoch — each judges the global loss and identical weights — and writes nothing;
@@ -37,7 +38,9 @@ every worker takes the same argmin
 (:class:`~invlearn_ray.methods.inverse_gradient.InverseGradient`). With
 ``TrainConfig.shard_tables`` each worker holds only its rows of the tables (DTensor
 ``Shard(0)`` over Ray's process group, :mod:`~invlearn_ray.optim.sharded_tables`); the heads
-stay identical, and checkpoints and the published model hold whole tables, gathered.
+stay identical, each worker checkpoints its own rows in its own file (rank 0 also the rest,
+:class:`~invlearn_ray.distributed.reporting.CheckpointSink`) and reads only those back, and the
+published model holds whole tables, gathered once after training.
 
 Test-only switches (keys starting with ``_test_``, never environment variables, so nothing
 can leak into a real run): ``_test_fail_once_at_epoch`` / ``_test_fail_rank`` /
@@ -308,7 +311,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     """
     worker = setup_worker(config)
     trainer, rank, world_size = worker.trainer, worker.rank, worker.world_size
-    start = restore_state(ray.train.get_checkpoint(), worker.config, world_size, trainer.device)
+    start = restore_state(
+        ray.train.get_checkpoint(), worker.config, world_size, trainer.device, rank
+    )
     sink: EpochSink = CheckpointSink(ray.train.report, rank, world_size)
     if "_test_fail_once_at_epoch" in config:
         sink = FailOnceSink(sink, config, rank)

@@ -63,6 +63,11 @@ class Collective(Protocol):
         """``[world_size, *tensor.shape]``: every worker's ``tensor`` (same shape on each), in
         rank order."""
 
+    def all_to_all(self, flat: Tensor, send: list[int], receive: list[int]) -> Tensor:
+        """Worker ``q`` gets the ``send[q]`` numbers of ``flat`` at its place (``flat`` holds
+        the parts for workers 0, 1, ... in order); returns the ``receive[q]`` numbers each
+        worker ``q`` sent here, in rank order."""
+
 
 class LocalCollective:
     """One process: nothing to reduce."""
@@ -78,6 +83,9 @@ class LocalCollective:
 
     def all_gather(self, tensor: Tensor) -> Tensor:
         return tensor.unsqueeze(0)
+
+    def all_to_all(self, flat: Tensor, send: list[int], receive: list[int]) -> Tensor:
+        return flat
 
 
 class TorchDistributedCollective:
@@ -115,6 +123,12 @@ class TorchDistributedCollective:
         with self.stats.call(flat):
             torch.distributed.all_gather_single(out, flat)
         return out.view(self.world_size, *tensor.shape)
+
+    def all_to_all(self, flat: Tensor, send: list[int], receive: list[int]) -> Tensor:
+        out = flat.new_empty(sum(receive))
+        with self.stats.call(flat):
+            torch.distributed.all_to_all_single(out, flat.contiguous(), receive, send)
+        return out
 
 
 def all_gather_rows(collective: Collective, tensor: Tensor) -> list[Tensor]:

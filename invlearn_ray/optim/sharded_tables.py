@@ -37,11 +37,20 @@ Why the step's reductions call ``torch.distributed`` (through the
 :class:`~invlearn_ray.optim.collective.Collective`, which counts their bytes) on the shards'
 local tensors instead of redistributing DTensors: a ``Partial → Replicate`` redistribute
 costs ~4.8 ms per call on this 2-core machine against ~1.0 ms for the same all-reduce (DTensor
-dispatch), and a step makes three to five of them. DTensor does the rest: the layout, whole
-tables when they are wanted (:meth:`ShardedTables.full`: an all-gather of uneven shards) and
-the max of a sharded weight. What stays O(table) per worker: the whole model gathered for
-evaluation (once per epoch), checkpoints (gathered, see :meth:`ShardedTables.gather_state`)
-and the published model.
+dispatch), and a step makes three to five of them. DTensor does the rest: the layout and
+whole tables when they are wanted (:meth:`ShardedTables.full`: an all-gather of uneven shards).
+
+Beyond the steps, per worker:
+
+* an epoch's evaluation scores a copy holding only the rows of the ids this worker scores
+  (:meth:`ShardedTables.rows_model`: one all-gather of ids, one all-to-all of owned rows),
+  bit-equal to the whole model; the divergence check reduces each rank's largest weight;
+* a checkpoint is each worker's rows (:meth:`ShardedTables.own_state`,
+  :meth:`ShardedUpdate.own_state_dict`) in its own file, written and read without a
+  collective (:mod:`invlearn_ray.distributed.reporting`);
+* what stays O(table): the selected model, gathered once after training
+  (:meth:`ShardedTables.full_model`) to score test — full ranking needs every item's row per
+  user — and to publish; and ``Trainer.state_dict()``'s default, whole-table form.
 """
 
 from __future__ import annotations
@@ -57,7 +66,14 @@ from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.tensor import DTensor, Shard
 from torch.distributed.tensor.parallel import ParallelStyle, parallelize_module
 
-from invlearn_ray.models.backbones import Backbone, holding_rows
+from invlearn_ray.models.backbones import (
+    Backbone,
+    CatalogueScorer,
+    Factors,
+    Params,
+    Representations,
+    holding_rows,
+)
 from invlearn_ray.optim.collective import Collective
 from invlearn_ray.optim.gradients import Gradient, RowGradient, reduce_mean_
 from invlearn_ray.optim.optimizers import DenseUpdate, LazyAdam, ParameterUpdate
@@ -101,6 +117,32 @@ def _stride(shape: tuple[int, ...]) -> tuple[int, ...]:
         strides.append(step)
         step *= size
     return tuple(reversed(strides))
+
+
+StatePath = tuple[str | int, ...]
+"""Keys from a nested state dict's top to one of its entries, e.g. ``("model", "user")``."""
+
+
+def state_entry(state: Mapping[Any, Any], path: StatePath) -> Any:
+    """The entry of nested dicts ``state`` at ``path``."""
+    for key in path:
+        state = state[key]
+    return state
+
+
+def with_entries(state: dict[Any, Any], paths: list[StatePath], values: list[Any]) -> dict:
+    """A copy of nested dicts ``state`` with the entry at each of ``paths`` replaced by the
+    matching value. Only the dicts along the paths are copied: ``state``, its tensors and
+    every other dict are left as they are (torch's state dicts share them with the live
+    optimizer)."""
+    out = dict(state)
+    for path, value in zip(paths, values, strict=True):
+        parent = out
+        for key in path[:-1]:
+            parent[key] = dict(parent[key])
+            parent = parent[key]
+        parent[path[-1]] = value
+    return out
 
 
 class ShardedRows(TouchedRows):
@@ -194,7 +236,8 @@ class ShardedTables:
             name: shard_range(len(table), collective.world_size, collective.rank)[0]
             for name, table in tables.items()
         }
-        self._capacity: dict[int, int] = {}
+        # Padded id capacities by (stream, part): a step's and an evaluation's differ.
+        self._capacity: dict[tuple[str, int], int] = {}
 
     # ------------------------------------------------------------------------- a step's rows
 
@@ -233,9 +276,7 @@ class ShardedTables:
         world, rank = self.collective.world_size, self.collective.rank
         cuts, sizes = [], []
         for name, ids in requests:
-            rows = self.shape[name][0]
-            starts = [shard_range(rows, world, q)[0] for q in range(world)] + [rows]
-            cut = torch.searchsorted(ids, ids.new_tensor(starts)).tolist()
+            cut = self._owner_cuts(name, ids)
             width = math.prod(self.shape[name][1:])
             cuts.append(cut)
             sizes.append([(cut[q + 1] - cut[q]) * width for q in range(world)])
@@ -259,14 +300,61 @@ class ShardedTables:
                 offset += size[q]
         return out
 
-    def _gather_ids(self, parts: list[Tensor]) -> list[list[Tensor]]:
+    def _owner_cuts(self, name: str, ids: Tensor) -> list[int]:
+        """Where sorted ``ids`` of table ``name`` cross from one rank's rows to the next's:
+        rank ``q`` owns ``ids[cut[q]:cut[q + 1]]``."""
+        rows, world = self.shape[name][0], self.collective.world_size
+        starts = [shard_range(rows, world, q)[0] for q in range(world)] + [rows]
+        return torch.searchsorted(ids, ids.new_tensor(starts)).tolist()
+
+    def lookup_own(self, requests: list[tuple[str, Tensor]]) -> list[Tensor]:
+        """``T[ids]`` for each ``(table name, sorted unique ids)`` of this rank's own — the
+        ids may differ between ranks (every rank calls it, with as many requests).
+
+        Every rank learns every rank's ids (one all-gather of ids), then each owner sends
+        each rank the rows it asked for (one all-to-all): a rank receives its rows only, not
+        the union of every rank's (compare :meth:`_lookup`, whose rows every rank needs).
+        Memory: the ids of every rank, and this rank's requested rows.
+        """
+        world = self.collective.world_size
+        everyone = self._gather_ids([ids for _, ids in requests], stream="rows")
+        widths = [math.prod(self.shape[name][1:]) for name, _ in requests]
+        cuts = [self._owner_cuts(name, ids) for name, ids in requests]
+        parts, send, receive = [], [0] * world, [0] * world
+        for q in range(world):
+            for (name, _), asked, width, cut in zip(requests, everyone, widths, cuts, strict=True):
+                rows = self._owned_rows(name, asked[q])
+                parts.append(rows.reshape(-1))
+                send[q] += rows.numel()
+                receive[q] += (cut[q + 1] - cut[q]) * width
+        like = next(iter(self.local.values()))
+        received = self.collective.all_to_all(torch.cat([like.new_empty(0), *parts]), send, receive)
+        out = [like.new_empty((len(ids), *self.shape[name][1:])) for name, ids in requests]
+        offset = 0
+        for q in range(world):  # ids are sorted and shards ascend: rank order is id order
+            for table, cut, width in zip(out, cuts, widths, strict=True):
+                size = (cut[q + 1] - cut[q]) * width
+                table[cut[q] : cut[q + 1]] = received[offset : offset + size].view(
+                    -1, *table.shape[1:]
+                )
+                offset += size
+        return out
+
+    def _owned_rows(self, name: str, ids: Tensor) -> Tensor:
+        """This rank's rows of table ``name`` at the sorted ``ids`` it holds."""
+        local, start = self.local[name], self.start[name]
+        bounds = ids.new_tensor([start, start + len(local)])
+        first, last = torch.searchsorted(ids, bounds).tolist()
+        return local.index_select(0, ids[first:last] - start)
+
+    def _gather_ids(self, parts: list[Tensor], stream: str = "step") -> list[list[Tensor]]:
         """Every worker's ``parts`` (int64 id vectors of any lengths), in rank order: one
-        all-gather of ``[lengths | each part padded to a capacity]``; a capacity grows (and the
-        call repeats) only when some worker's part outgrew it."""
+        all-gather of ``[lengths | each part padded to a capacity]``; a capacity (kept per
+        ``stream``) grows (and the call repeats) only when some worker's part outgrew it."""
         lengths = [len(part) for part in parts]
         while True:
             # The same capacities on every rank (never the local lengths): equal buffers.
-            capacity = [max(self._capacity.get(k, 0), 1) for k in range(len(parts))]
+            capacity = [max(self._capacity.get((stream, k), 0), 1) for k in range(len(parts))]
             buffer = parts[0].new_zeros(len(parts) + sum(capacity))
             buffer[: len(parts)] = torch.tensor(lengths)
             offset = len(parts)
@@ -281,7 +369,7 @@ class ShardedTables:
                 break
             for k, need in enumerate(wanted):
                 if need > capacity[k]:
-                    self._capacity[k] = math.ceil(need * 1.25)
+                    self._capacity[stream, k] = math.ceil(need * 1.25)
         out: list[list[Tensor]] = []
         offset = len(parts)
         for k, room in enumerate(capacity):
@@ -343,12 +431,41 @@ class ShardedTables:
 
     def full_model(self, model: Backbone) -> Backbone:
         """A plain copy of ``model`` with its whole tables (every rank calls it: an all-gather
-        per table). What evaluation scores and what a run publishes. Memory: the whole model."""
+        per table). What test scoring, full ranking and the published model take, once per
+        run. Memory: the whole model."""
         whole = copy.deepcopy(model)
         for name in self.local:
             table = getattr(model, name).detach().full_tensor()
             whole.register_parameter(name, nn.Parameter(table))
         return whole
+
+    def rows_model(self, model: Backbone, ids: dict[str, list[Tensor]]) -> RowSubset:
+        """A plain copy of ``model`` holding only the rows of ``ids`` (this worker's, by kind),
+        which scores pairs of them as the whole model does, bit for bit (a looked-up row is
+        its owner's bits). Every rank calls it (:meth:`lookup_own`). Memory: the heads and
+        the rows of ``ids``, not the tables."""
+        unique = {
+            kind: torch.unique(torch.cat([t.reshape(-1) for t in ts])) for kind, ts in ids.items()
+        }
+        names = list(self.table_index)
+        rows = self.lookup_own([(name, unique[self.table_index[name]]) for name in names])
+        # The memo stands in for the tables, so the copy never duplicates this rank's rows.
+        memo: dict[int, Any] = {id(getattr(model, name)): None for name in names}
+        compact = copy.deepcopy(model, memo)
+        for name, table in zip(names, rows, strict=True):
+            compact.register_parameter(name, nn.Parameter(table, requires_grad=False))
+        return RowSubset(compact, unique)
+
+    def largest_weight(self, model: Backbone) -> float:
+        """The largest absolute weight of the sharded ``model`` (NaN if any is NaN), from each
+        rank's rows and the heads: one all-gather of a float, no whole table."""
+        tensors = [
+            self.local[name] if name in self.local else param.detach()
+            for name, param in model.named_parameters()
+        ]
+        peaks = [tensor.abs().amax() for tensor in tensors if tensor.numel()]
+        peak = torch.stack(peaks).max() if peaks else torch.zeros(())
+        return self.collective.all_gather(peak.reshape(1)).max().item()
 
     def gather_state(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """A model state dict with whole tables (DTensor entries gathered; every rank calls)."""
@@ -364,6 +481,21 @@ class ShardedTables:
             for name, value in state.items()
         }
 
+    def own_state(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """A model state dict with each table as this rank's rows (plain tensors sharing the
+        DTensors' storage: no copy, no collective) — a sharded checkpoint's share."""
+        return {
+            name: value.to_local() if isinstance(value, DTensor) else value
+            for name, value in state.items()
+        }
+
+    def distribute_own(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The inverse of :meth:`own_state`: this rank's rows back to DTensor tables."""
+        return {
+            name: self._distribute(name, value) if name in self.local else value
+            for name, value in state.items()
+        }
+
     def _distribute(self, name: str, local: Tensor) -> DTensor:
         shape = self.shape[name]
         return DTensor.from_local(
@@ -371,17 +503,69 @@ class ShardedTables:
         )
 
     @torch.no_grad()
-    def load_model_state(self, model: Backbone, state: Mapping[str, Tensor]) -> None:
-        """Load a whole-table state dict (a checkpoint's) into the sharded ``model``."""
+    def load_model_state(
+        self, model: Backbone, state: Mapping[str, Tensor], own_rows: bool = False
+    ) -> None:
+        """Load a state dict into the sharded ``model``: whole tables (a gathered state's,
+        cut here) or, with ``own_rows``, this rank's rows (an :meth:`own_state`)."""
         expected = set(model.state_dict())
         if set(state) != expected:
             raise KeyError(f"model state keys {sorted(state)} are not {sorted(expected)}")
-        for name in self.local:
-            self.local[name].copy_(self.shard(name, state[name]))
+        for name, local in self.local.items():
+            local.copy_(state[name] if own_rows else self.shard(name, state[name]))
         model.load_state_dict(
             {name: value for name, value in state.items() if name not in self.local},
             strict=False,
         )
+
+
+class RowSubset(Backbone):
+    """A backbone holding some rows of its tables — ``inner``'s tables are the rows at the
+    sorted ids ``unique[kind]`` — that scores pairs of those ids as the whole model does: ids
+    are renumbered into the held rows, then ``inner`` scores them (through its factors when it
+    has them, as :func:`~invlearn_ray.evaluation.evaluate.score_pairs` would)."""
+
+    def __init__(self, inner: Backbone, unique: dict[str, Tensor]) -> None:
+        super().__init__(inner.n_users, inner.n_items)
+        self.inner = inner
+        self.unique = unique
+        self.name = inner.name
+
+    def renumber(self, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
+        return (
+            torch.searchsorted(self.unique["user"], users),
+            torch.searchsorted(self.unique["item"], items),
+        )
+
+    def forward(self, users: Tensor, items: Tensor, params: Params | None = None) -> Tensor:
+        return self.inner(*self.renumber(users, items), params)
+
+    def representations(self, users: Tensor, items: Tensor, params: Params) -> Representations:
+        return self.inner.representations(*self.renumber(users, items), params)
+
+    def head(self, reps: Representations, params: Params) -> Tensor:
+        return self.inner.head(reps, params)
+
+    def config(self) -> dict[str, Any]:
+        return self.inner.config()
+
+    def factors(self) -> RowFactors | None:
+        factors = self.inner.factors()
+        return None if factors is None else RowFactors(factors, self)
+
+    def catalogue_scorer(self) -> CatalogueScorer:
+        raise TypeError("a RowSubset holds some rows only: rank the catalogue on a whole model")
+
+
+class RowFactors:
+    """A :class:`RowSubset`'s factors, for pair scores only."""
+
+    def __init__(self, factors: Factors, model: RowSubset) -> None:
+        self.factors = factors
+        self.model = model
+
+    def pair_scores(self, users: Tensor, items: Tensor) -> Tensor:
+        return self.factors.pair_scores(*self.model.renumber(users, items))
 
 
 class ShardedUpdate:
@@ -389,7 +573,8 @@ class ShardedUpdate:
     inner update (dense ``torch.optim.Adam`` or :class:`LazyAdam` over
     :meth:`ShardedTables.local_view`) takes each table gradient's owned rows, so a worker
     moves and keeps moments for ``1/W`` of every table. Its state dict holds whole tables'
-    moments (gathered: every rank calls it), the replicated update's format."""
+    moments (gathered: every rank calls it), the replicated update's format; its
+    :meth:`own_state_dict` holds this rank's rows of them (no collective)."""
 
     def __init__(self, tables: ShardedTables, inner: ParameterUpdate) -> None:
         self.tables = tables
@@ -404,37 +589,41 @@ class ShardedUpdate:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.inner.load_state_dict(self._convert(state, self.tables.shard))
 
+    def own_state_dict(self) -> dict[str, Any]:
+        """The inner update's state: table moments as this rank's rows."""
+        return self.inner.state_dict()
+
+    def load_own_state_dict(self, state: dict[str, Any]) -> None:
+        self.inner.load_state_dict(state)
+
+    def table_paths(self, state: Mapping[str, Any]) -> list[tuple[StatePath, str]]:
+        """``(path, table name)`` of every table moment in a state dict of this update."""
+        tables = self.tables.local
+        if isinstance(self.inner, LazyAdam):
+            return [
+                ((key, name), name)
+                for key in ("first", "second")
+                for name in state[key]
+                if name in tables
+            ]
+        if isinstance(self.inner, DenseUpdate):
+            names = list(self.inner.params)
+            return [
+                (("state", index, key), names[index])
+                for index, entry in state["state"].items()
+                if names[index] in tables
+                for key in entry
+                if key in ("exp_avg", "exp_avg_sq")
+            ]
+        raise TypeError(f"no sharded state for {type(self.inner).__name__}")
+
     def _convert(self, state: dict[str, Any], convert) -> dict[str, Any]:
         """``state`` with every table moment passed through ``convert(name, tensor)``; the
         inner state's own dicts are never modified (torch's ``state_dict`` shares them)."""
-        tables = self.tables.local
-        if isinstance(self.inner, LazyAdam):
-            return {
-                **state,
-                **{
-                    key: {
-                        name: convert(name, value) if name in tables else value
-                        for name, value in state[key].items()
-                    }
-                    for key in ("first", "second")
-                },
-            }
-        if isinstance(self.inner, DenseUpdate):
-            names = list(self.inner.params)
-            moments = {"exp_avg", "exp_avg_sq"}
-            return {
-                **state,
-                "state": {
-                    index: {
-                        key: convert(names[index], value)
-                        if key in moments and names[index] in tables
-                        else value
-                        for key, value in entry.items()
-                    }
-                    for index, entry in state["state"].items()
-                },
-            }
-        raise TypeError(f"no sharded state for {type(self.inner).__name__}")
+        found = self.table_paths(state)
+        paths = [path for path, _ in found]
+        values = [convert(name, state_entry(state, path)) for path, name in found]
+        return with_entries(state, paths, values)
 
 
 def shard_model(build, collective: Collective) -> tuple[Backbone, ShardedTables]:

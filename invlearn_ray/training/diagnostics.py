@@ -100,10 +100,15 @@ class UnlabeledDiagnostics:
         """How ``model`` labels the rows: ``{"sampled_accuracy": ..., ...}``."""
         return self._annotation(self._logits(model))
 
-    def _logits(self, model: Backbone) -> Tensor:
-        """The model's logits on the rows, sampled then observed."""
+    def pairs(self) -> tuple[Tensor, Tensor]:
+        """``(users, items)`` of the scored rows, sampled then observed."""
         users = torch.cat([self.rows["sampled_users"], self.rows["observed_users"]])
         items = torch.cat([self.rows["sampled_items"], self.rows["observed_items"]])
+        return users, items
+
+    def _logits(self, model: Backbone) -> Tensor:
+        """The model's logits on the rows, sampled then observed."""
+        users, items = self.pairs()
         was_training = model.training
         model.eval()
         logits = score_pairs(model, users, items)

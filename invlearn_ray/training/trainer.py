@@ -23,8 +23,9 @@ statistics, so every worker reports the one-process metrics and stops at the sam
 generators keyed by (seed, epoch, rank), so resuming at epoch ``e`` replays exactly what an
 uninterrupted run would have done. With ``config.shard_tables`` the trainer's tables are
 sharded by row across the workers (:mod:`~invlearn_ray.optim.sharded_tables`): steps,
-optimizer and IG take the sharded table's hooks, evaluation scores :meth:`Trainer.scoring_model`
-(gathered), and :meth:`Trainer.state_dict` is a collective call.
+optimizer and IG take the sharded table's hooks, an epoch's evaluation scores
+:meth:`Trainer.epoch_scoring_model` (the scored rows only), test scoring the selected model
+gathered once, and :meth:`Trainer.state_dict` gathers whole tables or takes each worker's rows.
 """
 
 from __future__ import annotations
@@ -505,8 +506,8 @@ class Trainer:
         train_loss = (totals[0] / totals[1].clamp(min=1.0)).item()
         train_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        scoring = self.scoring_model()
-        check_divergence(self.config, epoch, train_loss, largest_weight(scoring))
+        scoring = self.epoch_scoring_model()
+        check_divergence(self.config, epoch, train_loss, self.largest_weight())
 
         valid = evaluate_split(scoring, self.data.valid, collective=self.collective)
         annotation = self.diagnostics.end_epoch(epoch, scoring)
@@ -559,9 +560,27 @@ class Trainer:
             sink.report(record, self)
         return self.result(score_test=score_test)
 
+    def epoch_scoring_model(self) -> Backbone:
+        """What an epoch's evaluation scores (validation and the diagnostic rows): the model,
+        or with sharded tables a copy holding only the rows of this worker's scored users and
+        items (:meth:`ShardedTables.rows_model`; every worker calls it). Memory: those rows,
+        not the tables."""
+        if self.tables is None:
+            return self.model
+        users, items = self.diagnostics.pairs()
+        ids = {"user": [self.data.valid.users, users], "item": [self.data.valid.items, items]}
+        return self.tables.rows_model(self.model, ids)
+
+    def largest_weight(self) -> float:
+        """The model's largest absolute weight (sharded: every worker calls it)."""
+        if self.tables is None:
+            return largest_weight(self.model)
+        return self.tables.largest_weight(self.model)
+
     def scoring_model(self) -> Backbone:
         """The model with whole tables: itself, or with sharded tables a gathered copy (every
-        worker calls it: an all-gather per table; memory: the whole model, until dropped)."""
+        worker calls it: an all-gather per table; memory: the whole model, until dropped).
+        Training never calls it; an epoch scores :meth:`epoch_scoring_model`."""
         return self.model if self.tables is None else self.tables.full_model(self.model)
 
     def selected_model(self) -> Backbone:
@@ -610,24 +629,51 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- checkpoints
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, whole_tables: bool = True) -> dict[str, Any]:
         """Everything needed to resume after ``next_epoch - 1``; tensors only in nested dicts.
 
-        With sharded tables every worker calls it (the tables and their moments are gathered):
-        the state is the replicated run's, whole tables, one file, written by rank 0 as today
-        (Ray Train's one-reporter checkpoint), and any worker count can cut it again on load.
-        The cost is the whole state on every worker while it is written; per-rank shard files
-        (``torch.distributed.checkpoint``) are what tables past one worker's memory need.
+        With sharded tables, ``whole_tables`` gathers the tables and their moments (every
+        worker calls it): the replicated run's state, which any worker count can cut again
+        on load, at the cost of the whole state on every worker. Without it each worker
+        takes only its rows (no collective): the state then carries a ``"shard"`` entry —
+        this worker's ``rank`` and ``world_size`` and the ``paths`` of the entries that hold
+        its rows (:func:`~invlearn_ray.optim.sharded_tables.state_entry`), so a checkpoint
+        can store those per worker and the rest once.
         """
+        if self.tables is not None and not whole_tables:
+            return self._own_state_dict(self.tables)
         selection = self.selection.state_dict()
         model = self.model.state_dict()
         if self.tables is not None:
             model = self.tables.gather_state(model)
             if selection["best_state"] is not None:
                 selection["best_state"] = self.tables.gather_state(selection["best_state"])
+        optimizer = self.optimizer.state_dict() if self.trains else {}
+        return self._state(model, optimizer, selection)
+
+    def _own_state_dict(self, tables: ShardedTables) -> dict[str, Any]:
+        selection = self.selection.state_dict()
+        if selection["best_state"] is not None:
+            selection["best_state"] = tables.own_state(selection["best_state"])
+        optimizer = self.optimizer.own_state_dict()
+        state = self._state(tables.own_state(self.model.state_dict()), optimizer, selection)
+        paths = [("model", name) for name in tables.local]
+        if selection["best_state"] is not None:
+            paths += [("best_state", name) for name in tables.local]
+        paths += [("optimizer", *path) for path, _ in self.optimizer.table_paths(optimizer)]
+        state["shard"] = {
+            "rank": self.collective.rank,
+            "world_size": self.collective.world_size,
+            "paths": paths,
+        }
+        return state
+
+    def _state(
+        self, model: dict[str, Tensor], optimizer: dict[str, Any], selection: dict[str, Any]
+    ) -> dict[str, Any]:
         return {
             "model": model,
-            "optimizer": self.optimizer.state_dict() if self.trains else {},
+            "optimizer": optimizer,
             "inverse_gradient": self.inverse_gradient.state_dict() if self.trains else {},
             "global_step": self.global_step,
             "next_epoch": self.next_epoch,
@@ -638,18 +684,39 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from a :meth:`state_dict`: whole tables, or this worker's rows (with its
+        ``"shard"`` entry, which must name this worker's place)."""
+        own_rows = "shard" in state
+        if own_rows:
+            self._check_shard(state["shard"])
         if self.tables is not None:
-            self.tables.load_model_state(self.model, state["model"])
+            self.tables.load_model_state(self.model, state["model"], own_rows=own_rows)
         else:
             self.model.load_state_dict(state["model"])
         if self.trains:
-            self.optimizer.load_state_dict(state["optimizer"])
+            if own_rows:
+                self.optimizer.load_own_state_dict(state["optimizer"])
+            else:
+                self.optimizer.load_state_dict(state["optimizer"])
             self.inverse_gradient.load_state_dict(state["inverse_gradient"])
         self.global_step = state["global_step"]
         self.next_epoch = state["next_epoch"]
         self.selection.load_state_dict(state)
         if self.tables is not None and self.selection.best_state is not None:
-            self.selection.best_state = self.tables.shard_state(self.selection.best_state)
+            best = self.selection.best_state
+            self.selection.best_state = (
+                self.tables.distribute_own(best) if own_rows else self.tables.shard_state(best)
+            )
         self.history = [EpochRecord(**record) for record in state["history"]]
         self.directions.load_state_dict(state["direction_log"])
         self.diagnostics.load_state_dict(state["weight_histograms"])
+
+    def _check_shard(self, shard: dict[str, Any]) -> None:
+        place = (self.collective.rank, self.collective.world_size)
+        if self.tables is None or (shard["rank"], shard["world_size"]) != place:
+            raise ValueError(
+                f"this state holds rank {shard['rank']}'s rows of tables sharded over "
+                f"{shard['world_size']} workers, not rows for rank {place[0]} of "
+                f"{place[1]} workers with shard_tables={self.tables is not None}: load it "
+                "into that worker, or resume from a state with whole tables"
+            )

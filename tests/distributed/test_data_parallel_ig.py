@@ -199,6 +199,9 @@ def assert_same_bits(left, right, where: str) -> None:
 def test_sharded_tables_reproduce_the_replicated_run_its_checkpoint_and_model(
     dataset, distributed_run, tmp_path
 ):
+    import ray.train
+
+    from invlearn_ray.distributed.reporting import CHECKPOINT_FILE, shard_file_name, whole_state
     from invlearn_ray.distributed.train import run_training
 
     summary, _ = distributed_run
@@ -214,10 +217,16 @@ def test_sharded_tables_reproduce_the_replicated_run_its_checkpoint_and_model(
     def load(path: Path) -> dict:
         return torch.load(path, weights_only=True, map_location="cpu")
 
-    # The checkpoint (gathered by every rank, written by rank 0) and the published model hold
-    # whole tables in the replicated run's format, with the same bits (two ranks: same sums).
+    # The checkpoint (each rank's rows in its own file, the rest in rank 0's) holds the
+    # replicated run's state, and the published model whole tables in the replicated run's
+    # format, with the same bits (two ranks: same sums).
+    folder = Path(sharded["last_checkpoint"])
+    assert sorted(path.name for path in folder.iterdir()) == sorted(
+        [CHECKPOINT_FILE, *(shard_file_name(rank) for rank in range(WORKERS))]
+    )
     states = [
-        load(Path(run["last_checkpoint"]) / "trainer.pt")["trainer"] for run in (summary, sharded)
+        whole_state(ray.train.Checkpoint.from_directory(run["last_checkpoint"]))
+        for run in (summary, sharded)
     ]
     for key in ("model", "optimizer", "best_state", "direction_log"):
         assert_same_bits(states[0][key], states[1][key], key)

@@ -93,6 +93,44 @@ def test_a_failed_worker_resumes_from_its_checkpoint_and_matches_an_uninterrupte
     assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
 
 
+def test_a_failed_worker_with_sharded_tables_resumes_from_its_rows_exactly(
+    ray_session, dataset, tmp_path
+):
+    from invlearn_ray.distributed.train import run_training
+
+    # Sharded tables take the sign rule (the adam rule's moments are whole tables); each
+    # restarted worker reads its own rows of the tables and their Adam moments back.
+    config = CONFIG.replace(shard_tables=True, step_rule="sign", dual_lr_ratio=50.0)
+    marker = tmp_path / "failed_once"
+    interrupted = run_training(
+        dataset,
+        config,
+        num_workers=WORKERS,
+        output_dir=tmp_path / "interrupted",
+        max_failures=1,
+        test_switches={
+            "_test_fail_once_at_epoch": FAIL_AT_EPOCH,
+            "_test_fail_rank": 1,
+            "_test_fail_marker": str(marker),
+        },
+    )
+    uninterrupted = run_training(
+        dataset, config, num_workers=WORKERS, output_dir=tmp_path / "uninterrupted", max_failures=0
+    )
+
+    assert "rank 1" in marker.read_text()
+    assert interrupted["resumed_from_epoch"] == FAIL_AT_EPOCH
+    assert interrupted["best_epoch"] == uninterrupted["best_epoch"]
+    assert same_metrics(interrupted["valid"], uninterrupted["valid"])
+    assert same_metrics(interrupted["test"], uninterrupted["test"])
+    weights = [
+        torch.load(Path(run["output_dir"]) / "model" / "model.pt", weights_only=True)
+        for run in (interrupted, uninterrupted)
+    ]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+
+
 def test_a_failure_beyond_the_allowed_restarts_names_the_worker_error(
     ray_session, dataset, tmp_path
 ):
