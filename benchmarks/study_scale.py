@@ -311,7 +311,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--search", choices=SEARCHES, default="auto")
     parser.add_argument(
-        "--reuse-processes", action="store_true", help="StudyBudget.reuse_processes (Tune)"
+        "--reuse-processes",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="StudyBudget.reuse_processes (Tune's reuse_actors; the default)",
     )
     parser.add_argument("--out", type=Path, help="study folder (default: a temporary one)")
     parser.add_argument(

@@ -92,9 +92,9 @@ def test_an_unknown_search_is_a_usage_error(tune_cli, capsys):
     assert "invalid choice: 'grid'" in capsys.readouterr().err
 
 
-def test_trials_get_new_processes_unless_asked_to_reuse_them(tune_cli):
+def test_trials_reuse_processes_unless_asked_for_new_ones(tune_cli):
     study = ["--space", str(REPO_ROOT / "tune_spaces" / "ig.yaml"), "--dataset", "synthetic"]
     _, _, budget, _ = tune_cli.resolve(study)
-    assert budget.reuse_processes is False
-    _, _, budget, _ = tune_cli.resolve([*study, "--reuse-processes"])
     assert budget.reuse_processes is True
+    _, _, budget, _ = tune_cli.resolve([*study, "--no-reuse-processes"])
+    assert budget.reuse_processes is False

@@ -32,11 +32,13 @@ class StudyBudget:
             ``random``, or ``auto``: TPE for studies of at least :data:`TPE_MIN_TRIALS`
             trials, random search below (TPE's first 10 trials are random draws anyway).
         reuse_processes: run each trial in a process an earlier trial ran in (Tune's
-            ``reuse_actors``) instead of a new one. Measured (benchmarks/study_scale.py, 64
-            tiny trials, 2 cores): 14.0 s of overhead per trial -> 0.82 s, nearly all of it
-            a new Python process importing torch and Ray. Off by default: with it, a study
-            interrupted while a trial was between a report and its checkpoint re-reported
-            that epoch on resume (1 of 3 runs of the resume test).
+            ``reuse_actors``, the default) instead of a new one. Measured
+            (benchmarks/study_scale.py, tiny trials, 2 cores): 7.1-14.0 s of overhead per
+            trial -> 0.8-1.2 s, nearly all of it a new Python process importing torch and
+            Ray. A trial that is interrupted between a report and Tune's fetch of its
+            checkpoint reports that epoch again when it resumes (seen with reused processes
+            and after a lost node); the study counts each epoch once
+            (:func:`~invlearn_ray.experiments.tune.study.unique_epochs`).
         trial_retries: restarts of a trial whose process or node died (a spot worker taken
             away, Ray's memory monitor, an error), each from the trial's last checkpoint;
             after them it is that trial's failure, and the study goes on.
@@ -52,7 +54,7 @@ class StudyBudget:
     reduction_factor: int = 2
     search_seed: int = 0
     search: str = "auto"
-    reuse_processes: bool = False
+    reuse_processes: bool = True
     trial_retries: int = 2
 
     def __post_init__(self) -> None:
