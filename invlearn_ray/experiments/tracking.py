@@ -236,6 +236,12 @@ class Tracker:
         """Log the numeric entries of ``metrics`` (see :func:`finite_metrics`) at ``step``."""
         self.log_steps(run_id, [(step, finite_metrics(metrics, prefix))])
 
+    def last_step(self, run_id: str, key: str) -> int:
+        """The last step logged for the metric ``key`` of a run (-1: none)."""
+        return max(
+            (metric.step for metric in self.client.get_metric_history(run_id, key)), default=-1
+        )
+
     def log_history(self, run_id: str, history: Sequence[Mapping[str, Any]]) -> None:
         """Per-epoch records (``EpochRecord.flat()``): one step per epoch."""
         self.log_steps(

@@ -70,9 +70,16 @@ class MlflowTrialCallback(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         metrics = epoch_metrics(result)
-        # An epoch reported again after a lost node (see study.unique_epochs) is logged once.
-        if "epoch" in metrics and metrics["epoch"] > self._logged_epoch.get(trial.trial_id, -1):
-            self.tracker.log_history(self._run_id(trial), [metrics])
+        if "epoch" not in metrics:
+            return
+        run_id = self._run_id(trial)
+        # An epoch a resumed trial reports again (see study.unique_epochs) is logged once. What
+        # was logged is read from MLflow once per trial and process: a restored study's
+        # callback is the one pickled when the study began.
+        if trial.trial_id not in self._logged_epoch:
+            self._logged_epoch[trial.trial_id] = self.tracker.last_step(run_id, "epoch")
+        if metrics["epoch"] > self._logged_epoch[trial.trial_id]:
+            self.tracker.log_history(run_id, [metrics])
             self._logged_epoch[trial.trial_id] = metrics["epoch"]
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
