@@ -4,7 +4,7 @@ an undisturbed one does.
 
 The cluster is emulated (``tests/support/multinode.py``): a head without CPUs and three one-CPU
 worker nodes sharing no disk, so the checkpoints a restarted group or trial reads must come
-from S3. The session's cluster replaces the node a test killed before the next test.
+from S3. The module's cluster replaces the node a test killed before the next test.
 """
 
 from __future__ import annotations

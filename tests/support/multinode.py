@@ -258,12 +258,13 @@ def _kill_group(process: subprocess.Popen) -> None:
             pass
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def multinode_cluster(s3_server) -> Iterator[Cluster]:
     """A head (no CPUs) and three one-CPU worker nodes sharing no disk, started once for the
-    session (a start costs 20-60 s here); the nodes reach the session's S3 server through the
-    AWS variables, as a cloud cluster's nodes would S3. Each test gets all three workers
-    alive: a node a test killed is replaced before the next one."""
+    module (a start costs 20-60 s here; not kept for the session, where its nodes would load
+    every later test); the nodes reach the session's S3 server through the AWS variables, as
+    a cloud cluster's nodes would S3. Each test gets all three workers alive: a node a test
+    killed is replaced before the next one."""
     reason = skip_reason()
     if reason:
         pytest.skip(reason)
