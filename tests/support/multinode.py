@@ -279,6 +279,6 @@ def multinode_cluster(s3_server) -> Iterator[Cluster]:
 
 @pytest.fixture
 def cluster_nodes(multinode_cluster) -> Iterator[Cluster]:
-    """The session's emulated cluster with every worker node alive, for one test."""
+    """The module's emulated cluster with every worker node alive, for one test."""
     multinode_cluster.replace_lost_workers()
     yield multinode_cluster
