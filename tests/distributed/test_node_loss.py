@@ -62,9 +62,7 @@ def parent(pid: int) -> int:
         return 0
 
 
-def train_worker_nodes(
-    nodes: dict[int, int], process_title: bytes = b"RayTrainWorker"
-) -> list[int]:
+def nodes_running(nodes: dict[int, int], process_title: bytes) -> list[int]:
     """The worker nodes (``pid -> index`` of their ``ray start`` process) that run a process
     titled ``process_title`` now (a Ray Train worker, a Tune trial), found by walking each such
     process's parents up to its node."""
@@ -98,16 +96,43 @@ def wait_for_checkpoint(run_storage: str, process: subprocess.Popen, timeout: fl
     raise AssertionError(f"no checkpoint under {run_storage} within {timeout} s")
 
 
+def tiny_dataset_in_s3(s3_env, prefix: str) -> tuple[str, str]:
+    """A new bucket and the tiny synthetic dataset built into it: (bucket, dataset)."""
+    bucket = s3_env.create_bucket(f"{prefix}-{uuid.uuid4().hex[:8]}")
+    dataset = storage.join(bucket, "tiny")
+    source = SourceSpec.from_synthetic(SyntheticConfig.preset("tiny"))
+    build_dataset_in_memory(BuildConfig(source=source, split=SplitOptions(seed=0)), dataset)
+    return bucket, dataset
+
+
+def kill_a_node_and_wait(
+    cluster, process: subprocess.Popen, process_title: bytes, what: str
+) -> tuple[str, float]:
+    """SIGKILL the worker node that runs a process titled ``process_title`` (its raylet,
+    workers and object store at once), then wait for ``process`` to end; returns its stderr
+    and the seconds from the kill to its end."""
+    nodes = {node.pid: index for index, node in enumerate(cluster.processes[1:])}
+    hosting = nodes_running(nodes, process_title)
+    assert hosting, f"no {what} found on a worker node"
+    killed_at = time.monotonic()
+    os.killpg(cluster.processes[1 + hosting[0]].pid, signal.SIGKILL)
+    try:
+        _, err = process.communicate(timeout=RECOVERY_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, err = process.communicate()
+        raise AssertionError(f"no recovery in {RECOVERY_TIMEOUT_S} s:\n{err[-6000:]}") from None
+    assert process.returncode == 0, err[-3000:]
+    return err, time.monotonic() - killed_at
+
+
 @pytest.mark.timeout(900)
 def test_a_run_losing_a_worker_node_resumes_on_the_others_and_ends_as_an_undisturbed_run(
     cluster_nodes, s3_env
 ):
     cluster = cluster_nodes
     assert cluster.workers == 3
-    bucket = s3_env.create_bucket(f"loss-{uuid.uuid4().hex[:8]}")
-    dataset = storage.join(bucket, "tiny")
-    source = SourceSpec.from_synthetic(SyntheticConfig.preset("tiny"))
-    build_dataset_in_memory(BuildConfig(source=source, split=SplitOptions(seed=0)), dataset)
+    bucket, dataset = tiny_dataset_in_s3(s3_env, "loss")
     env = {**cluster.env, "PYTHONPATH": str(REPO_ROOT)}
 
     calm_out, lossy_out = storage.join(bucket, "calm"), storage.join(bucket, "lossy")
@@ -127,20 +152,9 @@ def test_a_run_losing_a_worker_node_resumes_on_the_others_and_ends_as_an_undistu
         text=True,
     )
     wait_for_checkpoint(storage.join(f"{lossy_out}.ray", "lossy"), lossy, timeout=300)
-    nodes = {process.pid: index for index, process in enumerate(cluster.processes[1:])}
-    hosting = train_worker_nodes(nodes)
-    assert hosting, "no Ray Train worker found on a worker node"
-    victim = cluster.processes[1 + hosting[0]]
-    killed_at = time.monotonic()
-    os.killpg(victim.pid, signal.SIGKILL)  # the node's raylet, workers and object store at once
-    try:
-        out, err = lossy.communicate(timeout=RECOVERY_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        lossy.kill()
-        out, err = lossy.communicate()
-        raise AssertionError(f"no recovery in {RECOVERY_TIMEOUT_S} s:\n{err[-6000:]}") from None
-    recovered_seconds = time.monotonic() - killed_at
-    assert lossy.returncode == 0, err[-3000:]
+    _, recovered_seconds = kill_a_node_and_wait(
+        cluster, lossy, b"RayTrainWorker", "Ray Train worker"
+    )
 
     calm_metrics, lossy_metrics = read_metrics(calm_out), read_metrics(lossy_out)
     assert calm_metrics["resumed_from_epoch"] is None
@@ -197,10 +211,7 @@ def test_a_study_losing_a_node_mid_trial_restarts_it_elsewhere_and_ends_as_an_un
 ):
     cluster = cluster_nodes
     assert cluster.workers == 3
-    bucket = s3_env.create_bucket(f"study-{uuid.uuid4().hex[:8]}")
-    dataset = storage.join(bucket, "tiny")
-    source = SourceSpec.from_synthetic(SyntheticConfig.preset("tiny"))
-    build_dataset_in_memory(BuildConfig(source=source, split=SplitOptions(seed=0)), dataset)
+    bucket, dataset = tiny_dataset_in_s3(s3_env, "study")
     env = {**cluster.env, "PYTHONPATH": str(REPO_ROOT)}
     env.pop("MLFLOW_TRACKING_URI", None)  # each study's own store, under its --out
 
@@ -222,18 +233,8 @@ def test_a_study_losing_a_node_mid_trial_restarts_it_elsewhere_and_ends_as_an_un
         text=True,
     )
     wait_for_checkpoint(storage.join(lossy_storage, "tune"), lossy, timeout=300)
-    nodes = {process.pid: index for index, process in enumerate(cluster.processes[1:])}
     # A function trainable runs in Tune's actor class ImplicitFunc ("ray::ImplicitFunc.train").
-    hosting = train_worker_nodes(nodes, b"ray::ImplicitFunc")
-    assert hosting, "no running trial found on a worker node"
-    os.killpg(cluster.processes[1 + hosting[0]].pid, signal.SIGKILL)
-    try:
-        out, err = lossy.communicate(timeout=RECOVERY_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        lossy.kill()
-        out, err = lossy.communicate()
-        raise AssertionError(f"no recovery in {RECOVERY_TIMEOUT_S} s:\n{err[-6000:]}") from None
-    assert lossy.returncode == 0, err[-3000:]
+    err, _ = kill_a_node_and_wait(cluster, lossy, b"ray::ImplicitFunc", "running trial")
 
     calm_trials, lossy_trials = trial_scores(tmp_path / "calm"), trial_scores(tmp_path / "lossy")
     assert len(calm_trials) == 2
