@@ -53,54 +53,17 @@ def same_metrics(left: dict, right: dict) -> bool:
     return left.keys() == right.keys() and all(same(left[key], right[key]) for key in left)
 
 
+# Sharded tables take the sign rule (the adam rule's moments are whole tables); each restarted
+# worker reads its own rows of the tables and their Adam moments back.
+SHARDED = CONFIG.replace(shard_tables=True, step_rule="sign", dual_lr_ratio=50.0)
+
+
+@pytest.mark.parametrize("config", [CONFIG, SHARDED], ids=["replicated", "sharded"])
 def test_a_failed_worker_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(
-    ray_session, dataset, tmp_path
+    ray_session, dataset, tmp_path, config
 ):
     from invlearn_ray.distributed.train import run_training
 
-    marker = tmp_path / "failed_once"
-    interrupted = run_training(
-        dataset,
-        CONFIG,
-        num_workers=WORKERS,
-        output_dir=tmp_path / "interrupted",
-        max_failures=1,
-        test_switches={
-            "_test_fail_once_at_epoch": FAIL_AT_EPOCH,
-            "_test_fail_rank": 1,
-            "_test_fail_marker": str(marker),
-        },
-    )
-    uninterrupted = run_training(
-        dataset, CONFIG, num_workers=WORKERS, output_dir=tmp_path / "uninterrupted", max_failures=0
-    )
-
-    assert "rank 1" in marker.read_text()
-    assert interrupted["resumed_from_epoch"] == FAIL_AT_EPOCH
-    assert uninterrupted["resumed_from_epoch"] is None
-    assert interrupted["epochs_run"] == uninterrupted["epochs_run"] == CONFIG.epochs
-    assert interrupted["best_epoch"] == uninterrupted["best_epoch"]
-    # Exact, not approximate: the resumed state is the saved tensors bit for bit, every random
-    # draw is keyed by (seed, epoch, rank), each rank gets the same shard on every attempt,
-    # and the same reductions run in the same order — so the replay is the same computation.
-    assert same_metrics(interrupted["valid"], uninterrupted["valid"])
-    assert same_metrics(interrupted["test"], uninterrupted["test"])
-    weights = [
-        torch.load(Path(run["output_dir"]) / "model" / "model.pt", weights_only=True)
-        for run in (interrupted, uninterrupted)
-    ]
-    assert weights[0].keys() == weights[1].keys()
-    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
-
-
-def test_a_failed_worker_with_sharded_tables_resumes_from_its_rows_exactly(
-    ray_session, dataset, tmp_path
-):
-    from invlearn_ray.distributed.train import run_training
-
-    # Sharded tables take the sign rule (the adam rule's moments are whole tables); each
-    # restarted worker reads its own rows of the tables and their Adam moments back.
-    config = CONFIG.replace(shard_tables=True, step_rule="sign", dual_lr_ratio=50.0)
     marker = tmp_path / "failed_once"
     interrupted = run_training(
         dataset,
@@ -120,7 +83,12 @@ def test_a_failed_worker_with_sharded_tables_resumes_from_its_rows_exactly(
 
     assert "rank 1" in marker.read_text()
     assert interrupted["resumed_from_epoch"] == FAIL_AT_EPOCH
+    assert uninterrupted["resumed_from_epoch"] is None
+    assert interrupted["epochs_run"] == uninterrupted["epochs_run"] == config.epochs
     assert interrupted["best_epoch"] == uninterrupted["best_epoch"]
+    # Exact, not approximate: the resumed state is the saved tensors bit for bit, every random
+    # draw is keyed by (seed, epoch, rank), each rank gets the same shard on every attempt,
+    # and the same reductions run in the same order — so the replay is the same computation.
     assert same_metrics(interrupted["valid"], uninterrupted["valid"])
     assert same_metrics(interrupted["test"], uninterrupted["test"])
     weights = [
