@@ -15,6 +15,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("INVLEARN_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 ML100K = SHARED_DATA / "ml-100k"
 
+# Ray Train's controller collects the workers' reports on a poll every
+# RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s), and a worker's report waits for it (a one-slot
+# queue): each epoch of a tiny test run waited up to 2 s. Every Ray the tests start (the
+# session's, the emulated nodes, the pipelines they run) inherits this environment.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+
 
 @pytest.fixture(autouse=True)
 def restore_logging():

@@ -30,7 +30,8 @@ from invlearn_ray.training.run_folder import read_metrics
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-EPOCHS = 5
+EPOCHS = 30
+"""Epochs of ~0.3 s: the run is still going seconds after its first checkpoint appears."""
 RECOVERY_TIMEOUT_S = 300
 TRAIN = [
     "--method", "ig", "--epochs", str(EPOCHS), "--workers", "2", "--max-failures", "2",

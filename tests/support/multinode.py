@@ -171,6 +171,10 @@ def running_cluster(root: Path, env: dict[str, str], workers: int = WORKERS) -> 
         "RAY_AUTH_MODE": "disabled",
         "RAY_raylet_start_wait_time_s": str(START_TIMEOUT_S),
         "RAY_USAGE_STATS_ENABLED": "0",
+        # A killed node is declared dead after 3 failed checks 1 s apart instead of 5 checks
+        # 3 s apart (15 s): the node-loss tests wait for that before any recovery starts.
+        "RAY_health_check_period_ms": "1000",
+        "RAY_health_check_failure_threshold": "3",
     }
     gcs, client, dashboard = free_ports(3)
     cluster = Cluster(address=f"127.0.0.1:{gcs}", env=node_env, local_out=local_out, root=root)
