@@ -58,7 +58,11 @@ from invlearn_ray.experiments.runs import RunSpec, error_line, execute_runs
 from invlearn_ray.experiments.spaces import StudySpace
 from invlearn_ray.experiments.tracking import Tracker
 from invlearn_ray.experiments.tune.budget import StudyBudget
-from invlearn_ray.experiments.tune.callbacks import MlflowTrialCallback, TrialProgressCallback
+from invlearn_ray.experiments.tune.callbacks import (
+    HeapTrimCallback,
+    MlflowTrialCallback,
+    TrialProgressCallback,
+)
 from invlearn_ray.experiments.tune.search import search_algorithm, study_seed
 from invlearn_ray.experiments.tune.study_dir import (
     BEST_FILE,
@@ -229,6 +233,7 @@ def run_study(
         ours = [
             MlflowTrialCallback(tracker, context, manifest.name, name),
             TrialProgressCallback(name, space.metric, space.mode, budget.trials),
+            HeapTrimCallback(),
         ]
         tuner = _new_tuner(space, budget, trainable, tune_root, [*ours, *callbacks], verbose, seed)
     with tune_console(verbose):

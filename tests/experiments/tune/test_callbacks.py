@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from invlearn_ray.experiments.tune.callbacks import TrialProgressCallback, epoch_metrics
+from invlearn_ray.experiments.tune import callbacks
+from invlearn_ray.experiments.tune.callbacks import (
+    HeapTrimCallback,
+    TrialProgressCallback,
+    epoch_metrics,
+)
 
 
 def test_only_reported_metrics_go_to_mlflow():
@@ -52,3 +57,14 @@ def test_each_ended_trial_is_one_line_with_its_best_validation_score(caplog):
         "[1/2] d/gmf/ig: trial a_1 done: best valid/auc 0.7000 at epoch 1 (3 epochs)",
         "[2/2] d/gmf/ig: trial a_2 FAILED (its error is in trials.csv)",
     ]
+
+
+def test_the_driver_gives_back_its_freed_heap_after_every_ended_trial(monkeypatch):
+    trims = []
+    monkeypatch.setattr(callbacks, "release_freed_heap", lambda: trims.append(1) or True)
+    trim = HeapTrimCallback()
+    trim.on_trial_result(0, [], _Trial("a_1", last_epoch=0), {"epoch": 0})
+    assert trims == []  # not per result: it costs milliseconds
+    trim.on_trial_complete(0, [], _Trial("a_1", last_epoch=2))
+    trim.on_trial_error(0, [], _Trial("a_2", last_epoch=0))
+    assert len(trims) == 2
