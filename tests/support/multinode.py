@@ -47,6 +47,8 @@ START_TIMEOUT_S = 180
 """Head and two workers were alive 16-28 s after the start here (2 shared, loaded cores)."""
 OBJECT_STORE_BYTES = 200 * 2**20
 _WORKER_PORTS = 60
+_NODE_SLOTS = 16
+"""Worker port ranges one cluster hands out in turn (head, workers, replacements)."""
 _ALIVE = 0  # GcsNodeInfo.GcsNodeState.ALIVE
 
 
@@ -68,6 +70,17 @@ class Cluster:
     processes: list[subprocess.Popen] = field(default_factory=list)
     """``ray start`` of the head, then of each worker node (index ``1 + i``)."""
     logs: list[Path] = field(default_factory=list)
+    worker_ports_from: int = field(
+        default_factory=lambda: random.randrange(20_000, 32_000 - _NODE_SLOTS * _WORKER_PORTS)
+    )
+    """Below the ephemeral range (free_ports' picks) and above Ray's default 10002-19999, at
+    a random offset so that two clusters rarely overlap; within it each node started gets
+    the next range of its own, so no two nodes of this cluster ever share a worker port."""
+
+    def node_ports(self) -> list[str]:
+        """The port options of the next node to start."""
+        slot = len(self.logs) % _NODE_SLOTS
+        return _node_ports(self.worker_ports_from + slot * _WORKER_PORTS)
 
     @property
     def workers(self) -> int:
@@ -86,7 +99,7 @@ class Cluster:
             "--num-cpus=1",
             "--node-ip-address=127.0.0.1",
             f"--temp-dir={node_tmp}",
-            *_node_ports(),
+            *self.node_ports(),
         ]
         private = " && ".join(
             [
@@ -128,12 +141,9 @@ def skip_reason() -> str | None:
     return None
 
 
-def _node_ports() -> list[str]:
-    """The per-node port options, each port free now; a worker range of its own."""
+def _node_ports(low: int) -> list[str]:
+    """The per-node port options, each port free now, workers on ``low`` and above."""
     manager, objects, metrics, agent, agent_grpc, runtime_env = free_ports(6)
-    # Worker ports below the ephemeral range (free_ports' picks) and above Ray's default
-    # 10002-19999, at a random offset so that two clusters rarely overlap.
-    low = random.randrange(20_000, 32_000 - _WORKER_PORTS)
     return [
         f"--node-manager-port={manager}",
         f"--object-manager-port={objects}",
@@ -193,7 +203,7 @@ def running_cluster(root: Path, env: dict[str, str], workers: int = WORKERS) -> 
         # Bound even without the dashboard; the default 8265 may be another Ray's.
         f"--dashboard-port={dashboard}",
         f"--temp-dir={head_tmp}",
-        *_node_ports(),
+        *cluster.node_ports(),
     ]
     try:
         cluster.processes.append(_start(head, node_env, root / "head.log"))
