@@ -4,21 +4,13 @@ need Ray and minutes)."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from support.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    path = REPO_ROOT / "benchmarks" / "search_curves.py"
-    spec = importlib.util.spec_from_file_location("search_curves", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/search_curves.py", "search_curves")
 
 
 def test_best_after_k_reads_only_the_first_k_trials_and_skips_failed_ones(bench):

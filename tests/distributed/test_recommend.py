@@ -4,13 +4,13 @@ into S3, on nodes that share no disk: tests/distributed/test_multinode_build.py.
 
 from __future__ import annotations
 
-import importlib.util
 import uuid
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import torch
+from support.scripts import load_script
 
 from invlearn_ray import storage
 from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
@@ -33,7 +33,6 @@ from invlearn_ray.training.config import TrainConfig
 from invlearn_ray.training.run_folder import upload_run
 
 K = 7
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -161,11 +160,7 @@ def test_ray_data_batch_inference_writes_the_same_rows_as_parquet(
 
 
 def load_recommend_cli():
-    path = REPO_ROOT / "pipelines" / "recommend.py"
-    spec = importlib.util.spec_from_file_location("recommend_cli", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("pipelines/recommend.py", "recommend_cli")
 
 
 @pytest.fixture

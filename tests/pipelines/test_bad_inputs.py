@@ -9,7 +9,6 @@ is a malformed command line (argparse), 1 a well-formed one pointing at somethin
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from support.scripts import load_script
 
 from invlearn_ray.data.build import BuildConfig, build_dataset_in_memory
 from invlearn_ray.data.sources import SourceSpec
@@ -32,14 +32,7 @@ IG_SPACE = REPO_ROOT / "tune_spaces" / "ig.yaml"
 
 @pytest.fixture(scope="module")
 def clis() -> dict:
-    modules = {}
-    for name in COMMANDS:
-        spec = importlib.util.spec_from_file_location(
-            f"{name}_bad_inputs", REPO_ROOT / "pipelines" / f"{name}.py"
-        )
-        modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(modules[name])
-    return modules
+    return {name: load_script(f"pipelines/{name}.py", f"{name}_bad_inputs") for name in COMMANDS}
 
 
 def _ratings(n_users: int, n_items: int, rating) -> str:

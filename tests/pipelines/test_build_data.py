@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
+from support.scripts import load_script
 
 from invlearn_ray.data import dataset_dir as dd
 from invlearn_ray.data.labels import FinishRateRule, RatingRule
 from invlearn_ray.data.loading import load_dataset
 from invlearn_ray.data.manifest import Manifest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "pipelines" / "build_data.py"
-
 
 @pytest.fixture(scope="module")
 def cli():
-    spec = importlib.util.spec_from_file_location("build_data_cli", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("pipelines/build_data.py", "build_data_cli")
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -12,9 +11,9 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from support.scripts import load_script
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PIPELINES = REPO_ROOT / "pipelines"
 # A short grid: two methods (IG brings the direction-log figure), two seeds, one alpha/gamma ratio.
 SHORT_GRID = ["--smoke-test", "--methods", "none,ig", "--ratios", "10"]
 
@@ -24,12 +23,7 @@ pytestmark = pytest.mark.usefixtures("no_tracking_env")
 
 @pytest.fixture(scope="module")
 def benchmark_cli():
-    spec = importlib.util.spec_from_file_location(
-        "full_benchmark_cli", PIPELINES / "full_benchmark.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("pipelines/full_benchmark.py", "full_benchmark_cli")
 
 
 @pytest.mark.parametrize(

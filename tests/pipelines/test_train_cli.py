@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from support.scripts import load_script
 
 from invlearn_ray.models.checkpoint import load_model
 from invlearn_ray.training.config import TrainConfig
 
-PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
-
 
 def load_cli(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_cli", PIPELINES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"pipelines/{name}.py", f"{name}_cli")
 
 
 @pytest.fixture(scope="module")

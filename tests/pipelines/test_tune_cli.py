@@ -3,20 +3,17 @@ tested in tests/experiments/test_tune.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from support.scripts import load_script
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def tune_cli():
-    spec = importlib.util.spec_from_file_location("tune_cli", REPO_ROOT / "pipelines" / "tune.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("pipelines/tune.py", "tune_cli")
 
 
 def test_smoke_test_resolves_to_a_small_ig_study(tune_cli, tmp_path):
